@@ -242,9 +242,13 @@ def write_responses(
     matrix: np.ndarray,
     neuroids: pd.DataFrame,
     metadata: Mapping[str, Any],
+    rows: pd.DataFrame | None = None,
 ) -> None:
-    """Write a stimulus x neuroid response matrix (float32) with its neuroid table.
+    """Write a response matrix (float32, rows x neuroids) with its neuroid table.
 
+    Rows are keyed by ``stimulus_id``: a stimulus, or for time series a TR id that the
+    stimuli table's optional ``response_id`` column points to (several words per TR).
+    ``rows`` adds per-row columns (e.g. ``run``, ``time``) in the same order.
     Reading times use the same contract: neuroids are readers (``roi`` = ``reader``) or a
     single ``mean`` column when only reader-averaged times exist (NaN = not measured).
     """
@@ -260,20 +264,24 @@ def write_responses(
     if len(set(stimulus_ids)) != len(stimulus_ids):
         raise DataError(f"{path}: duplicated stimulus ids in the response matrix.")
     neuroid_json = neuroids[list(NEUROID_COLUMNS)].astype(str).to_dict(orient="list")
-    table = _matrix_table(stimulus_ids, matrix.astype(np.float32), "stimulus_id")
+    extra = None if rows is None else {c: pa.array(rows[c].to_numpy()) for c in rows.columns}
+    if rows is not None and len(rows) != len(stimulus_ids):
+        raise DataError(f"{path}: {len(rows)} row descriptions for {len(stimulus_ids)} rows.")
+    table = _matrix_table(stimulus_ids, matrix.astype(np.float32), "stimulus_id", extra)
     schema = _with_metadata(table.schema, provenance(neuroids=neuroid_json, **metadata))
     with atomic_path(path) as tmp:
         pq.write_table(table.replace_schema_metadata(schema.metadata), tmp)
 
 
-def read_responses(path: str | os.PathLike) -> tuple[pd.Index, np.ndarray, pd.DataFrame]:
-    """Return (stimulus ids, stimulus x neuroid float32 matrix, neuroid table)."""
+def read_responses(path: str | os.PathLike) -> tuple[pd.Index, np.ndarray, pd.DataFrame, pd.DataFrame]:
+    """Return (row ids, rows x neuroids float32 matrix, neuroid table, per-row columns)."""
     metadata = read_metadata(path)
     table = pq.read_table(path)
     ids = pd.Index(table.column("stimulus_id").to_pylist(), name="stimulus_id")
     matrix = _fixed_list_to_numpy(table.column("values"))
     neuroids = pd.DataFrame(metadata["neuroids"])
-    return ids, matrix, neuroids
+    rows = table.drop_columns(["stimulus_id", "values"]).to_pandas()
+    return ids, matrix, neuroids, rows
 
 
 def _fixed_list_to_numpy(column: pa.ChunkedArray) -> np.ndarray:
