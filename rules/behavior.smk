@@ -1,0 +1,23 @@
+# Stage 3b: surprisal against reading times, per dataset x model.
+
+
+rule fit_reading_times:
+    input:
+        surprisal="results/surprisal/{dataset}/{model}.parquet",
+        stimuli="results/stimuli/{dataset}.parquet",
+        responses="results/responses/{dataset}.parquet",
+    output:
+        "results/behavior/{dataset}/{model}.tsv",
+    params:
+        options=lookup(dpath="behavior", within=config),
+    log:
+        "logs/fit_reading_times/{dataset}/{model}.log",
+    benchmark:
+        "benchmarks/fit_reading_times/{dataset}/{model}.tsv"
+    threads: 1
+    resources:
+        mem_mb=memory_mb(8000),
+    conda:
+        "../envs/analysis.yaml"
+    script:
+        "../workflow/scripts/fit_reading_times.py"

@@ -1,0 +1,145 @@
+# Validation, constants, wildcard constraints and input/target functions. No rules here.
+import re
+from pathlib import Path
+
+from brainalign.config import active_suite, validate_config
+from brainalign.plots.figures import FIGURE_NAMES
+from brainalign.workflow import MODEL_RUNTIME_KEYS, missing_user_files_warning
+
+
+validate_config(config)
+
+SUITE = active_suite(config)
+DATASETS = SUITE["datasets"]
+MODELS = SUITE["models"]
+PROTOCOLS = SUITE["protocols"]
+NEURAL_DATASETS = [d for d in DATASETS if config["datasets"][d]["measure"] == "neural"]
+BEHAVIOR_DATASETS = [d for d in DATASETS if config["datasets"][d]["measure"] == "behavior"]
+DEMO = any(config["datasets"][d]["demo"] for d in DATASETS)
+FIGURES = list(FIGURE_NAMES)
+PUBLISHED = Path(workflow.basedir) / "resources" / "published"
+
+for _warning in missing_user_files_warning(config, DATASETS):
+    logger.warning(_warning)
+
+
+def _alternatives(names):
+    return "|".join(re.escape(name) for name in sorted(names))
+
+
+wildcard_constraints:
+    dataset=_alternatives(config["datasets"]),
+    model=_alternatives(config["models"]),
+    protocol=_alternatives(["aw2024", "robust"]),
+    layer=r"\d+",
+
+
+# ----------------------------------------------------------------------------- datasets
+def dataset_files(wildcards):
+    """The dataset's raw inputs: shipped demo files, or the manifest of its downloads."""
+    block = config["datasets"][wildcards.dataset]
+    if block["demo"]:
+        return list(block["files"].values())
+    return f"resources/downloads/{wildcards.dataset}/manifest.json"
+
+
+def simulation_source(wildcards):
+    """A demo dataset's planted signal: the source model's activations or surprisal."""
+    block = config["datasets"][wildcards.dataset]
+    if block["reader"] == "demo_fmri":
+        return f"results/activations/{wildcards.dataset}/{block['simulation']['source_model']}.parquet"
+    if block["reader"] == "demo_reading_times":
+        return f"results/surprisal/{wildcards.dataset}/{block['simulation']['source_model']}.parquet"
+    return []
+
+
+# ----------------------------------------------------------------------------- models
+def model_runtime_block(wildcards):
+    """The model keys that change its activations (not its benchmark metadata), so editing
+    a model's MMLU score does not rerun its extraction."""
+    block = config["models"][wildcards.model]
+    return {key: block[key] for key in MODEL_RUNTIME_KEYS if key in block}
+
+
+def encoding_options(wildcards):
+    """Protocol settings plus the dataset facts the protocol needs."""
+    block = config["datasets"][wildcards.dataset]
+    return {
+        **config["protocols"][wildcards.protocol],
+        "time_series": block["time_series"],
+        "demo": block["demo"],
+    }
+
+
+def layer_fits(wildcards):
+    """Every layer's encoding fit of one model on one dataset under one protocol."""
+    n_layers = config["models"][wildcards.model]["n_layers"]
+    return expand(
+        "results/encoding/{protocol}/{dataset}/{model}/layer-{layer}.parquet",
+        protocol=wildcards.protocol,
+        dataset=wildcards.dataset,
+        model=wildcards.model,
+        layer=range(1, n_layers + 1),
+    )
+
+
+# ----------------------------------------------------------------------------- aggregates
+def model_scores():
+    """Per-model brain scores of the suite (aggregate input)."""
+    return expand(
+        "results/scores/{protocol}/{dataset}/{model}.tsv",
+        protocol=PROTOCOLS,
+        dataset=NEURAL_DATASETS,
+        model=MODELS,
+    )
+
+
+def model_layer_scores():
+    """Per-layer brain scores of the suite (aggregate input)."""
+    return expand(
+        "results/scores/{protocol}/{dataset}/{model}.layers.tsv",
+        protocol=PROTOCOLS,
+        dataset=NEURAL_DATASETS,
+        model=MODELS,
+    )
+
+
+def behavior_scores():
+    """Per-model behavioral scores of the suite (aggregate input)."""
+    return expand("results/behavior/{dataset}/{model}.tsv", dataset=BEHAVIOR_DATASETS, model=MODELS)
+
+
+def suite_model_blocks():
+    """The suite's model blocks, for the aggregate analysis only."""
+    return {name: config["models"][name] for name in MODELS}
+
+
+def all_targets():
+    """Everything the selected suite produces."""
+    return [
+        "results/scores/brain.tsv",
+        "results/scores/behavior.tsv",
+        "results/analysis/instruction_effect.tsv",
+        "results/analysis/published/instruction_effect.tsv",
+        *expand("results/figures/{figure}.png", figure=FIGURES),
+        "results/summary.md",
+    ]
+
+
+# ----------------------------------------------------------------------------- resources
+def memory_mb(base_mb):
+    """A memory request that grows with each retry (attempt 1, 2, ...)."""
+
+    def by_attempt(wildcards, attempt):
+        return base_mb * attempt
+
+    return by_attempt
+
+
+def runtime_min(base_min):
+    """A runtime request (minutes) that grows with each retry."""
+
+    def by_attempt(wildcards, attempt):
+        return base_min * attempt
+
+    return by_attempt

@@ -1,0 +1,54 @@
+# Stage 1: raw dataset files -> stimuli table and response matrix.
+
+
+rule download_dataset:
+    localrule: True
+    output:
+        "resources/downloads/{dataset}/manifest.json",
+    params:
+        name="{dataset}",
+        block=lookup(dpath="datasets/{dataset}", within=config),
+    log:
+        "logs/download_dataset/{dataset}.log",
+    conda:
+        "../envs/data.yaml"
+    script:
+        "../workflow/scripts/download_dataset.py"
+
+
+rule prepare_stimuli:
+    input:
+        dataset_files,
+    output:
+        "results/stimuli/{dataset}.parquet",
+    params:
+        block=lookup(dpath="datasets/{dataset}", within=config),
+    log:
+        "logs/prepare_stimuli/{dataset}.log",
+    benchmark:
+        "benchmarks/prepare_stimuli/{dataset}.tsv"
+    conda:
+        "../envs/data.yaml"
+    script:
+        "../workflow/scripts/prepare_stimuli.py"
+
+
+rule prepare_responses:
+    input:
+        files=dataset_files,
+        stimuli="results/stimuli/{dataset}.parquet",
+        simulation_source=simulation_source,
+    output:
+        "results/responses/{dataset}.parquet",
+    params:
+        block=lookup(dpath="datasets/{dataset}", within=config),
+    log:
+        "logs/prepare_responses/{dataset}.log",
+    benchmark:
+        "benchmarks/prepare_responses/{dataset}.tsv"
+    resources:
+        mem_mb=memory_mb(8000),
+    conda:
+        "../envs/data.yaml"
+    script:
+        "../workflow/scripts/prepare_responses.py"

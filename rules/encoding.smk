@@ -1,0 +1,47 @@
+# Stage 3: noise ceilings and one encoding fit per dataset x model x layer x protocol.
+
+
+rule compute_ceiling:
+    input:
+        stimuli="results/stimuli/{dataset}.parquet",
+        responses="results/responses/{dataset}.parquet",
+    output:
+        "results/ceiling/{dataset}.parquet",
+    params:
+        options=lookup(dpath="encoding", within=config),
+    log:
+        "logs/compute_ceiling/{dataset}.log",
+    benchmark:
+        "benchmarks/compute_ceiling/{dataset}.tsv"
+    threads: 2
+    resources:
+        mem_mb=memory_mb(16000),
+        runtime=runtime_min(120),
+    conda:
+        "../envs/encoding.yaml"
+    script:
+        "../workflow/scripts/compute_ceiling.py"
+
+
+rule fit_encoding:
+    input:
+        activations="results/activations/{dataset}/{model}.parquet",
+        stimuli="results/stimuli/{dataset}.parquet",
+        responses="results/responses/{dataset}.parquet",
+    output:
+        "results/encoding/{protocol}/{dataset}/{model}/layer-{layer}.parquet",
+    params:
+        options=encoding_options,
+        layer="{layer}",
+    log:
+        "logs/fit_encoding/{protocol}/{dataset}/{model}/layer-{layer}.log",
+    benchmark:
+        "benchmarks/fit_encoding/{protocol}/{dataset}/{model}/layer-{layer}.tsv"
+    threads: 1
+    resources:
+        mem_mb=memory_mb(8000),
+        runtime=runtime_min(60),
+    conda:
+        "../envs/encoding.yaml"
+    script:
+        "../workflow/scripts/fit_encoding.py"

@@ -1,0 +1,45 @@
+# Stage 4: layer choice per model, then one tidy table per alignment.
+
+
+rule score_model:
+    input:
+        layers=layer_fits,
+        ceiling="results/ceiling/{dataset}.parquet",
+    output:
+        model="results/scores/{protocol}/{dataset}/{model}.tsv",
+        layers="results/scores/{protocol}/{dataset}/{model}.layers.tsv",
+    params:
+        n_layers=lookup(dpath="models/{model}/n_layers", within=config),
+    log:
+        "logs/score_model/{protocol}/{dataset}/{model}.log",
+    conda:
+        "../envs/encoding.yaml"
+    script:
+        "../workflow/scripts/score_model.py"
+
+
+rule aggregate_scores:
+    input:
+        brain=model_scores(),
+        brain_layers=model_layer_scores(),
+        behavior=behavior_scores(),
+    output:
+        brain=report(
+            "results/scores/brain.tsv",
+            caption="../workflow/report/brain_scores.rst",
+            category="Scores",
+        ),
+        brain_layers="results/scores/brain_layers.tsv",
+        behavior=report(
+            "results/scores/behavior.tsv",
+            caption="../workflow/report/behavior_scores.rst",
+            category="Scores",
+        ),
+    params:
+        demo=DEMO,
+    log:
+        "logs/aggregate_scores/aggregate_scores.log",
+    conda:
+        "../envs/analysis.yaml"
+    script:
+        "../workflow/scripts/aggregate_scores.py"

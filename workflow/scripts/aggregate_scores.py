@@ -1,0 +1,18 @@
+"""Concatenate per-model scores into the tidy brain and behavior tables."""
+
+import _package_path  # noqa: F401
+
+from brainalign.stages import aggregate_scores
+from brainalign.workflow import run_step
+
+run_step(
+    snakemake,
+    aggregate_scores,
+    brain_paths=list(snakemake.input.brain),
+    layer_paths=list(snakemake.input.brain_layers),
+    behavior_paths=list(snakemake.input.behavior),
+    demo=bool(snakemake.params.demo),
+    brain_out=snakemake.output.brain,
+    layers_out=snakemake.output.brain_layers,
+    behavior_out=snakemake.output.behavior,
+)

@@ -1,0 +1,17 @@
+"""Instruction-tuning effects, correlations with model properties, and the written summary."""
+
+import _package_path  # noqa: F401
+
+from brainalign.stages import analyze_scores
+from brainalign.workflow import run_step
+
+run_step(
+    snakemake,
+    analyze_scores,
+    brain_path=snakemake.input.brain,
+    behavior_path=snakemake.input.behavior,
+    models=snakemake.params.models,
+    demo=bool(snakemake.params.demo),
+    effect_out=snakemake.output.effect,
+    summary_out=snakemake.output.summary,
+)

@@ -1,0 +1,18 @@
+"""One encoding fit: one layer of one model on one dataset under one protocol."""
+
+import _package_path  # noqa: F401
+
+from brainalign.stages import fit_encoding
+from brainalign.workflow import run_step
+
+run_step(
+    snakemake,
+    fit_encoding,
+    protocol=snakemake.wildcards.protocol,
+    activations_path=snakemake.input.activations,
+    layer=int(snakemake.params.layer),
+    stimuli_path=snakemake.input.stimuli,
+    responses_path=snakemake.input.responses,
+    options=snakemake.params.options,
+    out_path=snakemake.output[0],
+)
