@@ -2,7 +2,7 @@
 
 import _package_path  # noqa: F401
 
-from brainalign.stages import analyze_published
+from brainalign.analysis.pipeline import analyze_published
 from brainalign.workflow import run_step
 
 run_step(

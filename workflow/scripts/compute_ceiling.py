@@ -2,7 +2,7 @@
 
 import _package_path  # noqa: F401
 
-from brainalign.stages import compute_ceiling
+from brainalign.encoding.pipeline import compute_ceiling
 from brainalign.workflow import run_step
 
 run_step(

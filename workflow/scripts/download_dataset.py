@@ -2,7 +2,7 @@
 
 import _package_path  # noqa: F401
 
-from brainalign.stages import materialize_dataset
+from brainalign.datasets.pipeline import materialize_dataset
 from brainalign.workflow import run_step
 
 run_step(

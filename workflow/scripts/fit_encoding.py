@@ -2,7 +2,7 @@
 
 import _package_path  # noqa: F401
 
-from brainalign.stages import fit_encoding
+from brainalign.encoding.pipeline import fit_encoding
 from brainalign.workflow import run_step
 
 run_step(

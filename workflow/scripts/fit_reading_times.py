@@ -2,7 +2,7 @@
 
 import _package_path  # noqa: F401
 
-from brainalign.stages import fit_reading_times
+from brainalign.behavior.pipeline import fit_reading_times
 from brainalign.workflow import run_step
 
 run_step(

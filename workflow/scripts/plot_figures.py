@@ -2,7 +2,7 @@
 
 import _package_path  # noqa: F401
 
-from brainalign.stages import plot_figures
+from brainalign.analysis.pipeline import plot_figures
 from brainalign.workflow import run_step
 
 run_step(

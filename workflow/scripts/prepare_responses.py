@@ -2,7 +2,7 @@
 
 import _package_path  # noqa: F401
 
-from brainalign.stages import prepare_responses
+from brainalign.datasets.pipeline import prepare_responses
 from brainalign.workflow import run_step
 
 run_step(

@@ -2,7 +2,7 @@
 
 import _package_path  # noqa: F401
 
-from brainalign.stages import prepare_stimuli
+from brainalign.datasets.pipeline import prepare_stimuli
 from brainalign.workflow import run_step
 
 run_step(snakemake, prepare_stimuli, block=snakemake.params.block, out_path=snakemake.output[0])

@@ -2,7 +2,7 @@
 
 import _package_path  # noqa: F401
 
-from brainalign.stages import score_model
+from brainalign.encoding.pipeline import score_model
 from brainalign.workflow import run_step
 
 run_step(

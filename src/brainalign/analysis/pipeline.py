@@ -1,0 +1,82 @@
+"""Aggregate stages on files: tidy score tables, the study's analysis, the summary and figures."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import yaml
+
+from brainalign import io
+from brainalign.analysis.run import analyze
+from brainalign.analysis.summary import write_summary
+from brainalign.errors import DataError
+from brainalign.plots.figures import plot_figures as draw
+
+
+def aggregate_scores(
+    brain_paths: Sequence[str | Path],
+    layer_paths: Sequence[str | Path],
+    behavior_paths: Sequence[str | Path],
+    demo: bool,
+    brain_out: str | Path,
+    layers_out: str | Path,
+    behavior_out: str | Path,
+) -> None:
+    """Concatenate per-model score files into the tidy tables (each labelled demo or not)."""
+    for paths, out in ((brain_paths, brain_out), (layer_paths, layers_out), (behavior_paths, behavior_out)):
+        frames = [io.read_tsv(path) for path in paths]
+        table = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
+        table["demo"] = demo
+        io.write_tsv(out, table)
+
+
+def analyze_scores(
+    brain_path: str | Path,
+    behavior_path: str | Path,
+    models: Mapping[str, Any],
+    demo: bool,
+    effect_out: str | Path,
+    summary_out: str | Path,
+) -> None:
+    """Run the study's analysis on the suite's scores and write the summary."""
+    brain, behavior = io.read_tsv(brain_path), io.read_tsv(behavior_path)
+    out_dir = Path(effect_out).parent
+    analyze(brain, behavior, dict(models), out_dir)
+    write_summary(out_dir, brain, behavior, summary_out, demo)
+
+
+def analyze_published(
+    brain_path: str | Path, behavior_path: str | Path, models_path: str | Path, effect_out: str | Path
+) -> None:
+    """Run the same analysis on the paper's published per-model scores."""
+    with open(models_path) as handle:
+        models = yaml.safe_load(handle)
+    analyze(io.read_tsv(brain_path), io.read_tsv(behavior_path), models, Path(effect_out).parent)
+
+
+def plot_figures(
+    brain_path: str | Path,
+    layers_path: str | Path,
+    behavior_path: str | Path,
+    effect_path: str | Path,
+    models: Mapping[str, Any],
+    demo: bool,
+    figure_paths: Sequence[str | Path],
+) -> None:
+    """Draw every figure into the folder of ``figure_paths`` (PNG and PDF)."""
+    out_dir = Path(figure_paths[0]).parent
+    written = draw(
+        io.read_tsv(brain_path),
+        io.read_tsv(layers_path),
+        io.read_tsv(behavior_path),
+        Path(effect_path).parent,
+        dict(models),
+        out_dir,
+        demo,
+    )
+    missing = [str(p) for p in figure_paths if Path(p) not in {Path(w) for w in written}]
+    if missing:
+        raise DataError(f"figures not drawn: {missing}")
