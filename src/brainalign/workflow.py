@@ -89,3 +89,6 @@ def run_step(snakemake: Any, function: Callable[..., Any], **kwargs: Any) -> Any
         logger.error("%s", error)
         print(f"brainalign {snakemake.rule}: error: {error}", file=sys.stderr)
         sys.exit(1)
+    except Exception:
+        logger.exception("unexpected failure (a bug: please report it with this log)")
+        raise
