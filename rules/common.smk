@@ -3,7 +3,7 @@ import re
 from pathlib import Path
 
 from brainalign.config import active_suite, validate_config
-from brainalign.plots.figures import FIGURE_NAMES
+from brainalign.plots.figures import figure_names
 from brainalign.workflow import MODEL_RUNTIME_KEYS, missing_user_files_warning
 
 
@@ -16,7 +16,10 @@ PROTOCOLS = SUITE["protocols"]
 NEURAL_DATASETS = [d for d in DATASETS if config["datasets"][d]["measure"] == "neural"]
 BEHAVIOR_DATASETS = [d for d in DATASETS if config["datasets"][d]["measure"] == "behavior"]
 DEMO = any(config["datasets"][d]["demo"] for d in DATASETS)
-FIGURES = list(FIGURE_NAMES)
+FIGURES = figure_names(
+    PROTOCOLS if NEURAL_DATASETS else [],
+    ["aw2024", "regression"] if BEHAVIOR_DATASETS else [],
+)
 PUBLISHED = Path(workflow.basedir) / "resources" / "published"
 
 for _warning in missing_user_files_warning(config, DATASETS):

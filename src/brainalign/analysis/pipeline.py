@@ -7,9 +7,9 @@ from pathlib import Path
 from typing import Any
 
 import pandas as pd
-import yaml
-
 from brainalign import io
+from brainalign.analysis.cli import read_scores
+from brainalign.analysis.published import load_models_file
 from brainalign.analysis.run import analyze
 from brainalign.analysis.summary import write_summary
 from brainalign.errors import DataError
@@ -52,9 +52,10 @@ def analyze_published(
     brain_path: str | Path, behavior_path: str | Path, models_path: str | Path, effect_out: str | Path
 ) -> None:
     """Run the same analysis on the paper's published per-model scores."""
-    with open(models_path) as handle:
-        models = yaml.safe_load(handle)
-    analyze(io.read_tsv(brain_path), io.read_tsv(behavior_path), models, Path(effect_out).parent)
+    selected, registry = load_models_file(models_path, suite="paper")
+    brain = read_scores(Path(brain_path), selected, registry)
+    behavior = read_scores(Path(behavior_path), selected, registry)
+    analyze(brain, behavior, selected, Path(effect_out).parent)
 
 
 def plot_figures(

@@ -1,0 +1,122 @@
+"""``results/summary.md``: the study's findings in words, each with its number, CI and p-value."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from brainalign.analysis.correlations import SIZE
+from brainalign.analysis.instruction import ALL_FAMILIES
+from brainalign.analysis.tables import AVERAGE
+from brainalign.io import read_tsv, write_text
+
+DEMO_BANNER = "> **DEMO DATA (simulated)**: these numbers come from the demo suite's simulated data and say nothing about real brains or models."
+
+
+def _number(value: float, digits: int = 3) -> str:
+    return "NA" if value is None or not np.isfinite(value) else f"{value:.{digits}g}"
+
+
+def _signed(value: float, digits: int = 2) -> str:
+    return "NA" if not np.isfinite(value) else f"{value:+.{digits}f}"
+
+
+def effect_sentence(row: pd.Series) -> str:
+    """One dataset's instruction-tuning effect, e.g. ``+6.07% (95% CI +2.88 to +9.64; ...)``."""
+    return (
+        f"{_signed(row['mean_pct_change'])}% (95% CI {_signed(row['ci_low'])} to {_signed(row['ci_high'])}%; "
+        f"mean change {_signed(row['mean_change'], 4)}, sign-flip p = {_number(row['p_value'])}; "
+        f"{int(row['n_improved'])}/{int(row['n_pairs'])} pairs improve)"
+    )
+
+
+def correlation_sentence(row: pd.Series) -> str:
+    """One correlation, e.g. ``r = 0.81 (95% CI 0.56 to 0.94), p = 8.9e-05, FDR p = ...``."""
+    return (
+        f"r = {_number(row['pearson_r'])} (95% CI {_number(row['ci_low'])} to {_number(row['ci_high'])}), "
+        f"p = {_number(row['p_value'])}, FDR p = {_number(row['p_fdr'])}, Spearman rho = {_number(row['spearman_r'])}, "
+        f"n = {int(row['n'])} {row['models'].replace('_', '-')} models"
+    )
+
+
+def _effect_lines(effect: pd.DataFrame) -> list[str]:
+    rows = effect[effect["family"] == ALL_FAMILIES]
+    if rows.empty:
+        return ["- no instruction-tuned/base pairs in this suite"]
+    ordered = sorted(rows["dataset"], key=lambda d: (d != AVERAGE, d))
+    rows = rows.set_index("dataset").loc[ordered]
+    lines = [f"- {'mean over datasets' if d == AVERAGE else d}: {effect_sentence(r)}" for d, r in rows.iterrows()]
+    families = effect[(effect["family"] != ALL_FAMILIES) & (effect["dataset"] == ordered[0])]
+    lines += [f"  - {r['family']} family ({ordered[0]}): {effect_sentence(r)}" for _, r in families.iterrows()]
+    return lines
+
+
+def _correlation_lines(correlations: pd.DataFrame, partial: pd.DataFrame, dataset: str) -> list[str]:
+    rows = correlations[correlations["dataset"] == dataset]
+    has_category = rows["property"].eq("bbh_world_knowledge").any()
+    wanted = [("mmlu", "instruction_tuned", "MMLU"),
+              ("bbh_world_knowledge", "instruction_tuned", "BBH world knowledge") if has_category
+              else ("bbh", "instruction_tuned", "BBH overall (world-knowledge category not available)"),
+              (SIZE, "instruction_tuned", "log10 parameters"), (SIZE, "all", "log10 parameters")]
+    lines = []
+    for prop, models, label in wanted:
+        match = rows[(rows["property"] == prop) & (rows["models"] == models)]
+        if not match.empty:
+            lines.append(f"- {label}: {correlation_sentence(match.iloc[0])}")
+    controlled = partial[(partial["dataset"] == dataset) & (partial["property"] == "mmlu")]
+    if not controlled.empty:
+        row = controlled.iloc[0]
+        lines.append(f"- MMLU controlling for log10 parameters: partial r = {_number(row['partial_r'])}, "
+                     f"p = {_number(row['p_value'])} (n = {int(row['n'])})")
+    return lines or ["- no model properties available for these models"]
+
+
+def write_summary(analysis_dir: str | Path, brain: pd.DataFrame, behavior: pd.DataFrame, out_path: str | Path, demo: bool) -> None:
+    """Write the markdown summary of the analysis tables in ``analysis_dir``.
+
+    Parameters
+    ----------
+    analysis_dir : path
+        Folder written by :func:`brainalign.analysis.run.analyze`.
+    brain, behavior : DataFrame
+        The score tables the analysis used (for the counts of models and datasets).
+    out_path : path
+        Markdown file to write (atomically).
+    demo : bool
+        Label the summary as simulated demo data.
+    """
+    analysis_dir = Path(analysis_dir)
+    effect = read_tsv(analysis_dir / "instruction_effect.tsv")
+    correlations = read_tsv(analysis_dir / "correlations.tsv")
+    partial = read_tsv(analysis_dir / "partial_correlations.tsv")
+    lines = ["# Instruction tuning and alignment: summary", ""]
+    if demo:
+        lines += [DEMO_BANNER, ""]
+    lines += [
+        "Scores are raw (not ceiling-normalized); the dataset average is each model's mean over the datasets it "
+        "has. CIs are percentile bootstraps over pairs or models; paired p-values are two-sided sign-flip "
+        "permutation tests; FDR is Benjamini-Hochberg within each protocol, alignment kind and model set.",
+        "",
+    ]
+    for alignment, table in (("brain", brain), ("behavior", behavior)):
+        for protocol, scores in table.groupby("protocol", sort=True):
+            datasets = sorted(scores["dataset"].unique())
+            dataset = AVERAGE if len(datasets) > 1 else datasets[0]
+            lines += [
+                f"## {alignment.capitalize()} alignment, protocol {protocol}",
+                "",
+                f"{scores['model'].nunique()} models, datasets: {', '.join(datasets)}.",
+                "",
+                "Instruction tuning (instruction-tuned minus vanilla base, percent of the base score):",
+                "",
+                *_effect_lines(effect[(effect["alignment"] == alignment) & (effect["protocol"] == protocol)]),
+                "",
+                f"Correlations with model properties ({'mean over datasets' if dataset == AVERAGE else dataset}):",
+                "",
+                *_correlation_lines(correlations[(correlations["alignment"] == alignment) & (correlations["protocol"] == protocol)],
+                                    partial[(partial["alignment"] == alignment) & (partial["protocol"] == protocol)], dataset),
+                "",
+            ]
+    write_text(out_path, "\n".join(lines))
