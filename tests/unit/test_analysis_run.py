@@ -17,7 +17,7 @@ from brainalign.analysis.run import analyze
 from brainalign.errors import ConfigError, DataError
 from brainalign.io import read_tsv, write_tsv
 
-DATASETS = ("Pereira2018", "Blank2014", "Wehbe2014")
+DATASETS = ("pereira2018", "blank2014", "wehbe2014")
 N_RESAMPLES = 300
 
 
@@ -50,7 +50,7 @@ def synthetic_scores(models: dict, protocols=("aw2024", "robust")) -> tuple[pd.D
         for protocol in protocols:
             for k, dataset in enumerate(DATASETS):
                 brain.append((name, dataset, protocol, (level + 0.05 * k) * gain * rng.normal(1, 0.01)))
-            behavior.append((name, "Futrell2018", protocol, 0.3 + rng.normal(0, 0.02)))
+            behavior.append((name, "futrell2018", protocol, 0.3 + rng.normal(0, 0.02)))
     columns = ["model", "dataset", "protocol", "score"]
     return pd.DataFrame(brain, columns=columns), pd.DataFrame(behavior, columns=columns)
 
@@ -101,9 +101,9 @@ def test_correlations_match_scipy_and_fdr_covers_the_family(analyzed):
     models, brain, _, out = analyzed
     correlations = read_tsv(out / "correlations.tsv")
     row = correlations.query(
-        "protocol == 'robust' and alignment == 'brain' and dataset == 'Wehbe2014' and property == 'mmlu'"
+        "protocol == 'robust' and alignment == 'brain' and dataset == 'wehbe2014' and property == 'mmlu'"
     ).iloc[0]
-    scores = brain.query("protocol == 'robust' and dataset == 'Wehbe2014'").set_index("model")["score"]
+    scores = brain.query("protocol == 'robust' and dataset == 'wehbe2014'").set_index("model")["score"]
     tuned = [m for m in models if models[m]["instruction_tuned"]]
     mmlu = [models[m]["metadata"]["mmlu"] for m in tuned]
     expected = stats.pearsonr(mmlu, scores[tuned])
