@@ -70,7 +70,6 @@ def encoding_options(wildcards):
     return {
         **config["protocols"][wildcards.protocol],
         "time_series": block["time_series"],
-        "demo": block["demo"],
     }
 
 
