@@ -10,7 +10,6 @@ import pandas as pd
 
 from brainalign import io
 from brainalign.behavior.reading_times import score_reading_times
-from brainalign.errors import DataError
 
 
 def fit_reading_times(
@@ -24,17 +23,13 @@ def fit_reading_times(
 ) -> None:
     """Score a model's surprisal against reading times under every behavioral protocol."""
     stimuli = io.read_stimuli(stimuli_path)
+    io.check_metadata(surprisal_path, {"stimuli_sha256": io.stimuli_checksum(stimuli_path)})
     surprisal = io.read_table(surprisal_path)
-    expected = io.stimuli_checksum(stimuli_path)
-    found = io.read_metadata(surprisal_path).get("stimuli_sha256")
-    if found != expected:
-        raise DataError(
-            f"{surprisal_path} was computed on other stimuli than {stimuli_path}. "
-            "Delete it and rerun compute_surprisal."
-        )
     row_ids, reading_times, readers, _ = io.read_responses(responses_path)
     order = io.align_rows(pd.Index(stimuli["stimulus_id"]), row_ids, "reading times", str(responses_path))
-    scores = score_reading_times(surprisal, stimuli, reading_times[order], readers, dict(options))
+    # The reading-time alignment (Natural Stories) is a property of the responses file.
+    alignment = io.read_metadata(responses_path).get("alignment", options.get("alignment", "unspecified"))
+    scores = score_reading_times(surprisal, stimuli, reading_times[order], readers, {**options, "alignment": alignment})
     scores.insert(0, "dataset", dataset)
     scores.insert(0, "model", model)
     io.write_tsv(out_path, scores)

@@ -92,9 +92,8 @@ def prepare_responses(
     """Simulate per-reader reading times from the source model's surprisal."""
     simulation = block["simulation"]
     stimuli = io.read_stimuli(stimuli_path)
+    io.check_metadata(simulation_source, {"stimuli_sha256": io.stimuli_checksum(stimuli_path)})
     surprisal = io.read_table(simulation_source)
-    if io.read_metadata(simulation_source).get("stimuli_sha256") != io.stimuli_checksum(stimuli_path):
-        raise DataError(f"{simulation_source} was computed on other stimuli; rerun compute_surprisal.")
     order = io.align_rows(pd.Index(stimuli["stimulus_id"]), pd.Index(surprisal["stimulus_id"]), "surprisal", str(simulation_source))
     times = simulate_readers(
         surprisal["surprisal_bits"].to_numpy(dtype=np.float64)[order], word_length(stimuli["text"]), simulation
