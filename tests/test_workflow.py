@@ -123,3 +123,11 @@ def test_adding_a_model_plans_only_its_jobs(tiny_run: Path):
     assert {wc["model"] for _, wc in with_model} == {"tiny-gpt2-copy"}
     others = {rule for rule, wc in jobs if "model" not in wc}
     assert others <= {"aggregate_scores", "analyze", "plot_figures", "all"}, others
+
+
+def test_report_bundles_scores_figures_and_summary(tiny_run: Path):
+    snakemake("--report", "report.html", cwd=tiny_run)
+    html = (tiny_run / "report.html").read_text(errors="ignore")
+    for caption_fragment in ("Brain alignment per model", "Instruction-tuning effect", "layer_profiles_aw2024"):
+        assert caption_fragment in html
+    assert "DEMO" in (tiny_run / "results/summary.md").read_text()
