@@ -1,0 +1,278 @@
+"""Uncertainty of encoding scores: bootstrap CIs, block permutation tests, paired tests.
+
+All tests work on the held-out predictions that the cross-validation already made, so
+nothing is refitted. The score they judge is the protocol's: for each fold, the median
+over neuroids of the Pearson r between held-out predictions and responses, averaged
+over folds and then over partitions.
+
+Resampling units respect the dependence in the data: a unit is a cv group (passage,
+story) for sentence data and a contiguous block of TRs for time series; units never
+straddle folds.
+
+- :func:`bootstrap_score_ci`: :func:`scipy.stats.bootstrap` (percentile method) over
+  units, independently per partition. Each fold's r is recomputed from per-unit sums
+  (n, sums of p, y, p^2, y^2, p*y), so a resample costs one small matrix product.
+- :func:`permutation_p_value`: the null of no relation between held-out predictions
+  and responses. Sentence data: within each fold, whole groups of the same size swap
+  their predictions (rows matched by order within the group), which is exact when
+  groups are exchangeable and keeps any structure shared by all groups (e.g. a
+  position template), so the test asks whether the model tells groups apart. Time
+  series: within each fold the predictions are shifted circularly by at least one
+  block, which keeps each series' autocorrelation. scipy's ``permutation_test`` has no
+  block or circular schemes, hence the small generator here. p = (1 + #null >= observed)
+  / (1 + n_permutations).
+- :func:`paired_permutation_test`: two models on the same data; sign flips of the
+  per-group differences with :func:`scipy.stats.permutation_test` (``samples`` type).
+"""
+
+from __future__ import annotations
+
+import warnings
+from dataclasses import dataclass
+
+import numpy as np
+from scipy import stats
+
+SUMS = ("n", "p", "y", "pp", "yy", "py")
+
+
+@dataclass
+class HeldOut:
+    """Held-out predictions of one (partition, fold) and their resampling units.
+
+    Attributes
+    ----------
+    predictions, observed : array of shape (n_test, n_targets)
+    units : array of int, shape (n_test,)
+        Resampling unit of every test row (rows of a unit are contiguous and in order).
+    """
+
+    predictions: np.ndarray
+    observed: np.ndarray
+    units: np.ndarray
+
+
+def median_correlation(r: np.ndarray, axis: int = -1) -> np.ndarray:
+    """Median over neuroids of per-neuroid r, ignoring undefined (NaN) neuroids (all NaN gives NaN)."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        return np.nanmedian(r, axis=axis)
+
+
+def unit_sums(held_out: HeldOut) -> tuple[np.ndarray, np.ndarray]:
+    """Per-unit sufficient statistics of the correlation.
+
+    Returns
+    -------
+    labels : array of shape (n_units,)
+    sums : array of shape (n_units, 6, n_targets)
+        In the order of ``SUMS``.
+    """
+    labels, index = np.unique(held_out.units, return_inverse=True)
+    indicator = np.zeros((len(labels), len(index)))
+    indicator[index, np.arange(len(index))] = 1.0
+    p = held_out.predictions - held_out.predictions.mean(axis=0)
+    y = held_out.observed - held_out.observed.mean(axis=0)
+    ones = np.ones_like(p)
+    sums = np.stack([indicator @ term for term in (ones, p, y, p * p, y * y, p * y)], axis=1)
+    return labels, sums
+
+
+def correlation_from_sums(sums: np.ndarray) -> np.ndarray:
+    """Pearson r from summed statistics of shape (..., 6, n_targets)."""
+    n, p, y, pp, yy, py = (sums[..., k, :] for k in range(len(SUMS)))
+    with np.errstate(invalid="ignore", divide="ignore"):
+        covariance = py - p * y / n
+        r = covariance / np.sqrt((pp - p * p / n) * (yy - y * y / n))
+    return np.where(n >= 3, r, np.nan)
+
+
+def _partition_statistic(fold_sums: list[np.ndarray], fold_of_unit: np.ndarray, resampled: np.ndarray) -> np.ndarray:
+    """Fold-averaged median r of one partition for resampled unit indices (batch, n_units)."""
+    n_units = len(fold_of_unit)
+    counts = np.zeros((resampled.shape[0], n_units))
+    np.add.at(counts, (np.arange(resampled.shape[0])[:, None], resampled), 1.0)
+    per_fold = []
+    for fold, sums in enumerate(fold_sums):
+        members = fold_of_unit == fold
+        total = np.einsum("bu,ukt->bkt", counts[:, members], sums)
+        per_fold.append(median_correlation(correlation_from_sums(total)))
+    with np.errstate(invalid="ignore"):
+        return np.nanmean(np.stack(per_fold), axis=0)
+
+
+def bootstrap_score_ci(
+    partitions: list[list[HeldOut]],
+    n_bootstrap: int = 1000,
+    confidence_level: float = 0.95,
+    random_state: int = 0,
+) -> tuple[float, float]:
+    """Percentile bootstrap CI of the protocol score, resampling units per partition.
+
+    Parameters
+    ----------
+    partitions : list (partitions) of list (folds) of HeldOut
+    n_bootstrap : int
+    confidence_level : float
+    random_state : int
+
+    Returns
+    -------
+    ci_low, ci_high : float (NaN when n_bootstrap is 0)
+    """
+    if n_bootstrap <= 0:
+        return np.nan, np.nan
+    fold_sums, fold_of_unit = [], []
+    for folds in partitions:
+        sums = [unit_sums(held_out)[1] for held_out in folds]
+        fold_sums.append(sums)
+        fold_of_unit.append(np.concatenate([np.full(len(s), k) for k, s in enumerate(sums)]))
+
+    def statistic(*resampled: np.ndarray, axis: int = -1) -> np.ndarray:
+        per_partition = [
+            _partition_statistic(fold_sums[k], fold_of_unit[k], np.atleast_2d(indices).astype(int))
+            for k, indices in enumerate(resampled)
+        ]
+        return np.mean(per_partition, axis=0)
+
+    data = tuple(np.arange(len(units)) for units in fold_of_unit)
+    result = stats.bootstrap(
+        data,
+        statistic,
+        n_resamples=n_bootstrap,
+        batch=50,
+        vectorized=True,
+        paired=False,
+        confidence_level=confidence_level,
+        method="percentile",
+        rng=np.random.default_rng(random_state),
+    )
+    return float(result.confidence_interval.low), float(result.confidence_interval.high)
+
+
+def group_swap_permutation(units: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """Row order that swaps whole units of equal size, matching rows by order within unit."""
+    _, starts, unit_of_row, sizes = np.unique(units, return_index=True, return_inverse=True, return_counts=True)
+    target = np.arange(len(sizes))
+    for size in np.unique(sizes):
+        same_size = np.flatnonzero(sizes == size)
+        target[same_size] = rng.permutation(same_size)
+    # Row k of unit u (at starts[u] + k) takes row starts[target[u]] + k.
+    return np.arange(len(units)) + (starts[target] - starts)[unit_of_row]
+
+
+def circular_shift_permutation(n_rows: int, min_shift: int, rng: np.random.Generator) -> np.ndarray:
+    """Row order of a circular shift by at least ``min_shift`` rows in either direction."""
+    min_shift = int(np.clip(min_shift, 1, n_rows // 2))
+    shift = rng.integers(min_shift, n_rows - min_shift + 1)
+    return (np.arange(n_rows) + shift) % n_rows
+
+
+def _zscore(values: np.ndarray) -> np.ndarray:
+    centred = values - values.mean(axis=0)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return (centred / np.sqrt((centred**2).mean(axis=0))).astype(np.float32)
+
+
+def permutation_p_value(
+    partitions: list[list[HeldOut]],
+    n_permutations: int = 1000,
+    time_series: bool = False,
+    min_shift: int = 20,
+    random_state: int = 0,
+) -> tuple[float, np.ndarray]:
+    """One-sided block-permutation p-value of the protocol score (see module docstring).
+
+    Parameters
+    ----------
+    partitions : list (partitions) of list (folds) of HeldOut
+    n_permutations : int
+    time_series : bool
+        Circular shifts within folds instead of swaps of equal-size groups.
+    min_shift : int
+        Smallest circular shift (time series), in rows.
+    random_state : int
+
+    Returns
+    -------
+    p_value : float (NaN when n_permutations is 0)
+    null : array of shape (n_permutations,)
+        Scores under the null.
+    """
+    if n_permutations <= 0:
+        return np.nan, np.empty(0)
+    rng = np.random.default_rng(random_state)
+    observed = np.zeros(len(partitions))
+    null = np.zeros((len(partitions), n_permutations))
+    for k, folds in enumerate(partitions):
+        fold_observed, fold_null = [], []
+        for held_out in folds:
+            predictions, responses = _zscore(held_out.predictions), _zscore(held_out.observed)
+            fold_observed.append(median_correlation((predictions * responses).mean(axis=0)))
+            scores = np.empty(n_permutations)
+            for i in range(n_permutations):
+                if time_series:
+                    order = circular_shift_permutation(len(responses), min_shift, rng)
+                else:
+                    order = group_swap_permutation(held_out.units, rng)
+                scores[i] = median_correlation((predictions[order] * responses).mean(axis=0))
+            fold_null.append(scores)
+        observed[k] = np.nanmean(fold_observed)
+        null[k] = np.nanmean(fold_null, axis=0)
+    observed_score, null_scores = observed.mean(), null.mean(axis=0)
+    p_value = (1 + np.sum(null_scores >= observed_score)) / (1 + n_permutations)
+    return float(p_value), null_scores
+
+
+def paired_permutation_test(
+    scores_a: np.ndarray,
+    scores_b: np.ndarray,
+    groups: np.ndarray | None = None,
+    n_permutations: int = 1000,
+    random_state: int = 0,
+) -> tuple[float, float]:
+    """Two-sided paired permutation test of the mean difference between two models.
+
+    Scores are paired items on the same data (e.g. per-neuroid r of an instruction-tuned
+    model and of its base). Items that share a group (a subject, a cv group) are
+    dependent, so their differences are averaged per group first and the signs of the
+    group differences are flipped (:func:`scipy.stats.permutation_test` with
+    ``permutation_type="samples"``, exact when there are few groups).
+
+    Parameters
+    ----------
+    scores_a, scores_b : array of shape (n_items,)
+        Paired scores; pairs with a NaN are dropped.
+    groups : array of shape (n_items,) or None
+        Exchangeability blocks; None treats every item as its own block.
+    n_permutations : int
+    random_state : int
+
+    Returns
+    -------
+    difference : float
+        Mean over groups of the mean difference a - b.
+    p_value : float
+    """
+    scores_a = np.asarray(scores_a, dtype=np.float64)
+    scores_b = np.asarray(scores_b, dtype=np.float64)
+    groups = np.arange(len(scores_a)) if groups is None else np.asarray(groups)
+    keep = np.isfinite(scores_a) & np.isfinite(scores_b)
+    labels, index = np.unique(groups[keep], return_inverse=True)
+    counts = np.bincount(index, minlength=len(labels))
+    mean_a = np.bincount(index, weights=scores_a[keep], minlength=len(labels)) / counts
+    mean_b = np.bincount(index, weights=scores_b[keep], minlength=len(labels)) / counts
+
+    def mean_difference(a: np.ndarray, b: np.ndarray, axis: int = -1) -> np.ndarray:
+        return np.mean(a - b, axis=axis)
+
+    result = stats.permutation_test(
+        (mean_a, mean_b),
+        mean_difference,
+        permutation_type="samples",
+        vectorized=True,
+        n_resamples=n_permutations,
+        alternative="two-sided",
+        rng=np.random.default_rng(random_state),
+    )
+    return float(result.statistic), float(result.pvalue)

@@ -1,0 +1,169 @@
+"""The robust protocol on planted signals, against scikit-learn and shuffled-split baselines."""
+
+from __future__ import annotations
+
+import logging
+
+import numpy as np
+import pandas as pd
+import pytest
+from sklearn.linear_model import LinearRegression, Ridge
+from sklearn.model_selection import ShuffleSplit
+from threadpoolctl import threadpool_limits
+
+from brainalign.encoding.banded import fit_predict_banded
+from brainalign.encoding.cv import grouped_splits
+from brainalign.encoding.metrics import pearson_columns
+from brainalign.encoding.robust import choose_layers, fit_robust
+
+FAST = {"n_bootstrap": 0, "n_permutations": 0, "n_band_weights": 6, "n_inner_folds": 3}
+
+
+@pytest.fixture(autouse=True)
+def one_blas_thread():
+    """Small matrices on a shared 2-core machine: one BLAS thread avoids oversubscription."""
+    with threadpool_limits(limits=1):
+        yield
+
+
+def sentence_stimuli(n_passages: int, per_passage: int, rng: np.random.Generator) -> pd.DataFrame:
+    n = n_passages * per_passage
+    passages = np.repeat([f"p{g:03d}" for g in range(n_passages)], per_passage)
+    lengths = rng.integers(4, 15, size=n)
+    return pd.DataFrame({
+        "stimulus_id": [f"s{i}" for i in range(n)],
+        "context_group": passages,
+        "position": np.tile(np.arange(per_passage), n_passages),
+        "text": [" ".join(["w"] * k) for k in lengths],
+        "cv_group": passages,
+        "partition": "all",
+    })
+
+
+def neuroid_table(n: int) -> pd.DataFrame:
+    return pd.DataFrame({"neuroid_id": [f"n{i}" for i in range(n)], "subject": "s1", "roi": "lang"})
+
+
+def test_single_band_ridge_equals_sklearn_ridge_at_the_chosen_alpha():
+    rng = np.random.default_rng(0)
+    for n_features in (8, 120):  # primal and dual solvers
+        X = rng.standard_normal((60, n_features)) * rng.uniform(0.5, 3, n_features) + 1.0
+        Y = X @ rng.standard_normal((n_features, 3)) + rng.standard_normal((60, 3))
+        train, test = np.arange(45), np.arange(45, 60)
+        inner = grouped_splits(np.repeat(np.arange(9), 5), 3)
+        fit = fit_predict_banded([X[train]], [X[test]], Y[train], np.array([3.0]), inner)
+        mean, std = X[train].mean(0), X[train].std(0) * np.sqrt(n_features)
+        reference = Ridge(alpha=3.0).fit((X[train] - mean) / std, Y[train])
+        expected = reference.predict((X[test] - mean) / std) - Y[train].mean(0)
+        np.testing.assert_allclose(fit.predictions, expected, rtol=1e-3, atol=1e-3)
+        np.testing.assert_allclose(fit.alphas, 3.0, rtol=1e-5)
+
+
+def test_controls_driven_data_give_no_unique_llm_contribution_under_robust_but_look_good_shuffled():
+    """Responses follow position, length and a passage effect; LLM features only identify the passage."""
+    rng = np.random.default_rng(1)
+    n_passages, per_passage, n_neuroids = 50, 4, 12
+    stimuli = sentence_stimuli(n_passages, per_passage, rng)
+    passage = pd.factorize(stimuli["context_group"])[0]
+    position = stimuli["position"].to_numpy(float)
+    length = stimuli["text"].str.split().str.len().to_numpy(float)
+    llm = rng.standard_normal((n_passages, 80))[passage] + 0.3 * rng.standard_normal((len(stimuli), 80))
+    responses = (
+        np.outer(position - position.mean(), rng.uniform(0.5, 1.0, n_neuroids))
+        + np.outer((length - length.mean()) / length.std(), rng.uniform(0.5, 1.0, n_neuroids))
+        + 1.5 * rng.standard_normal((n_passages, n_neuroids))[passage]
+        + rng.standard_normal((len(stimuli), n_neuroids))
+    )
+    result = fit_robust(llm, responses, stimuli, stimuli[["stimulus_id"]], neuroid_table(n_neuroids), {**FAST, "controls": ["length", "position", "oasm"]})
+    assert result.details["score_controls"] > 0.3
+    assert abs(result.details["score_unique"]) < 0.05
+    assert set(result.neuroids.columns) >= {"r", "r_controls", "r_unique", "alpha", "r_fold_0"}
+
+    shuffled = []
+    for train, test in ShuffleSplit(n_splits=10, train_size=0.9, random_state=1).split(llm):
+        predictions = LinearRegression().fit(llm[train], responses[train]).predict(llm[test])
+        shuffled.append(np.median(pearson_columns(predictions, responses[test])))
+    assert np.mean(shuffled) > 0.25
+
+
+def test_nested_layer_choice_recovers_the_generating_layer():
+    rng = np.random.default_rng(2)
+    stimuli = sentence_stimuli(30, 4, rng)
+    layers = {layer: rng.standard_normal((len(stimuli), 30)) for layer in range(4)}
+    responses = layers[2] @ rng.standard_normal((30, 10)) + 4 * rng.standard_normal((len(stimuli), 10))
+    options = {**FAST, "controls": []}
+    folds = {
+        layer: fit_robust(features, responses, stimuli, stimuli[["stimulus_id"]], neuroid_table(10), options).folds
+        for layer, features in layers.items()
+    }
+    nested, choices = choose_layers(folds)
+    assert (choices["layer"] == 2).all()
+    assert nested == pytest.approx(folds[2]["test_score"].mean())
+    assert choices.attrs["max_over_layers_layer"] == 2
+    assert nested <= choices.attrs["max_over_layers_score"] + 1e-12
+    assert nested > 0.2
+
+
+def test_penalties_on_the_grid_edge_are_counted_and_logged(caplog):
+    rng = np.random.default_rng(3)
+    stimuli = sentence_stimuli(15, 4, rng)
+    features = rng.standard_normal((len(stimuli), 5))
+    responses = features @ rng.standard_normal((5, 6))  # noise-free: the smallest penalty wins
+    options = {**FAST, "controls": [], "alphas": {"min_exp": 1, "max_exp": 3, "n": 3}}
+    with caplog.at_level(logging.WARNING, logger="brainalign.encoding.robust"):
+        result = fit_robust(features, responses, stimuli, stimuli[["stimulus_id"]], neuroid_table(6), options)
+    assert result.details["alphas_at_low_edge"] == result.details["n_neuroid_fits"] == 6 * 5
+    assert result.details["alphas_at_high_edge"] == 0
+    assert "lower grid edge" in caplog.text
+    np.testing.assert_allclose(result.neuroids["alpha"], 10.0)
+
+
+def test_partitions_are_scored_separately_and_nan_neuroids_dropped():
+    rng = np.random.default_rng(4)
+    stimuli = sentence_stimuli(24, 4, rng)
+    stimuli["partition"] = np.where(np.arange(len(stimuli)) < 48, "a", "b")
+    features = rng.standard_normal((len(stimuli), 20))
+    responses = features @ rng.standard_normal((20, 5)) + rng.standard_normal((len(stimuli), 5))
+    responses[48:, 0] = np.nan  # neuroid 0 absent from partition b
+    result = fit_robust(features, responses, stimuli, stimuli[["stimulus_id"]], neuroid_table(5), {**FAST, "controls": ["position"], "n_outer_folds": 3})
+    assert sorted(result.folds["partition"].unique()) == ["a", "b"]
+    assert result.details["partitions"]["b"]["n_neuroids_non_finite"] == 1
+    assert len(result.neuroids) == 5 + 4
+    assert result.score == pytest.approx(result.folds.groupby("partition")["test_score"].mean().mean())
+
+
+def test_time_series_words_to_trs_with_delays_and_statistics():
+    rng = np.random.default_rng(5)
+    n_runs, trs_per_run, words_per_tr = 4, 60, 3
+    rows = pd.DataFrame({
+        "stimulus_id": [f"tr{i}" for i in range(n_runs * trs_per_run)],
+        "run": np.repeat(np.arange(n_runs), trs_per_run),
+        "time": np.tile(np.arange(trs_per_run) * 2.0, n_runs),
+    })
+    silent = rng.random(len(rows)) < 0.1  # fixation TRs without words
+    response_id = np.repeat(rows["stimulus_id"].to_numpy()[~silent], words_per_tr)
+    stimuli = pd.DataFrame({
+        "stimulus_id": [f"w{i}" for i in range(len(response_id))],
+        "context_group": "story",
+        "position": np.arange(len(response_id)),
+        "text": "w",
+        "cv_group": "story",
+        "partition": "all",
+        "response_id": response_id,
+    })
+    words = rng.standard_normal((len(stimuli), 12))
+    per_tr = np.zeros((len(rows), 12))
+    per_tr[~silent] = words.reshape(-1, words_per_tr, 12).mean(axis=1)
+    delayed = np.zeros_like(per_tr)
+    for run in range(n_runs):  # the response follows the TR two steps earlier, within the run
+        block = slice(run * trs_per_run, (run + 1) * trs_per_run)
+        delayed[block][2:] = per_tr[block][:-2]
+    responses = delayed @ rng.standard_normal((12, 8)) + 0.3 * rng.standard_normal((len(rows), 8))
+    options = {**FAST, "time_series": True, "n_outer_folds": 4, "controls": ["length"], "n_bootstrap": 200, "n_permutations": 99, "block_trs": 10}
+    result = fit_robust(words, responses, stimuli, rows, neuroid_table(8), options)
+    assert result.score > 0.5
+    assert result.p_value == pytest.approx(0.01)
+    assert result.ci_low < result.score < result.ci_high
+    # Each held-out run loses trim_trs training TRs at no other run's edge: folds are whole runs.
+    assert (result.folds["n_test"] == trs_per_run).all()
+    assert (result.folds["n_train"] == (n_runs - 1) * trs_per_run).all()
