@@ -7,7 +7,7 @@ STAMP := $(VENV)/.brainalign-installed
 SNAKEMAKE := $(BIN)/snakemake --workflow-profile profiles/default
 PYTEST_ARGS ?=
 
-.PHONY: demo test lint format clean-results
+.PHONY: demo test lint format clean-results stale
 
 $(STAMP): requirements.txt pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -35,3 +35,9 @@ format: $(STAMP)
 
 clean-results:
 	rm -rf results logs benchmarks .snakemake
+
+# Results made by code that changed since: rule scripts (Snakemake's code trigger) and the
+# brainalign modules recorded in each result's provenance sidecar.
+stale: $(STAMP)
+	$(SNAKEMAKE) --list-changes code
+	$(BIN)/brainalign provenance --stale results

@@ -29,6 +29,9 @@ rule analyze:
         demo=DEMO,
     log:
         "logs/analyze/analyze.log",
+    resources:
+        mem_mb=memory_mb(4000),
+        runtime=runtime_min(30),
     conda:
         "../envs/analysis.yaml"
     script:
@@ -49,6 +52,9 @@ rule analyze_published:
         correlations="results/analysis/published/correlations.tsv",
     log:
         "logs/analyze_published/analyze_published.log",
+    resources:
+        mem_mb=memory_mb(2000),
+        runtime=runtime_min(10),
     conda:
         "../envs/analysis.yaml"
     script:
@@ -74,6 +80,9 @@ rule plot_figures:
         demo=DEMO,
     log:
         "logs/plot_figures/plot_figures.log",
+    resources:
+        mem_mb=memory_mb(4000),
+        runtime=runtime_min(30),
     conda:
         "../envs/analysis.yaml"
     script:

@@ -17,6 +17,7 @@ rule fit_reading_times:
     threads: 1
     resources:
         mem_mb=memory_mb(8000),
+        runtime=runtime_min(60),
     conda:
         "../envs/analysis.yaml"
     script:

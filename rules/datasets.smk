@@ -27,6 +27,9 @@ rule prepare_stimuli:
         "logs/prepare_stimuli/{dataset}.log",
     benchmark:
         "benchmarks/prepare_stimuli/{dataset}.tsv"
+    resources:
+        mem_mb=memory_mb(4000),
+        runtime=runtime_min(30),
     conda:
         "../envs/data.yaml"
     script:
@@ -48,6 +51,7 @@ rule prepare_responses:
         "benchmarks/prepare_responses/{dataset}.tsv"
     resources:
         mem_mb=memory_mb(8000),
+        runtime=runtime_min(60),
     conda:
         "../envs/data.yaml"
     script:

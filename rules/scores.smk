@@ -12,6 +12,9 @@ rule score_model:
         n_layers=lookup(dpath="models/{model}/n_layers", within=config),
     log:
         "logs/score_model/{protocol}/{dataset}/{model}.log",
+    resources:
+        mem_mb=memory_mb(2000),
+        runtime=runtime_min(10),
     conda:
         "../envs/encoding.yaml"
     script:
@@ -39,6 +42,9 @@ rule aggregate_scores:
         demo=DEMO,
     log:
         "logs/aggregate_scores/aggregate_scores.log",
+    resources:
+        mem_mb=memory_mb(2000),
+        runtime=runtime_min(10),
     conda:
         "../envs/analysis.yaml"
     script:

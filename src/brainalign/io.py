@@ -263,6 +263,15 @@ def write_responses(
         )
     if len(set(stimulus_ids)) != len(stimulus_ids):
         raise DataError(f"{path}: duplicated stimulus ids in the response matrix.")
+    # NaN marks a value not measured (a neuroid outside a partition, a skipped word); a
+    # matrix with no measured value, or with infinities, is a reader or file error.
+    if matrix.size and not np.isfinite(matrix).any() and not np.isinf(matrix).any():
+        raise DataError(f"{path}: every response value is missing (NaN). Check the dataset's files and its reader.")
+    if np.isinf(matrix).any():
+        raise DataError(
+            f"{path}: {int(np.isinf(matrix).sum())} response values are infinite. Check the dataset's files "
+            "(NaN is the marker for a missing value)."
+        )
     neuroid_json = neuroids[list(NEUROID_COLUMNS)].astype(str).to_dict(orient="list")
     extra = None if rows is None else {c: pa.array(rows[c].to_numpy()) for c in rows.columns}
     if rows is not None and len(rows) != len(stimulus_ids):

@@ -2,7 +2,8 @@
 
 Workflow scripts stay thin: they call :func:`run_step` with a library function and the
 job's paths and parameters. ``run_step`` sends logging to the job's log file, limits BLAS
-threads to the job's share, and turns a :class:`BrainalignError` into one clear line.
+threads to the job's share, turns a :class:`BrainalignError` into one clear line, and
+records each output's provenance (:mod:`brainalign.provenance`).
 """
 
 from __future__ import annotations
@@ -72,19 +73,27 @@ def configure_logging(log_path: str | Path | None) -> None:
 
 
 def run_step(snakemake: Any, function: Callable[..., Any], **kwargs: Any) -> Any:
-    """Run one library function for a Snakemake job with logging, thread limits and clear errors."""
+    """Run one library function for a Snakemake job with logging, thread limits and clear errors.
+
+    Sidecars of the job's outputs are removed first and written again only once the function
+    has returned, so a failed or killed job never leaves a record describing an older file.
+    """
     from threadpoolctl import threadpool_limits
+
+    from brainalign.provenance import discard_records, record_job
 
     log = snakemake.log[0] if len(snakemake.log) else None
     configure_logging(log)
     logger = logging.getLogger(f"brainalign.{snakemake.rule}")
     logger.info("rule %s, wildcards %s", snakemake.rule, dict(snakemake.wildcards.items()))
+    outputs = list(snakemake.output)
+    discard_records(outputs)
     threads = max(1, int(snakemake.threads))
     if "torch" in sys.modules:  # torch keeps its own intra-op pool
         sys.modules["torch"].set_num_threads(threads)
     try:
         with threadpool_limits(limits=threads):
-            return function(**kwargs)
+            result = function(**kwargs)
     except BrainalignError as error:
         logger.error("%s", error)
         print(f"brainalign {snakemake.rule}: error: {error}", file=sys.stderr)
@@ -92,3 +101,11 @@ def run_step(snakemake: Any, function: Callable[..., Any], **kwargs: Any) -> Any
     except Exception:
         logger.exception("unexpected failure (a bug: please report it with this log)")
         raise
+    record_job(
+        outputs,
+        inputs=list(snakemake.input),
+        rule=snakemake.rule,
+        wildcards=dict(snakemake.wildcards.items()),
+        params=dict(snakemake.params.items()),
+    )
+    return result

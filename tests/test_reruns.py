@@ -1,0 +1,132 @@
+"""Partial re-runs on a finished tiny run: each change re-plans only the jobs that depend on it.
+
+Every case edits the config of a private copy of the finished run and asserts the exact
+set of planned jobs (rule and wildcards) of a dry run. Library edits, which Snakemake does
+not track, are found through the provenance sidecars (``brainalign provenance --stale``).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from workflow_runs import REPO, completed_tiny_run, copy_run, job, planned_jobs
+
+pytestmark = [pytest.mark.workflow, pytest.mark.slow]
+
+NEURAL = "tiny-passages"
+BEHAVIOR = "tiny-story"
+LAYERS = {"tiny-gpt2": 3, "tiny-gpt2-tuned": 3, "tiny-t5": 4}
+PROTOCOLS = ("aw2024", "robust")
+AGGREGATES = {job("aggregate_scores"), job("analyze"), job("plot_figures"), job("all")}
+
+
+@pytest.fixture(scope="module")
+def reference(tmp_path_factory) -> Path:
+    return completed_tiny_run(tmp_path_factory)
+
+
+@pytest.fixture()
+def run(reference, tmp_path) -> Path:
+    return copy_run(reference, tmp_path / "run")
+
+
+def edit_config(workdir: Path, edit) -> None:
+    config = yaml.safe_load((workdir / "config.yaml").read_text())
+    edit(config)
+    (workdir / "config.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
+
+
+def encoding_jobs(dataset: str, model: str, n_layers: int, protocols=PROTOCOLS) -> set:
+    """A model's layer fits and scores on a neural dataset."""
+    fits = {
+        job("fit_encoding", protocol=protocol, dataset=dataset, model=model, layer=layer)
+        for protocol in protocols
+        for layer in range(1, n_layers + 1)
+    }
+    return fits | {job("score_model", protocol=protocol, dataset=dataset, model=model) for protocol in protocols}
+
+
+def test_finished_run_plans_nothing(run):
+    assert planned_jobs(run) == set()
+
+
+def test_adding_a_model_plans_only_its_jobs_and_the_aggregates(run):
+    def add_model(config):
+        config["models"]["tiny-gpt2-copy"] = dict(config["models"]["tiny-gpt2"])
+        config["suites"]["tiny"]["models"].append("tiny-gpt2-copy")
+
+    edit_config(run, add_model)
+    expected = {
+        job("fetch_model", model="tiny-gpt2-copy"),
+        job("extract_activations", dataset=NEURAL, model="tiny-gpt2-copy"),
+        job("compute_surprisal", dataset=BEHAVIOR, model="tiny-gpt2-copy"),
+        job("fit_reading_times", dataset=BEHAVIOR, model="tiny-gpt2-copy"),
+        *encoding_jobs(NEURAL, "tiny-gpt2-copy", LAYERS["tiny-gpt2"]),
+        *AGGREGATES,
+    }
+    assert planned_jobs(run) == expected
+
+
+def test_adding_a_dataset_plans_only_its_jobs_and_the_aggregates(run):
+    def add_dataset(config):
+        block = dict(config["datasets"][NEURAL])
+        block["simulation"] = {**block["simulation"], "seed": 8}
+        config["datasets"]["tiny-passages-b"] = block
+        config["suites"]["tiny"]["datasets"].append("tiny-passages-b")
+
+    edit_config(run, add_dataset)
+    expected = {
+        job("prepare_stimuli", dataset="tiny-passages-b"),
+        job("prepare_responses", dataset="tiny-passages-b"),
+        job("compute_ceiling", dataset="tiny-passages-b"),
+        *(job("extract_activations", dataset="tiny-passages-b", model=model) for model in LAYERS),
+        *(jobs for model, n in LAYERS.items() for jobs in encoding_jobs("tiny-passages-b", model, n)),
+        *AGGREGATES,
+    }
+    assert planned_jobs(run) == expected
+
+
+def test_changing_one_protocol_setting_plans_only_that_protocol(run):
+    edit_config(run, lambda config: config["protocols"]["robust"].update(n_permutations=200))
+    expected = {jobs for model, n in LAYERS.items() for jobs in encoding_jobs(NEURAL, model, n, protocols=("robust",))}
+    assert planned_jobs(run) == expected | AGGREGATES
+
+
+def test_changing_model_metadata_reruns_only_the_analysis(run):
+    edit_config(run, lambda config: config["models"]["tiny-gpt2-tuned"]["metadata"].update(mmlu=0.31))
+    assert planned_jobs(run) == {job("analyze"), job("plot_figures"), job("all")}
+
+
+def test_library_edit_is_listed_by_provenance_not_by_snakemake(run, tmp_path):
+    """Snakemake does not see library code; the sidecars' module checksums do.
+
+    The edited library is a copy of ``src`` first on PYTHONPATH, so the repository stays
+    untouched; the edit adds a comment to ``brainalign.encoding.robust``.
+    """
+    source = tmp_path / "src"
+    shutil.copytree(REPO / "src", source, ignore=shutil.ignore_patterns("__pycache__", "*.egg-info"))
+    module = source / "brainalign" / "encoding" / "robust.py"
+    module.write_text(module.read_text() + "\n# edited\n")
+    assert planned_jobs(run) == set()
+
+    environment = {**os.environ, "PYTHONPATH": str(source)}
+    completed = subprocess.run(
+        [sys.executable, "-m", "brainalign.cli", "provenance", "--stale", "results"],
+        cwd=run, capture_output=True, text=True, env=environment, check=True,
+    )
+    stale = [line.split("\t") for line in completed.stdout.splitlines()]
+    assert all(reasons == "module brainalign.encoding.robust changed" for _, _, reasons in stale), stale
+    stale_rules = {rule for _, rule, _ in stale}
+    # Every job that ran brainalign.encoding.pipeline (which imports robust) is listed ...
+    assert {"fit_encoding", "score_model", "compute_ceiling"} <= stale_rules, stale_rules
+    n_fits = len(PROTOCOLS) * sum(LAYERS.values())
+    assert sum(rule == "fit_encoding" for _, rule, _ in stale) == n_fits
+    # ... and no job that never imported it.
+    assert not stale_rules & {"prepare_stimuli", "extract_activations", "compute_surprisal", "fit_reading_times"}, stale_rules
