@@ -22,6 +22,6 @@ include: "rules/analysis.smk"
 
 rule all:
     default_target: True
-    localrule: True
     input:
         all_targets(),
+    localrule: True

@@ -24,16 +24,16 @@ rule analyze:
             caption="../workflow/report/summary.rst",
             category="Summary",
         ),
-    params:
-        models=suite_model_blocks(),
-        demo=DEMO,
     log:
         "logs/analyze/analyze.log",
+    conda:
+        "../envs/analysis.yaml"
     resources:
         mem_mb=memory_mb(4000),
         runtime=runtime_min(30),
-    conda:
-        "../envs/analysis.yaml"
+    params:
+        models=suite_model_blocks(),
+        demo=DEMO,
     script:
         "../workflow/scripts/analyze.py"
 
@@ -52,11 +52,11 @@ rule analyze_published:
         correlations="results/analysis/published/correlations.tsv",
     log:
         "logs/analyze_published/analyze_published.log",
+    conda:
+        "../envs/analysis.yaml"
     resources:
         mem_mb=memory_mb(2000),
         runtime=runtime_min(10),
-    conda:
-        "../envs/analysis.yaml"
     script:
         "../workflow/scripts/analyze_published.py"
 
@@ -75,15 +75,15 @@ rule plot_figures:
             category="Figures",
         ),
         pdfs=expand("results/figures/{figure}.pdf", figure=FIGURES),
-    params:
-        models=suite_model_blocks(),
-        demo=DEMO,
     log:
         "logs/plot_figures/plot_figures.log",
+    conda:
+        "../envs/analysis.yaml"
     resources:
         mem_mb=memory_mb(4000),
         runtime=runtime_min(30),
-    conda:
-        "../envs/analysis.yaml"
+    params:
+        models=suite_model_blocks(),
+        demo=DEMO,
     script:
         "../workflow/scripts/plot_figures.py"

@@ -8,17 +8,17 @@ rule fit_reading_times:
         responses="results/responses/{dataset}.parquet",
     output:
         "results/behavior/{dataset}/{model}.tsv",
-    params:
-        options=lookup(dpath="behavior", within=config),
     log:
         "logs/fit_reading_times/{dataset}/{model}.log",
     benchmark:
         "benchmarks/fit_reading_times/{dataset}/{model}.tsv"
+    conda:
+        "../envs/analysis.yaml"
     threads: 1
     resources:
         mem_mb=memory_mb(8000),
         runtime=runtime_min(60),
-    conda:
-        "../envs/analysis.yaml"
+    params:
+        options=lookup(dpath="behavior", within=config),
     script:
         "../workflow/scripts/fit_reading_times.py"

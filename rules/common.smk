@@ -6,7 +6,6 @@ from brainalign.config import active_suite, validate_config
 from brainalign.plots.figures import figure_names
 from brainalign.workflow import MODEL_RUNTIME_KEYS, missing_user_files_warning
 
-
 validate_config(config)
 
 SUITE = active_suite(config)
@@ -14,7 +13,9 @@ DATASETS = SUITE["datasets"]
 MODELS = SUITE["models"]
 PROTOCOLS = SUITE["protocols"]
 NEURAL_DATASETS = [d for d in DATASETS if config["datasets"][d]["measure"] == "neural"]
-BEHAVIOR_DATASETS = [d for d in DATASETS if config["datasets"][d]["measure"] == "behavior"]
+BEHAVIOR_DATASETS = [
+    d for d in DATASETS if config["datasets"][d]["measure"] == "behavior"
+]
 DEMO = any(config["datasets"][d]["demo"] for d in DATASETS)
 FIGURES = figure_names(
     PROTOCOLS if NEURAL_DATASETS else [],
@@ -108,7 +109,11 @@ def model_layer_scores():
 
 def behavior_scores():
     """Per-model behavioral scores of the suite (aggregate input)."""
-    return expand("results/behavior/{dataset}/{model}.tsv", dataset=BEHAVIOR_DATASETS, model=MODELS)
+    return expand(
+        "results/behavior/{dataset}/{model}.tsv",
+        dataset=BEHAVIOR_DATASETS,
+        model=MODELS,
+    )
 
 
 def suite_model_blocks():

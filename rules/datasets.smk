@@ -2,16 +2,16 @@
 
 
 rule download_dataset:
-    localrule: True
     output:
         "resources/downloads/{dataset}/manifest.json",
+    log:
+        "logs/download_dataset/{dataset}.log",
+    localrule: True
+    conda:
+        "../envs/data.yaml"
     params:
         name="{dataset}",
         block=lookup(dpath="datasets/{dataset}", within=config),
-    log:
-        "logs/download_dataset/{dataset}.log",
-    conda:
-        "../envs/data.yaml"
     script:
         "../workflow/scripts/download_dataset.py"
 
@@ -21,17 +21,17 @@ rule prepare_stimuli:
         dataset_files,
     output:
         "results/stimuli/{dataset}.parquet",
-    params:
-        block=lookup(dpath="datasets/{dataset}", within=config),
     log:
         "logs/prepare_stimuli/{dataset}.log",
     benchmark:
         "benchmarks/prepare_stimuli/{dataset}.tsv"
+    conda:
+        "../envs/data.yaml"
     resources:
         mem_mb=memory_mb(4000),
         runtime=runtime_min(30),
-    conda:
-        "../envs/data.yaml"
+    params:
+        block=lookup(dpath="datasets/{dataset}", within=config),
     script:
         "../workflow/scripts/prepare_stimuli.py"
 
@@ -43,16 +43,16 @@ rule prepare_responses:
         simulation_source=simulation_source,
     output:
         "results/responses/{dataset}.parquet",
-    params:
-        block=lookup(dpath="datasets/{dataset}", within=config),
     log:
         "logs/prepare_responses/{dataset}.log",
     benchmark:
         "benchmarks/prepare_responses/{dataset}.tsv"
+    conda:
+        "../envs/data.yaml"
     resources:
         mem_mb=memory_mb(8000),
         runtime=runtime_min(60),
-    conda:
-        "../envs/data.yaml"
+    params:
+        block=lookup(dpath="datasets/{dataset}", within=config),
     script:
         "../workflow/scripts/prepare_responses.py"

@@ -7,18 +7,18 @@ rule compute_ceiling:
         responses="results/responses/{dataset}.parquet",
     output:
         "results/ceiling/{dataset}.parquet",
-    params:
-        options=lookup(dpath="encoding", within=config),
     log:
         "logs/compute_ceiling/{dataset}.log",
     benchmark:
         "benchmarks/compute_ceiling/{dataset}.tsv"
+    conda:
+        "../envs/encoding.yaml"
     threads: 2
     resources:
         mem_mb=memory_mb(16000),
         runtime=runtime_min(120),
-    conda:
-        "../envs/encoding.yaml"
+    params:
+        options=lookup(dpath="encoding", within=config),
     script:
         "../workflow/scripts/compute_ceiling.py"
 
@@ -30,18 +30,18 @@ rule fit_encoding:
         responses="results/responses/{dataset}.parquet",
     output:
         "results/encoding/{protocol}/{dataset}/{model}/layer-{layer}.parquet",
-    params:
-        options=encoding_options,
-        layer="{layer}",
     log:
         "logs/fit_encoding/{protocol}/{dataset}/{model}/layer-{layer}.log",
     benchmark:
         "benchmarks/fit_encoding/{protocol}/{dataset}/{model}/layer-{layer}.tsv"
+    conda:
+        "../envs/encoding.yaml"
     threads: 1
     resources:
         mem_mb=memory_mb(8000),
         runtime=runtime_min(60),
-    conda:
-        "../envs/encoding.yaml"
+    params:
+        options=encoding_options,
+        layer="{layer}",
     script:
         "../workflow/scripts/fit_encoding.py"

@@ -2,16 +2,16 @@
 
 
 rule fetch_model:
-    localrule: True
     output:
         "resources/models/{model}/manifest.json",
+    log:
+        "logs/fetch_model/{model}.log",
+    localrule: True
+    conda:
+        "../envs/extraction.yaml"
     params:
         name="{model}",
         block=model_runtime_block,
-    log:
-        "logs/fetch_model/{model}.log",
-    conda:
-        "../envs/extraction.yaml"
     script:
         "../workflow/scripts/fetch_model.py"
 
@@ -22,20 +22,20 @@ rule extract_activations:
         model="resources/models/{model}/manifest.json",
     output:
         "results/activations/{dataset}/{model}.parquet",
-    params:
-        block=model_runtime_block,
-        options=lookup(dpath="extraction", within=config),
     log:
         "logs/extract_activations/{dataset}/{model}.log",
     benchmark:
         "benchmarks/extract_activations/{dataset}/{model}.tsv"
+    conda:
+        "../envs/extraction.yaml"
     threads: 2
     resources:
         gpu=1,
         mem_mb=memory_mb(16000),
         runtime=runtime_min(120),
-    conda:
-        "../envs/extraction.yaml"
+    params:
+        block=model_runtime_block,
+        options=lookup(dpath="extraction", within=config),
     script:
         "../workflow/scripts/extract_activations.py"
 
@@ -46,19 +46,19 @@ rule compute_surprisal:
         model="resources/models/{model}/manifest.json",
     output:
         "results/surprisal/{dataset}/{model}.parquet",
-    params:
-        block=model_runtime_block,
-        options=lookup(dpath="extraction", within=config),
     log:
         "logs/compute_surprisal/{dataset}/{model}.log",
     benchmark:
         "benchmarks/compute_surprisal/{dataset}/{model}.tsv"
+    conda:
+        "../envs/extraction.yaml"
     threads: 2
     resources:
         gpu=1,
         mem_mb=memory_mb(16000),
         runtime=runtime_min(60),
-    conda:
-        "../envs/extraction.yaml"
+    params:
+        block=model_runtime_block,
+        options=lookup(dpath="extraction", within=config),
     script:
         "../workflow/scripts/compute_surprisal.py"

@@ -8,15 +8,15 @@ rule score_model:
     output:
         model="results/scores/{protocol}/{dataset}/{model}.tsv",
         layers="results/scores/{protocol}/{dataset}/{model}.layers.tsv",
-    params:
-        n_layers=lookup(dpath="models/{model}/n_layers", within=config),
     log:
         "logs/score_model/{protocol}/{dataset}/{model}.log",
+    conda:
+        "../envs/encoding.yaml"
     resources:
         mem_mb=memory_mb(2000),
         runtime=runtime_min(10),
-    conda:
-        "../envs/encoding.yaml"
+    params:
+        n_layers=lookup(dpath="models/{model}/n_layers", within=config),
     script:
         "../workflow/scripts/score_model.py"
 
@@ -38,14 +38,14 @@ rule aggregate_scores:
             caption="../workflow/report/behavior_scores.rst",
             category="Scores",
         ),
-    params:
-        demo=DEMO,
     log:
         "logs/aggregate_scores/aggregate_scores.log",
+    conda:
+        "../envs/analysis.yaml"
     resources:
         mem_mb=memory_mb(2000),
         runtime=runtime_min(10),
-    conda:
-        "../envs/analysis.yaml"
+    params:
+        demo=DEMO,
     script:
         "../workflow/scripts/aggregate_scores.py"

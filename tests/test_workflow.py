@@ -131,3 +131,10 @@ def test_report_bundles_scores_figures_and_summary(tiny_run: Path):
     for caption_fragment in ("Brain alignment per model", "Instruction-tuning effect", "layer_profiles_aw2024"):
         assert caption_fragment in html
     assert "DEMO" in (tiny_run / "results/summary.md").read_text()
+
+
+def test_snakemake_files_are_formatted():
+    completed = subprocess.run(
+        [sys.executable, "-m", "snakefmt", "--check", "Snakefile", "rules/"], cwd=REPO, capture_output=True, text=True
+    )
+    assert completed.returncode == 0, completed.stdout + completed.stderr
