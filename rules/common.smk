@@ -74,6 +74,14 @@ def encoding_options(wildcards):
     }
 
 
+def ceiling_options(wildcards):
+    """The paper protocol's settings (the ceiling uses its metric) plus the dataset facts."""
+    return {
+        **config["protocols"]["aw2024"],
+        "time_series": config["datasets"][wildcards.dataset]["time_series"],
+    }
+
+
 def layer_fits(wildcards):
     """Every layer's encoding fit of one model on one dataset under one protocol."""
     n_layers = config["models"][wildcards.model]["n_layers"]

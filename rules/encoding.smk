@@ -18,7 +18,7 @@ rule compute_ceiling:
         mem_mb=memory_mb(16000),
         runtime=runtime_min(120),
     params:
-        options=lookup(dpath="encoding", within=config),
+        options=ceiling_options,
     script:
         "../workflow/scripts/compute_ceiling.py"
 
