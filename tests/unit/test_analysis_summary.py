@@ -28,7 +28,7 @@ def test_summary_states_effects_and_correlations_with_their_numbers(published_an
     effect = read_tsv(out / "instruction_effect.tsv").query(
         "alignment == 'brain' and dataset == 'average' and family == 'all'").iloc[0]
     assert f"mean over datasets: {effect['mean_pct_change']:+.2f}% (95% CI {effect['ci_low']:+.2f} to" in text
-    for dataset in ("Pereira2018", "Blank2014", "Wehbe2014", "Futrell2018"):
+    for dataset in ("pereira2018", "blank2014", "wehbe2014", "futrell2018"):
         assert f"- {dataset}: " in text
     mmlu = read_tsv(out / "correlations.tsv").query(
         "alignment == 'brain' and dataset == 'average' and property == 'mmlu'").iloc[0]
