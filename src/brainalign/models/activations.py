@@ -1,0 +1,113 @@
+"""Extraction options and the validity facts stored with activations and surprisal.
+
+The facts returned by :func:`expected_metadata` are written into every activation and
+surprisal file and can be computed by the workflow from the config alone (plus the
+fetched model's manifest and the stimuli file), so a reader refuses a stale file with
+``brainalign.io.read_activations(path, layer, expected=expected_metadata(...))``.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from brainalign.errors import ConfigError
+from brainalign.io import stimuli_checksum
+
+POOLING = "last-token"
+
+OPTION_DEFAULTS: dict[str, Any] = {
+    "batch_size": 8,
+    "min_context_tokens": None,
+    "device": "auto",
+    "device_map": None,
+    "dtype_on_disk": "float32",
+    "show_progress": False,
+}
+"""Defaults of the config's ``extraction`` section (``min_context_tokens`` None: half the context)."""
+
+OPTIONS_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "additionalProperties": False,
+    "properties": {
+        "batch_size": {"type": "integer", "minimum": 1, "default": 8,
+                       "description": "Sequences (context windows or prefixes) per forward pass."},
+        "min_context_tokens": {"type": ["integer", "null"], "minimum": 1, "default": None,
+                               "description": "Streams longer than the model's context run in overlapping windows; every "
+                                              "unit keeps at least this many tokens of context before its first token. "
+                                              "null: half the model's maximum length."},
+        "device": {"enum": ["auto", "cpu", "cuda"], "default": "auto",
+                   "description": "Where to run; auto picks CUDA when a GPU is visible."},
+        "device_map": {"enum": [None, "auto"], "default": None,
+                       "description": "auto spreads a model larger than one GPU over the visible GPUs (accelerate)."},
+        "dtype_on_disk": {"enum": ["float32", "float16"], "default": "float32",
+                          "description": "Precision of the stored activations."},
+        "show_progress": {"type": "boolean", "default": False, "description": "Show a tqdm progress bar."},
+    },
+}
+
+
+def complete_options(options: dict[str, Any] | None) -> dict[str, Any]:
+    """Return the extraction options with defaults filled in; unknown keys are refused."""
+    options = dict(options or {})
+    unknown = sorted(set(options) - set(OPTION_DEFAULTS))
+    if unknown:
+        raise ConfigError(f"extraction has unknown options {unknown}; known: {sorted(OPTION_DEFAULTS)}.")
+    completed = {**OPTION_DEFAULTS, **options}
+    if completed["min_context_tokens"] is not None and int(completed["min_context_tokens"]) < 1:
+        raise ConfigError("extraction.min_context_tokens must be at least 1 (or null for half the context).")
+    if int(completed["batch_size"]) < 1:
+        raise ConfigError("extraction.batch_size must be at least 1.")
+    return completed
+
+
+def context_policy(block: dict[str, Any], options: dict[str, Any]) -> str:
+    """Describe how context is built: the group so far, and how long streams are cut."""
+    if block.get("kind", "causal") == "seq2seq":
+        cut = "each prefix left-truncated to max_length"
+    else:
+        minimum = options["min_context_tokens"]
+        cut = f"sliding windows, min_context_tokens={'half' if minimum is None else int(minimum)}"
+    return f"context-group so far; units joined by single spaces; {cut}"
+
+
+def expected_metadata(
+    name: str,
+    block: dict[str, Any],
+    options: dict[str, Any] | None,
+    stimuli_path: str | Path,
+    manifest: dict[str, Any],
+) -> dict[str, Any]:
+    """Return the facts an activation or surprisal file must carry to be valid for this config.
+
+    Parameters
+    ----------
+    name : str
+        The model's config key.
+    block : dict
+        The model's config block.
+    options : dict or None
+        The config's ``extraction`` section.
+    stimuli_path : str or Path
+        The stimuli Parquet the file was computed from.
+    manifest : dict
+        The fetched model's manifest (``brainalign.models.loading.read_manifest``).
+    """
+    options = complete_options(options)
+    source = block.get("source") or {}
+    kind = block.get("kind", "causal")
+    return {
+        "model": name,
+        "source": source.get("type"),
+        "hub_id": source.get("hf_id"),
+        "revision": manifest.get("revision"),
+        "kind": kind,
+        "dtype": block.get("dtype", "auto"),
+        "pooling": POOLING,
+        "context_policy": context_policy(block, options),
+        "prompt_policy": block.get("prompt_policy", "raw"),
+        "seq2seq_layers": block.get("seq2seq_layers", "paper") if kind == "seq2seq" else None,
+        "n_layers": block.get("n_layers"),
+        "max_length": block.get("max_length"),
+        "stimuli_sha256": stimuli_checksum(stimuli_path),
+    }

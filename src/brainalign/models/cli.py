@@ -1,0 +1,106 @@
+"""``brainalign extract`` and ``brainalign surprisal``: the model stages outside the workflow.
+
+``--model`` is a local snapshot folder, a GGUF file (or a folder with ``--gguf-file``), or
+a hub id (loaded through the hub cache, so it needs internet or a filled cache).
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from brainalign.errors import DataError
+from brainalign.io import sha256_file, write_surprisal
+from brainalign.models.activations import OPTION_DEFAULTS, complete_options
+from brainalign.models.extraction import write_activations
+from brainalign.models.loading import load_model
+from brainalign.models.surprisal import surprisal_table
+
+
+def model_location(model: str, gguf_file: str | None) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Return (manifest, source) for a ``--model`` argument."""
+    path = Path(model)
+    if path.is_file():
+        return {"name": path.stem, "folder": str(path.parent), "gguf_file": path.name, "revision": sha256_file(path)}, {"type": "gguf", "path": str(path)}
+    if path.is_dir():
+        revision = sha256_file(path / gguf_file) if gguf_file else None
+        source = {"type": "gguf", "path": str(path / gguf_file)} if gguf_file else {"type": "local", "path": str(path)}
+        return {"name": path.name, "folder": str(path), "gguf_file": gguf_file, "revision": revision}, source
+    manifest = {"name": model, "folder": model, "gguf_file": gguf_file, "revision": None, "local_files_only": False}
+    return manifest, {"type": "hub", "hf_id": model}
+
+
+def _block(args: argparse.Namespace, source: dict[str, Any]) -> dict[str, Any]:
+    block = {"source": source, "kind": args.kind, "dtype": args.dtype, "max_length": args.max_length,
+             "prompt_policy": args.prompt_policy, "trust_remote_code": args.trust_remote_code}
+    if args.kind == "seq2seq":
+        block["seq2seq_layers"] = args.seq2seq_layers
+    return block
+
+
+def _options(args: argparse.Namespace) -> dict[str, Any]:
+    return complete_options({"batch_size": args.batch_size, "min_context_tokens": args.min_context_tokens,
+                             "device": args.device, "dtype_on_disk": args.dtype_on_disk, "show_progress": True})
+
+
+def run_extract(args: argparse.Namespace) -> None:
+    """Handler of ``brainalign extract``."""
+    manifest, source = model_location(args.model, args.gguf_file)
+    write_activations(args.stimuli, manifest, _block(args, source), _options(args), args.out)
+    print(f"wrote {args.out}")
+
+
+def read_words(path: str | Path) -> pd.DataFrame:
+    """Read a word list (one word per line, one context stream) as a stimuli table."""
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(f"{path} does not exist. Give a text file with one word per line.")
+    words = [line.strip() for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+    if not words:
+        raise DataError(f"{path} has no words. Give a text file with one word per line.")
+    return pd.DataFrame({"stimulus_id": [f"w{i}" for i in range(len(words))], "context_group": "words",
+                         "position": range(len(words)), "text": words})
+
+
+def run_surprisal(args: argparse.Namespace) -> None:
+    """Handler of ``brainalign surprisal``."""
+    manifest, source = model_location(args.model, args.gguf_file)
+    block, options = _block(args, source), _options(args)
+    stimuli = read_words(args.words)
+    loaded = load_model(manifest, block, options)
+    table = surprisal_table(loaded, stimuli, args.prompt_policy, options)
+    table.insert(1, "word", stimuli["text"].to_numpy())
+    write_surprisal(args.out, table, {"model": args.model, "words_sha256": sha256_file(args.words), **loaded.facts})
+    print(f"wrote {args.out}")
+
+
+def _model_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--model", required=True, help="local snapshot folder, GGUF file, or hub id")
+    parser.add_argument("--gguf-file", help="GGUF file name inside the --model folder")
+    parser.add_argument("--kind", choices=["causal", "seq2seq"], default="causal")
+    parser.add_argument("--seq2seq-layers", choices=["paper", "encoder"], default="paper")
+    parser.add_argument("--dtype", choices=["auto", "float32", "bfloat16", "float16"], default="auto")
+    parser.add_argument("--max-length", type=int, help="context length in tokens (default: the model's)")
+    parser.add_argument("--prompt-policy", choices=["raw", "template"], default="raw")
+    parser.add_argument("--trust-remote-code", action="store_true", help="run code shipped with the model")
+    parser.add_argument("--batch-size", type=int, default=OPTION_DEFAULTS["batch_size"])
+    parser.add_argument("--min-context-tokens", type=int, help="minimum context in sliding windows (default: half)")
+    parser.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
+    parser.add_argument("--dtype-on-disk", choices=["float32", "float16"], default="float32")
+
+
+def register(subparsers) -> None:
+    """Add the ``extract`` and ``surprisal`` subcommands."""
+    extract = subparsers.add_parser("extract", help="per-layer last-token activations of a stimuli table")
+    _model_arguments(extract)
+    extract.add_argument("--stimuli", required=True, help="stimuli Parquet")
+    extract.add_argument("--out", required=True, help="activations Parquet to write")
+    extract.set_defaults(func=run_extract)
+    surprisal = subparsers.add_parser("surprisal", help="per-word surprisal (bits) of a word list")
+    _model_arguments(surprisal)
+    surprisal.add_argument("--words", required=True, help="text file, one word per line, one context stream")
+    surprisal.add_argument("--out", required=True, help="surprisal Parquet to write")
+    surprisal.set_defaults(func=run_surprisal)

