@@ -28,6 +28,7 @@ rule fit_encoding:
         activations="results/activations/{dataset}/{model}.parquet",
         stimuli="results/stimuli/{dataset}.parquet",
         responses="results/responses/{dataset}.parquet",
+        model="resources/models/{model}/manifest.json",
     output:
         "results/encoding/{protocol}/{dataset}/{model}/layer-{layer}.parquet",
     log:
@@ -43,5 +44,7 @@ rule fit_encoding:
     params:
         options=encoding_options,
         layer="{layer}",
+        block=model_runtime_block,
+        extraction=lookup(dpath="extraction", within=config),
     script:
         "../workflow/scripts/fit_encoding.py"

@@ -88,6 +88,14 @@ def write_json(path: str | os.PathLike, document: Mapping[str, Any]) -> None:
     write_text(path, json.dumps(_jsonable(document), indent=2, sort_keys=True) + "\n")
 
 
+def read_json(path: str | os.PathLike) -> dict[str, Any]:
+    """Read a JSON document written by :func:`write_json`."""
+    path = Path(path)
+    if not path.exists():
+        raise DataError(f"{path} does not exist. Run the stage that writes it first.")
+    return json.loads(path.read_text())
+
+
 def write_tsv(path: str | os.PathLike, frame: pd.DataFrame) -> None:
     """Write a tab-separated table atomically (missing values as ``NA``)."""
     with atomic_path(path) as tmp:

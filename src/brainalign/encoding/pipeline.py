@@ -15,6 +15,7 @@ from brainalign import io
 from brainalign.encoding.aw2024 import fit_aw2024
 from brainalign.encoding.ceiling import compute_ceiling as ceiling_of
 from brainalign.encoding.robust import choose_layers, fit_robust
+from brainalign.models.activations import expected_metadata
 
 logger = logging.getLogger(__name__)
 PROTOCOL_FITS = {"aw2024": fit_aw2024, "robust": fit_robust}
@@ -57,19 +58,28 @@ def ceiling_value(path: str | Path) -> float:
 
 def fit_encoding(
     protocol: str,
+    model: str,
     activations_path: str | Path,
     layer: int,
     stimuli_path: str | Path,
     responses_path: str | Path,
+    model_block: Mapping[str, Any],
+    extraction_options: Mapping[str, Any],
+    manifest_path: str | Path,
     options: Mapping[str, Any],
     out_path: str | Path,
 ) -> None:
-    """Fit one layer's activations to the responses under a protocol; write per-neuroid results."""
+    """Fit one layer's activations to the responses under a protocol; write per-neuroid results.
+
+    The activation file is refused if its metadata does not match the model's current
+    config, the extraction settings and the stimuli (no stale caches).
+    """
     fit = PROTOCOL_FITS[protocol]
     stimuli, responses, rows, neuroids = load_encoding_inputs(stimuli_path, responses_path)
-    feature_ids, features = io.read_activations(
-        activations_path, layer, expected={"stimuli_sha256": io.stimuli_checksum(stimuli_path)}
+    expected = expected_metadata(
+        model, dict(model_block), dict(extraction_options), stimuli_path, io.read_json(manifest_path)
     )
+    feature_ids, features = io.read_activations(activations_path, layer, expected=expected)
     features = features[io.align_rows(pd.Index(stimuli["stimulus_id"]), feature_ids, "activations", str(activations_path))]
     result = fit(features, responses, stimuli, rows, neuroids, dict(options))
     logger.info("layer %d: %s score %.4f", layer, protocol, result.score)
