@@ -22,6 +22,8 @@ its context group as context:
 
 from __future__ import annotations
 
+import tempfile
+
 from pathlib import Path
 from typing import Any
 
@@ -30,7 +32,7 @@ import pandas as pd
 
 from brainalign.io import ActivationWriter, read_stimuli
 from brainalign.models.activations import complete_options, expected_metadata
-from brainalign.models.forward import Sequence, read_block_states
+from brainalign.models.forward import Sequence, read_block_states, state_shape
 from brainalign.models.loading import LoadedModel, load_model, read_manifest
 from brainalign.models.streams import TokenStream, plan_windows, tokenize_stream, truncated_start
 
@@ -123,8 +125,18 @@ def write_activations(stimuli_path: str | Path, manifest: dict[str, Any], block:
     streams, rows = group_streams(stimuli, loaded, block.get("prompt_policy", "raw"))
     sequences = state_sequences(loaded, streams, rows, options)
     dtype = np.dtype(options["dtype_on_disk"])
-    states = read_block_states(loaded, sequences, len(stimuli), dtype, int(options["batch_size"]), bool(options["show_progress"]))
     metadata = output_metadata(manifest["name"], block, options, stimuli_path, manifest, loaded)
-    with ActivationWriter(out_path, stimuli["stimulus_id"].tolist(), states.shape[2], metadata, options["dtype_on_disk"]) as writer:
-        for layer in range(states.shape[0]):
-            writer.write_layer(layer + 1, states[layer])
+    # States go to a disk-backed buffer beside the output (same file system): a 33B model
+    # on a long stream would otherwise hold every layer in memory until the layer-wise write.
+    Path(out_path).parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=Path(out_path).parent, prefix=".states-") as scratch:
+        buffer = np.lib.format.open_memmap(
+            Path(scratch) / "states.npy", mode="w+", dtype=dtype, shape=state_shape(loaded, len(stimuli))
+        )
+        states = read_block_states(
+            loaded, sequences, len(stimuli), dtype, int(options["batch_size"]), bool(options["show_progress"]), out=buffer
+        )
+        with ActivationWriter(out_path, stimuli["stimulus_id"].tolist(), states.shape[2], metadata, options["dtype_on_disk"]) as writer:
+            for layer in range(states.shape[0]):
+                writer.write_layer(layer + 1, np.asarray(states[layer]))
+        del buffer, states

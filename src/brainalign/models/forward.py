@@ -112,17 +112,29 @@ def _run_model(loaded: LoadedModel, batch: list[Sequence], with_decoder: bool) -
     ).last_hidden_state
 
 
+def state_shape(loaded: LoadedModel, n_units: int) -> tuple[int, int, int]:
+    """Shape (n_layers, n_units, width) of the states :func:`read_block_states` fills."""
+    return len(loaded.blocks), n_units, loaded.model.get_input_embeddings().weight.shape[1]
+
+
 @torch.inference_mode()
 def read_block_states(
-    loaded: LoadedModel, sequences: list[Sequence], n_units: int, dtype: np.dtype, batch_size: int, progress: bool
+    loaded: LoadedModel,
+    sequences: list[Sequence],
+    n_units: int,
+    dtype: np.dtype,
+    batch_size: int,
+    progress: bool,
+    out: np.ndarray | None = None,
 ) -> np.ndarray:
     """Return every block's output at the requested positions, shape (n_layers, n_units, width).
 
     For seq2seq models under the paper convention the decoder reads the encoder's input
     ids (``decoder_input_ids = input_ids``), and decoder blocks follow the encoder blocks.
+    ``out`` (e.g. a disk-backed memmap of :func:`state_shape`) receives the states, so
+    memory stays bounded by the model plus one batch.
     """
-    width = loaded.model.get_input_embeddings().weight.shape[1]
-    states = np.zeros((len(loaded.blocks), n_units, width), dtype=dtype)
+    states = np.zeros(state_shape(loaded, n_units), dtype=dtype) if out is None else out
     with_decoder = len(loaded.blocks) > loaded.n_encoder_layers
     reader = _BlockReader(loaded.blocks)
     try:
