@@ -22,6 +22,7 @@ its context group as context:
 
 from __future__ import annotations
 
+import shutil
 import tempfile
 
 from pathlib import Path
@@ -128,8 +129,12 @@ def write_activations(stimuli_path: str | Path, manifest: dict[str, Any], block:
     metadata = output_metadata(manifest["name"], block, options, stimuli_path, manifest, loaded)
     # States go to a disk-backed buffer beside the output (same file system): a 33B model
     # on a long stream would otherwise hold every layer in memory until the layer-wise write.
-    Path(out_path).parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(dir=Path(out_path).parent, prefix=".states-") as scratch:
+    out_path = Path(out_path)
+    out_path.parent.mkdir(parents=True, exist_ok=True)
+    prefix = f".{out_path.name}.states-"
+    for leftover in out_path.parent.glob(prefix + "*"):  # scratch of a killed run of this job
+        shutil.rmtree(leftover, ignore_errors=True)
+    with tempfile.TemporaryDirectory(dir=out_path.parent, prefix=prefix) as scratch:
         buffer = np.lib.format.open_memmap(
             Path(scratch) / "states.npy", mode="w+", dtype=dtype, shape=state_shape(loaded, len(stimuli))
         )
