@@ -6,13 +6,11 @@ import argparse
 import logging
 from pathlib import Path
 
-import pandas as pd
-
 from brainalign.analysis.published import PUBLISHED_DIR, load_models_file
 from brainalign.analysis.run import analyze
 from brainalign.analysis.stats import N_RESAMPLES
+from brainalign.analysis.tables import read_scores
 from brainalign.errors import ConfigError
-from brainalign.io import read_tsv
 
 log = logging.getLogger(__name__)
 
@@ -57,16 +55,6 @@ def resolve_models(args: argparse.Namespace) -> tuple[dict[str, dict], dict[str,
     return dict(selected), dict(registry)
 
 
-def read_scores(path: Path, selected: dict, registry: dict) -> pd.DataFrame:
-    """Read a score table, keeping the selected models; rows of other defined models are dropped."""
-    frame = read_tsv(path)
-    if "model" in frame.columns:
-        outside = frame["model"].isin(registry) & ~frame["model"].isin(selected)
-        if outside.any():
-            log.info("%s: %d rows of models outside the suite left out", path, int(outside.sum()))
-        frame = frame[~outside].reset_index(drop=True)
-    frame.attrs["source"] = str(path)
-    return frame
 
 
 def run_analyze(args: argparse.Namespace) -> None:

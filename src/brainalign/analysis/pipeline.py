@@ -8,10 +8,10 @@ from typing import Any
 
 import pandas as pd
 from brainalign import io
-from brainalign.analysis.cli import read_scores
 from brainalign.analysis.published import load_models_file
 from brainalign.analysis.run import analyze
 from brainalign.analysis.summary import write_summary
+from brainalign.analysis.tables import read_scores
 from brainalign.errors import DataError
 from brainalign.plots.figures import plot_figures as draw
 

@@ -8,11 +8,16 @@ tables for the reader.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Mapping
+from pathlib import Path
 
 import pandas as pd
 
 from brainalign.errors import DataError
+from brainalign.io import read_tsv
+
+logger = logging.getLogger(__name__)
 
 AVERAGE = "average"
 KEY_COLUMNS = ("model", "dataset", "protocol")
@@ -89,3 +94,15 @@ def with_dataset_average(scores: pd.DataFrame) -> pd.DataFrame:
         .assign(dataset=AVERAGE)
     )
     return pd.concat([scores, average[scores.columns]], ignore_index=True)
+
+
+def read_scores(path: Path, selected: dict, registry: dict) -> pd.DataFrame:
+    """Read a score table, keeping the selected models; rows of other defined models are dropped."""
+    frame = read_tsv(path)
+    if "model" in frame.columns:
+        outside = frame["model"].isin(registry) & ~frame["model"].isin(selected)
+        if outside.any():
+            logger.info("%s: %d rows of models outside the suite left out", path, int(outside.sum()))
+        frame = frame[~outside].reset_index(drop=True)
+    frame.attrs["source"] = str(path)
+    return frame
