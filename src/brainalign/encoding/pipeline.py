@@ -117,7 +117,9 @@ def score_model(
     mean held-out score of the chosen layers; the max over layers is kept alongside.
     """
     ceiling = ceiling_value(ceiling_path)
-    fits = {int(meta["layer"]): meta for meta in (io.read_metadata(p) for p in layer_paths)}
+    metadata = [io.read_metadata(path) for path in layer_paths]
+    fits = {int(meta["layer"]): meta for meta in metadata}
+    path_of = {int(meta["layer"]): path for meta, path in zip(metadata, layer_paths)}
     layers = pd.DataFrame(
         {
             "model": model,
@@ -155,15 +157,17 @@ def score_model(
         "ci_low": _float(meta.get("ci_low")),
         "ci_high": _float(meta.get("ci_high")),
         "p_value": _float(meta.get("p_value")),
-        "n_neuroids": int(pq_rows(layer_paths[0])),
+        "n_neuroids": scored_neuroids(path_of[chosen]),
     }
     io.write_tsv(layers_out, layers)
     io.write_tsv(model_out, pd.DataFrame([row]))
 
 
-def pq_rows(path: str | Path) -> int:
-    """Number of rows (scored neuroids) of a Parquet file."""
-    return pq.ParquetFile(path).metadata.num_rows
+def scored_neuroids(path: str | Path) -> int:
+    """Distinct neuroids with a defined r in a layer's fit (a neuroid scored in several
+    partitions counts once)."""
+    table = pq.read_table(path, columns=["neuroid_id", "r"]).to_pandas()
+    return int(table.loc[table["r"].notna(), "neuroid_id"].nunique())
 
 
 def _float(value: Any) -> float:
