@@ -5,6 +5,7 @@ rule analyze:
     input:
         brain="results/scores/brain.tsv",
         behavior="results/scores/behavior.tsv",
+        pairs="results/scores/brain_pairs.tsv",
     output:
         effect=report(
             "results/analysis/instruction_effect.tsv",
@@ -12,6 +13,7 @@ rule analyze:
             category="Analysis",
         ),
         pairs="results/analysis/instruction_pairs.tsv",
+        pair_tests="results/analysis/instruction_pair_tests.tsv",
         correlations=report(
             "results/analysis/correlations.tsv",
             caption="../workflow/report/correlations.rst",

@@ -16,6 +16,12 @@ NEURAL_DATASETS = [d for d in DATASETS if config["datasets"][d]["measure"] == "n
 BEHAVIOR_DATASETS = [
     d for d in DATASETS if config["datasets"][d]["measure"] == "behavior"
 ]
+PAIRED_MODELS = [
+    name
+    for name in MODELS
+    if config["models"][name].get("instruction_tuned")
+    and config["models"][name].get("base") in MODELS
+]
 DEMO = any(config["datasets"][d]["demo"] for d in DATASETS)
 FIGURES = figure_names(
     PROTOCOLS if NEURAL_DATASETS else [],
@@ -94,6 +100,17 @@ def layer_fits(wildcards):
     )
 
 
+def base_neuroid_scores(wildcards):
+    """The per-neuroid scores of the model's vanilla base (same protocol and dataset)."""
+    base = config["models"][wildcards.model].get("base")
+    if base not in MODELS:
+        raise ValueError(
+            f"model {wildcards.model!r} has no base in suite {config['suite']!r} (base: {base!r}); "
+            "pair tests exist for instruction-tuned models whose base is in the suite"
+        )
+    return f"results/scores/{wildcards.protocol}/{wildcards.dataset}/{base}.neuroids.parquet"
+
+
 # ----------------------------------------------------------------------------- aggregates
 def model_scores():
     """Per-model brain scores of the suite (aggregate input)."""
@@ -112,6 +129,16 @@ def model_layer_scores():
         protocol=PROTOCOLS,
         dataset=NEURAL_DATASETS,
         model=MODELS,
+    )
+
+
+def pair_tests():
+    """Paired tests of each instruction-tuned model against its base (aggregate input)."""
+    return expand(
+        "results/pairs/{protocol}/{dataset}/{model}.tsv",
+        protocol=PROTOCOLS,
+        dataset=NEURAL_DATASETS,
+        model=PAIRED_MODELS,
     )
 
 

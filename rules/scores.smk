@@ -8,6 +8,7 @@ rule score_model:
     output:
         model="results/scores/{protocol}/{dataset}/{model}.tsv",
         layers="results/scores/{protocol}/{dataset}/{model}.layers.tsv",
+        neuroids="results/scores/{protocol}/{dataset}/{model}.neuroids.parquet",
     log:
         "logs/score_model/{protocol}/{dataset}/{model}.log",
     conda:
@@ -21,11 +22,33 @@ rule score_model:
         "../workflow/scripts/score_model.py"
 
 
+# Seconds of work per pair: runs where Snakemake runs, not as a cluster job.
+rule compare_with_base:
+    input:
+        model="results/scores/{protocol}/{dataset}/{model}.neuroids.parquet",
+        base=base_neuroid_scores,
+    output:
+        "results/pairs/{protocol}/{dataset}/{model}.tsv",
+    log:
+        "logs/compare_with_base/{protocol}/{dataset}/{model}.log",
+    benchmark:
+        "benchmarks/compare_with_base/{protocol}/{dataset}/{model}.tsv"
+    localrule: True
+    conda:
+        "../envs/encoding.yaml"
+    params:
+        base=lookup(dpath="models/{model}/base", within=config),
+        options=lookup(dpath="pair_tests", within=config),
+    script:
+        "../workflow/scripts/compare_with_base.py"
+
+
 rule aggregate_scores:
     input:
         brain=model_scores(),
         brain_layers=model_layer_scores(),
         behavior=behavior_scores(),
+        pairs=pair_tests(),
     output:
         brain=report(
             "results/scores/brain.tsv",
@@ -33,6 +56,11 @@ rule aggregate_scores:
             category="Scores",
         ),
         brain_layers="results/scores/brain_layers.tsv",
+        pairs=report(
+            "results/scores/brain_pairs.tsv",
+            caption="../workflow/report/brain_pairs.rst",
+            category="Scores",
+        ),
         behavior=report(
             "results/scores/behavior.tsv",
             caption="../workflow/report/behavior_scores.rst",

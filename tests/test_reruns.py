@@ -23,6 +23,7 @@ pytestmark = [pytest.mark.workflow, pytest.mark.slow]
 NEURAL = "tiny-passages"
 BEHAVIOR = "tiny-story"
 LAYERS = {"tiny-gpt2": 3, "tiny-gpt2-tuned": 3, "tiny-t5": 4}
+TUNED = "tiny-gpt2-tuned"  # instruction-tuned, base tiny-gpt2
 PROTOCOLS = ("aw2024", "robust")
 AGGREGATES = {job("aggregate_scores"), job("analyze"), job("plot_figures"), job("all")}
 
@@ -51,6 +52,11 @@ def encoding_jobs(dataset: str, model: str, n_layers: int, protocols=PROTOCOLS) 
         for layer in range(1, n_layers + 1)
     }
     return fits | {job("score_model", protocol=protocol, dataset=dataset, model=model) for protocol in protocols}
+
+
+def pair_jobs(dataset: str, protocols=PROTOCOLS) -> set:
+    """The tuned model's paired tests against its base on a neural dataset."""
+    return {job("compare_with_base", protocol=protocol, dataset=dataset, model=TUNED) for protocol in protocols}
 
 
 def test_finished_run_plans_nothing(run):
@@ -88,6 +94,7 @@ def test_adding_a_dataset_plans_only_its_jobs_and_the_aggregates(run):
         job("compute_ceiling", dataset="tiny-passages-b"),
         *(job("extract_activations", dataset="tiny-passages-b", model=model) for model in LAYERS),
         *(jobs for model, n in LAYERS.items() for jobs in encoding_jobs("tiny-passages-b", model, n)),
+        *pair_jobs("tiny-passages-b"),
         *AGGREGATES,
     }
     assert planned_jobs(run) == expected
@@ -96,7 +103,12 @@ def test_adding_a_dataset_plans_only_its_jobs_and_the_aggregates(run):
 def test_changing_one_protocol_setting_plans_only_that_protocol(run):
     edit_config(run, lambda config: config["protocols"]["robust"].update(n_permutations=200))
     expected = {jobs for model, n in LAYERS.items() for jobs in encoding_jobs(NEURAL, model, n, protocols=("robust",))}
-    assert planned_jobs(run) == expected | AGGREGATES
+    assert planned_jobs(run) == expected | pair_jobs(NEURAL, protocols=("robust",)) | AGGREGATES
+
+
+def test_changing_a_pair_test_setting_reruns_only_the_pair_tests(run):
+    edit_config(run, lambda config: config.setdefault("pair_tests", {}).update(group_by="neuroid"))
+    assert planned_jobs(run) == pair_jobs(NEURAL) | AGGREGATES
 
 
 def test_changing_model_metadata_reruns_only_the_analysis(run):

@@ -39,6 +39,10 @@ def test_paper_suite_plans_every_job():
     assert rules["fit_encoding"] == 2 * n_neural * n_layers
     assert rules["download_dataset"] == 4
     assert rules["aggregate_scores"] == 1
+    paper_models = set(config["suites"]["paper"]["models"])
+    n_pairs = sum(config["models"][name].get("base") in paper_models for name in paper_models)
+    assert n_pairs == 17  # the paper's 17 instruction-tuned/base pairs
+    assert rules["compare_with_base"] == 2 * n_neural * n_pairs
 
 
 @pytest.fixture(scope="module")
@@ -58,6 +62,23 @@ def test_tiny_pipeline_produces_every_output(tiny_run: Path):
     for png in (tiny_run / "results/figures").glob("*.png"):
         assert png.stat().st_size > 1000
     assert len(list((tiny_run / "results/figures").glob("*.png"))) >= 5
+
+
+def test_each_tuned_model_is_tested_against_its_base_on_the_chosen_layers(tiny_run: Path):
+    pairs = io.read_tsv(tiny_run / "results/scores/brain_pairs.tsv")
+    assert sorted(pairs["protocol"]) == ["aw2024", "robust"]
+    assert set(zip(pairs["model"], pairs["base"])) == {("tiny-gpt2-tuned", "tiny-gpt2")}
+    assert pairs["p_value"].between(0, 1).all() and pairs["n_groups"].eq(3).all()
+    brain = io.read_tsv(tiny_run / "results/scores/brain.tsv").set_index(["protocol", "model"])
+    for model in ("tiny-gpt2", "tiny-gpt2-tuned"):
+        # aw2024 keeps the best layer, so each neuroid's r is that layer's fit
+        scores = io.read_table(tiny_run / f"results/scores/aw2024/tiny-passages/{model}.neuroids.parquet")
+        layer = int(brain.loc[("aw2024", model), "layer"])
+        fit = io.read_table(tiny_run / f"results/encoding/aw2024/tiny-passages/{model}/layer-{layer}.parquet")
+        assert scores["r"].tolist() == pytest.approx(fit["r"].tolist(), abs=1e-12)
+    tests = io.read_tsv(tiny_run / "results/analysis/instruction_pair_tests.tsv")
+    assert tests["q_value"].between(0, 1).all()
+    assert "tiny-gpt2-tuned vs tiny-gpt2: mean r difference" in (tiny_run / "results/summary.md").read_text()
 
 
 def test_planted_model_ranks_first(tiny_run: Path):

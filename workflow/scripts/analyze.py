@@ -10,8 +10,10 @@ run_step(
     analyze_scores,
     brain_path=snakemake.input.brain,
     behavior_path=snakemake.input.behavior,
+    pairs_path=snakemake.input.pairs,
     models=snakemake.params.models,
     demo=bool(snakemake.params.demo),
     effect_out=snakemake.output.effect,
+    pair_tests_out=snakemake.output.pair_tests,
     summary_out=snakemake.output.summary,
 )

@@ -16,4 +16,5 @@ run_step(
     n_layers=int(snakemake.params.n_layers),
     model_out=snakemake.output.model,
     layers_out=snakemake.output.layers,
+    neuroids_out=snakemake.output.neuroids,
 )

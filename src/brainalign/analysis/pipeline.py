@@ -9,9 +9,10 @@ from typing import Any
 import pandas as pd
 from brainalign import io
 from brainalign.analysis.published import load_models_file
+from brainalign.analysis.instruction import with_pair_fdr
 from brainalign.analysis.run import analyze
 from brainalign.analysis.summary import write_summary
-from brainalign.analysis.tables import read_scores
+from brainalign.analysis.tables import PAIR_TEST_COLUMNS, read_scores
 from brainalign.errors import DataError
 from brainalign.plots.figures import plot_figures as draw
 
@@ -20,15 +21,24 @@ def aggregate_scores(
     brain_paths: Sequence[str | Path],
     layer_paths: Sequence[str | Path],
     behavior_paths: Sequence[str | Path],
+    pair_paths: Sequence[str | Path],
     demo: bool,
     brain_out: str | Path,
     layers_out: str | Path,
     behavior_out: str | Path,
+    pairs_out: str | Path,
 ) -> None:
-    """Concatenate per-model score files into the tidy tables (each labelled demo or not)."""
-    for paths, out in ((brain_paths, brain_out), (layer_paths, layers_out), (behavior_paths, behavior_out)):
+    """Concatenate per-model score files and pair tests into the tidy tables (each labelled
+    demo or not). A suite without instruction-tuned/base pairs gets a header-only pair table."""
+    tables = (
+        (brain_paths, brain_out, ()),
+        (layer_paths, layers_out, ()),
+        (behavior_paths, behavior_out, ()),
+        (pair_paths, pairs_out, PAIR_TEST_COLUMNS),
+    )
+    for paths, out, empty_columns in tables:
         frames = [io.read_tsv(path) for path in paths]
-        table = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
+        table = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=list(empty_columns))
         table["demo"] = demo
         io.write_tsv(out, table)
 
@@ -36,16 +46,23 @@ def aggregate_scores(
 def analyze_scores(
     brain_path: str | Path,
     behavior_path: str | Path,
+    pairs_path: str | Path,
     models: Mapping[str, Any],
     demo: bool,
     effect_out: str | Path,
+    pair_tests_out: str | Path,
     summary_out: str | Path,
 ) -> None:
-    """Run the study's analysis on the suite's scores and write the summary."""
+    """Run the study's analysis on the suite's scores and write the summary.
+
+    The per-pair tests get Benjamini-Hochberg q-values within each protocol.
+    """
     brain, behavior = io.read_tsv(brain_path), io.read_tsv(behavior_path)
     out_dir = Path(effect_out).parent
     analyze(brain, behavior, dict(models), out_dir)
-    write_summary(out_dir, brain, behavior, summary_out, demo)
+    pair_tests = with_pair_fdr(io.read_tsv(pairs_path))
+    io.write_tsv(pair_tests_out, pair_tests)
+    write_summary(out_dir, brain, behavior, summary_out, demo, pair_tests)
 
 
 def analyze_published(

@@ -73,7 +73,33 @@ def _correlation_lines(correlations: pd.DataFrame, partial: pd.DataFrame, datase
     return lines or ["- no model properties available for these models"]
 
 
-def write_summary(analysis_dir: str | Path, brain: pd.DataFrame, behavior: pd.DataFrame, out_path: str | Path, demo: bool) -> None:
+def pair_test_sentence(row: pd.Series) -> str:
+    """One paired test, e.g. ``flan-t5-xl vs t5-xl: mean r difference +0.0123, p = 0.002, q = 0.01 ...``."""
+    return (
+        f"{row['model']} vs {row['base']}: mean r difference {_signed(row['mean_difference'], 4)} "
+        f"(median r {_number(row['r_model'])} vs {_number(row['r_base'])}), p = {_number(row['p_value'])}, "
+        f"FDR q = {_number(row['q_value'])}; {int(row['n_neuroids'])} neuroids in {int(row['n_groups'])} {row['group_by']} blocks"
+    )
+
+
+def _pair_test_lines(pair_tests: pd.DataFrame) -> list[str]:
+    if pair_tests.empty:
+        return ["- no instruction-tuned/base pairs in this suite"]
+    significant = int((pair_tests["q_value"] < 0.05).sum())
+    lines = [f"- {significant}/{len(pair_tests)} (pair, dataset) tests at FDR q < 0.05"]
+    for dataset, rows in pair_tests.groupby("dataset", sort=True):
+        lines += [f"  - {dataset}: {pair_test_sentence(row)}" for _, row in rows.sort_values("model").iterrows()]
+    return lines
+
+
+def write_summary(
+    analysis_dir: str | Path,
+    brain: pd.DataFrame,
+    behavior: pd.DataFrame,
+    out_path: str | Path,
+    demo: bool,
+    pair_tests: pd.DataFrame | None = None,
+) -> None:
     """Write the markdown summary of the analysis tables in ``analysis_dir``.
 
     Parameters
@@ -86,6 +112,8 @@ def write_summary(analysis_dir: str | Path, brain: pd.DataFrame, behavior: pd.Da
         Markdown file to write (atomically).
     demo : bool
         Label the summary as simulated demo data.
+    pair_tests : DataFrame, optional
+        Per-pair paired tests with ``q_value`` (brain alignment); None leaves them out.
     """
     analysis_dir = Path(analysis_dir)
     effect = read_tsv(analysis_dir / "instruction_effect.tsv")
@@ -113,6 +141,16 @@ def write_summary(analysis_dir: str | Path, brain: pd.DataFrame, behavior: pd.Da
                 "",
                 *_effect_lines(effect[(effect["alignment"] == alignment) & (effect["protocol"] == protocol)]),
                 "",
+                *(
+                    [
+                        "Each instruction-tuned model against its base (per-neuroid r, paired; sign flips over blocks):",
+                        "",
+                        *_pair_test_lines(pair_tests[pair_tests["protocol"] == protocol]),
+                        "",
+                    ]
+                    if alignment == "brain" and pair_tests is not None
+                    else []
+                ),
                 f"Correlations with model properties ({'mean over datasets' if dataset == AVERAGE else dataset}):",
                 "",
                 *_correlation_lines(correlations[(correlations["alignment"] == alignment) & (correlations["protocol"] == protocol)],

@@ -22,6 +22,20 @@ logger = logging.getLogger(__name__)
 AVERAGE = "average"
 KEY_COLUMNS = ("model", "dataset", "protocol")
 SCORE_COLUMNS = (*KEY_COLUMNS, "score")
+PAIR_TEST_COLUMNS = (
+    "protocol",
+    "dataset",
+    "model",
+    "base",
+    "group_by",
+    "n_groups",
+    "n_neuroids",
+    "r_model",
+    "r_base",
+    "mean_difference",
+    "p_value",
+)
+"""Columns of a paired test of an instruction-tuned model against its base, one row per file."""
 
 
 def validate_scores(frame: pd.DataFrame, source: str, models: Mapping[str, Mapping]) -> pd.DataFrame:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import warnings
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -12,9 +13,12 @@ import pandas as pd
 import pyarrow.parquet as pq
 
 from brainalign import io
+from brainalign.analysis.tables import PAIR_TEST_COLUMNS
 from brainalign.encoding.aw2024 import fit_aw2024
 from brainalign.encoding.ceiling import compute_ceiling as ceiling_of
 from brainalign.encoding.robust import choose_layers, fit_robust
+from brainalign.encoding.stats import paired_permutation_test
+from brainalign.errors import DataError
 from brainalign.models.activations import expected_metadata
 
 logger = logging.getLogger(__name__)
@@ -109,12 +113,15 @@ def score_model(
     n_layers: int,
     model_out: str | Path,
     layers_out: str | Path,
+    neuroids_out: str | Path,
 ) -> None:
     """Choose the model's layer and normalise by the ceiling (never clipped).
 
     ``aw2024``: the best layer (max over layers, as in the paper). ``robust``: the layer is
     chosen per outer fold on that fold's training data (inner CV), and the score is the
     mean held-out score of the chosen layers; the max over layers is kept alongside.
+    ``neuroids_out`` gets each neuroid's r under the same choice (see
+    :func:`chosen_neuroid_scores`), the input of the paired tests between models.
     """
     ceiling = ceiling_value(ceiling_path)
     metadata = [io.read_metadata(path) for path in layer_paths]
@@ -141,6 +148,7 @@ def score_model(
         layer_choice = "nested"
     else:
         chosen, score, layer_choice = best, float(layers["score"].max()), "max"
+        choices = pd.DataFrame(fits[best]["folds"])[["partition", "fold"]].assign(layer=best)
     meta = fits[chosen]
     row = {
         "model": model,
@@ -159,8 +167,58 @@ def score_model(
         "p_value": _float(meta.get("p_value")),
         "n_neuroids": scored_neuroids(path_of[chosen]),
     }
+    neuroid_scores = chosen_neuroid_scores(path_of, choices)
+    io.write_table(
+        neuroids_out,
+        neuroid_scores,
+        io.provenance(model=model, dataset=dataset, protocol=protocol, layer_choice=layer_choice),
+    )
     io.write_tsv(layers_out, layers)
     io.write_tsv(model_out, pd.DataFrame([row]))
+
+
+def chosen_neuroid_scores(layer_paths: Mapping[int, str | Path], choices: pd.DataFrame) -> pd.DataFrame:
+    """Per scored neuroid, its held-out r under a layer choice.
+
+    Parameters
+    ----------
+    layer_paths : dict of layer -> path
+        Encoding fits of one model on one dataset under one protocol.
+    choices : DataFrame
+        One row per (``partition``, ``fold``) with the ``layer`` chosen for that fold: the
+        same layer everywhere (max over layers) or one per fold (nested choice).
+
+    Returns
+    -------
+    DataFrame
+        ``partition``, ``neuroid_id``, ``subject``, ``r``: the mean over folds of the
+        chosen layer's fold r (folds where it is undefined are skipped), so the median of
+        ``r`` over neuroids mirrors the model's score.
+    """
+    keys = ["partition", "neuroid_id", "subject"]
+    fold_r = []
+    for (partition, fold), chosen in choices.groupby(["partition", "fold"], sort=True)["layer"]:
+        if chosen.nunique() != 1:
+            raise DataError(f"layer choice names several layers for partition {partition!r}, fold {fold}")
+        table = _fold_table(layer_paths, int(chosen.iloc[0]), f"r_fold_{fold}", keys)
+        table = table[table["partition"].astype(str) == str(partition)].set_index(keys)
+        fold_r.append(table.iloc[:, 0].rename(f"{partition}/{fold}"))
+    # Outer join: each partition's neuroids have r in that partition's folds only.
+    stacked = pd.concat(fold_r, axis=1)
+    with warnings.catch_warnings():  # a neuroid with no defined fold r stays NaN
+        warnings.simplefilter("ignore", RuntimeWarning)
+        r = np.nanmean(stacked.to_numpy(dtype=np.float64), axis=1)
+    return stacked.index.to_frame(index=False).assign(r=r)
+
+
+def _fold_table(layer_paths: Mapping[int, str | Path], layer: int, column: str, keys: list[str]) -> pd.DataFrame:
+    if layer not in layer_paths:
+        raise DataError(f"layer {layer} was chosen but no fit of it was given (have {sorted(layer_paths)})")
+    path = layer_paths[layer]
+    names = pq.read_schema(path).names
+    if column not in names:
+        raise DataError(f"{path}: no column {column!r}; refit this layer (the file predates per-fold r)")
+    return pq.read_table(path, columns=[*keys, column]).to_pandas()
 
 
 def scored_neuroids(path: str | Path) -> int:
@@ -172,3 +230,71 @@ def scored_neuroids(path: str | Path) -> int:
 
 def _float(value: Any) -> float:
     return np.nan if value is None else float(value)
+
+
+def compare_with_base(
+    protocol: str,
+    dataset: str,
+    model: str,
+    base: str,
+    model_path: str | Path,
+    base_path: str | Path,
+    options: Mapping[str, Any],
+    out_path: str | Path,
+) -> None:
+    """Paired permutation test of a model against its base on the same neuroids.
+
+    Reads both models' per-neuroid r (:func:`chosen_neuroid_scores` files), pairs them by
+    (partition, neuroid), and tests the mean difference with sign flips of whole
+    exchangeability blocks (``options["group_by"]``: subjects or single neuroids). The
+    row written also carries each model's median r over the paired neuroids.
+    """
+    keys = ["partition", "neuroid_id", "subject"]
+    paired = _paired_neuroids(io.read_table(model_path), io.read_table(base_path), keys, model_path, base_path)
+    groups = paired["subject"] if options["group_by"] == "subject" else paired[["partition", "neuroid_id"]].astype(str).agg("/".join, axis=1)
+    defined = paired["r_model"].notna() & paired["r_base"].notna()
+    if not defined.any():
+        raise DataError(f"{model_path} / {base_path}: no neuroid has an r for both models; nothing to compare")
+    difference, p_value = paired_permutation_test(
+        paired["r_model"].to_numpy(),
+        paired["r_base"].to_numpy(),
+        groups.to_numpy(),
+        n_permutations=int(options["n_permutations"]),
+        random_state=int(options["random_state"]),
+    )
+    row = {
+        "protocol": protocol,
+        "dataset": dataset,
+        "model": model,
+        "base": base,
+        "group_by": options["group_by"],
+        "n_groups": int(groups[defined].nunique()),
+        "n_neuroids": int(defined.sum()),
+        "r_model": float(paired.loc[defined, "r_model"].median()),
+        "r_base": float(paired.loc[defined, "r_base"].median()),
+        "mean_difference": difference,
+        "p_value": p_value,
+    }
+    logger.info("%s vs %s on %s (%s): mean r difference %+.4f, p = %.4g", model, base, dataset, protocol, difference, p_value)
+    io.write_tsv(out_path, pd.DataFrame([row], columns=PAIR_TEST_COLUMNS))
+
+
+def _paired_neuroids(
+    model_table: pd.DataFrame, base_table: pd.DataFrame, keys: list[str], model_path: str | Path, base_path: str | Path
+) -> pd.DataFrame:
+    """Join two per-neuroid tables; they must score exactly the same neuroids."""
+    for table, path in ((model_table, model_path), (base_table, base_path)):
+        if table.duplicated(keys).any():
+            raise DataError(f"{path}: repeated (partition, neuroid_id) rows; rerun score_model for this file")
+    paired = model_table[[*keys, "r"]].merge(
+        base_table[[*keys, "r"]], on=keys, how="outer", suffixes=("_model", "_base"), indicator=True
+    )
+    unmatched = paired["_merge"] != "both"
+    if unmatched.any():
+        example = paired.loc[unmatched, keys].iloc[0].to_dict()
+        raise DataError(
+            f"{model_path} and {base_path} score different neuroids ({int(unmatched.sum())} unmatched, e.g. {example}): "
+            "they were fit on different response files; rerun both models' fit_encoding and score_model jobs "
+            "on the current responses"
+        )
+    return paired.drop(columns="_merge")
