@@ -10,6 +10,8 @@ import pytest
 
 from brainalign import io
 from brainalign.analysis.instruction import with_pair_fdr
+from brainalign.analysis.pipeline import aggregate_scores
+from brainalign.analysis.summary import _pair_test_lines
 from brainalign.encoding.pipeline import chosen_neuroid_scores, compare_with_base
 from brainalign.errors import DataError
 
@@ -160,3 +162,13 @@ def test_pair_fdr_is_benjamini_hochberg_within_each_protocol():
         expected = np.empty_like(naive)
         expected[order] = np.minimum(naive, 1)
         np.testing.assert_allclose(adjusted.loc[adjusted["protocol"] == protocol, "q_value"], expected)
+
+
+def test_a_suite_without_pairs_gets_a_header_only_table_and_says_so(tmp_path):
+    score = tmp_path / "score.tsv"
+    io.write_tsv(score, pd.DataFrame([{"model": "m", "dataset": "d", "protocol": "robust", "score": 0.1}]))
+    outs = {name: tmp_path / f"{name}.tsv" for name in ("brain", "layers", "behavior", "pairs")}
+    aggregate_scores([score], [score], [], [], True, outs["brain"], outs["layers"], outs["behavior"], outs["pairs"])
+    pairs = with_pair_fdr(io.read_tsv(outs["pairs"]))
+    assert pairs.empty and {"p_value", "q_value", "demo"} <= set(pairs.columns)
+    assert _pair_test_lines(pairs) == ["- no instruction-tuned/base pairs in this suite"]
