@@ -77,7 +77,7 @@ def test_each_tuned_model_is_tested_against_its_base_on_the_chosen_layers(tiny_r
         fit = io.read_table(tiny_run / f"results/encoding/aw2024/tiny-passages/{model}/layer-{layer}.parquet")
         assert scores["r"].tolist() == pytest.approx(fit["r"].tolist(), abs=1e-12)
     tests = io.read_tsv(tiny_run / "results/analysis/instruction_pair_tests.tsv")
-    assert tests["q_value"].between(0, 1).all()
+    assert tests["p_fdr"].between(0, 1).all()
     assert "tiny-gpt2-tuned vs tiny-gpt2: mean r difference" in (tiny_run / "results/summary.md").read_text()
 
 

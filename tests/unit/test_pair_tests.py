@@ -9,8 +9,8 @@ import pandas as pd
 import pytest
 
 from brainalign import io
-from brainalign.analysis.instruction import with_pair_fdr
 from brainalign.analysis.pipeline import aggregate_scores
+from brainalign.analysis.stats import with_fdr
 from brainalign.analysis.summary import _pair_test_lines
 from brainalign.encoding.pipeline import chosen_neuroid_scores, compare_with_base
 from brainalign.errors import DataError
@@ -148,12 +148,12 @@ def test_models_scored_on_different_neuroids_are_refused(tmp_path):
     assert not (tmp_path / "pair.tsv").exists()
 
 
-def test_pair_fdr_is_benjamini_hochberg_within_each_protocol():
+def test_fdr_is_benjamini_hochberg_within_each_protocol():
     p_values = {"aw2024": [0.01, 0.04, 0.03, 0.2], "robust": [0.001, 0.5]}
     table = pd.DataFrame(
         [{"protocol": protocol, "p_value": p} for protocol, values in p_values.items() for p in values]
     )
-    adjusted = with_pair_fdr(table)
+    adjusted = with_fdr(table, ["protocol"])
     for protocol, values in p_values.items():
         values = np.asarray(values)
         order = np.argsort(values)
@@ -161,7 +161,7 @@ def test_pair_fdr_is_benjamini_hochberg_within_each_protocol():
         naive = np.minimum.accumulate(ranked[::-1])[::-1]
         expected = np.empty_like(naive)
         expected[order] = np.minimum(naive, 1)
-        np.testing.assert_allclose(adjusted.loc[adjusted["protocol"] == protocol, "q_value"], expected)
+        np.testing.assert_allclose(adjusted.loc[adjusted["protocol"] == protocol, "p_fdr"], expected)
 
 
 def test_a_suite_without_pairs_gets_a_header_only_table_and_says_so(tmp_path):
@@ -169,6 +169,6 @@ def test_a_suite_without_pairs_gets_a_header_only_table_and_says_so(tmp_path):
     io.write_tsv(score, pd.DataFrame([{"model": "m", "dataset": "d", "protocol": "robust", "score": 0.1}]))
     outs = {name: tmp_path / f"{name}.tsv" for name in ("brain", "layers", "behavior", "pairs")}
     aggregate_scores([score], [score], [], [], True, outs["brain"], outs["layers"], outs["behavior"], outs["pairs"])
-    pairs = with_pair_fdr(io.read_tsv(outs["pairs"]))
-    assert pairs.empty and {"p_value", "q_value", "demo"} <= set(pairs.columns)
-    assert _pair_test_lines(pairs) == ["- no instruction-tuned/base pairs in this suite"]
+    pairs = with_fdr(io.read_tsv(outs["pairs"]), ["protocol"])
+    assert pairs.empty and {"p_value", "p_fdr", "demo"} <= set(pairs.columns)
+    assert "- no instruction-tuned/base pairs in this suite" in _pair_test_lines(pairs)

@@ -13,7 +13,7 @@ from collections.abc import Mapping
 import numpy as np
 import pandas as pd
 
-from brainalign.analysis.stats import N_RESAMPLES, bootstrap_pearson_ci, correlation, fdr_bh, partial_correlation
+from brainalign.analysis.stats import N_RESAMPLES, bootstrap_pearson_ci, correlation, partial_correlation, with_fdr
 
 SIZE = "log10_parameters"
 MMLU_CATEGORIES = ("stem", "humanities", "social_sciences", "others")
@@ -97,7 +97,7 @@ def property_correlations(
     columns = ["protocol", "dataset", "property", "models", "n", "pearson_r", "p_value", "spearman_r",
                "spearman_p", "ci_low", "ci_high"]
     table = pd.DataFrame(rows, columns=columns)
-    return _with_fdr(table, ["protocol", "models"])
+    return with_fdr(table, ["protocol", "models"])
 
 
 def partial_correlations(scores: pd.DataFrame, properties: pd.DataFrame, covariate: str = SIZE) -> pd.DataFrame:
@@ -128,13 +128,5 @@ def partial_correlations(scores: pd.DataFrame, properties: pd.DataFrame, covaria
                          "models": "instruction_tuned", "n": len(subset),
                          "pearson_r": correlation(x, y)["pearson_r"], "partial_r": r, "p_value": p})
     columns = ["protocol", "dataset", "property", "covariate", "models", "n", "pearson_r", "partial_r", "p_value"]
-    return _with_fdr(pd.DataFrame(rows, columns=columns), ["protocol"])
+    return with_fdr(pd.DataFrame(rows, columns=columns), ["protocol"])
 
-
-def _with_fdr(table: pd.DataFrame, family: list[str]) -> pd.DataFrame:
-    """Add ``p_fdr`` (Benjamini-Hochberg within each family of tests) after ``p_value``."""
-    adjusted = pd.Series(np.nan, index=table.index)
-    for _, group in table.groupby(family, sort=False):
-        adjusted[group.index] = fdr_bh(group["p_value"].to_numpy())
-    table.insert(table.columns.get_loc("p_value") + 1, "p_fdr", adjusted)
-    return table

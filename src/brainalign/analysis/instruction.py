@@ -13,7 +13,7 @@ from collections.abc import Mapping
 import numpy as np
 import pandas as pd
 
-from brainalign.analysis.stats import N_RESAMPLES, bootstrap_mean_ci, fdr_bh, sign_flip_test
+from brainalign.analysis.stats import N_RESAMPLES, bootstrap_mean_ci, sign_flip_test
 
 log = logging.getLogger(__name__)
 
@@ -117,12 +117,3 @@ def instruction_effect(pair_table: pd.DataFrame, n_resamples: int = N_RESAMPLES,
                "mean_pct_change", "ci_low", "ci_high", "p_value", "n_improved"]
     return pd.DataFrame(rows, columns=columns)
 
-
-def with_pair_fdr(pair_tests: pd.DataFrame) -> pd.DataFrame:
-    """Add ``q_value``: Benjamini-Hochberg over the pair tests of each protocol (every pair
-    and dataset of a protocol is one family)."""
-    table = pair_tests.copy()
-    table["q_value"] = pd.Series(dtype=np.float64)
-    for _, rows in table.groupby("protocol", sort=False):
-        table.loc[rows.index, "q_value"] = fdr_bh(rows["p_value"].to_numpy())
-    return table

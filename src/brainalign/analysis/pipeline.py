@@ -9,8 +9,8 @@ from typing import Any
 import pandas as pd
 from brainalign import io
 from brainalign.analysis.published import load_models_file
-from brainalign.analysis.instruction import with_pair_fdr
 from brainalign.analysis.run import analyze
+from brainalign.analysis.stats import with_fdr
 from brainalign.analysis.summary import write_summary
 from brainalign.analysis.tables import PAIR_TEST_COLUMNS, read_scores
 from brainalign.errors import DataError
@@ -60,7 +60,7 @@ def analyze_scores(
     brain, behavior = io.read_tsv(brain_path), io.read_tsv(behavior_path)
     out_dir = Path(effect_out).parent
     analyze(brain, behavior, dict(models), out_dir)
-    pair_tests = with_pair_fdr(io.read_tsv(pairs_path))
+    pair_tests = with_fdr(io.read_tsv(pairs_path), ["protocol"])
     io.write_tsv(pair_tests_out, pair_tests)
     write_summary(out_dir, brain, behavior, summary_out, demo, pair_tests)
 

@@ -8,6 +8,7 @@ vectorized over resamples rather than clever.
 from __future__ import annotations
 
 import numpy as np
+import pandas as pd
 from scipy import stats
 from statsmodels.stats.multitest import multipletests
 
@@ -116,6 +117,15 @@ def fdr_bh(p_values: np.ndarray) -> np.ndarray:
     if finite.any():
         adjusted[finite] = multipletests(p_values[finite], method="fdr_bh")[1]
     return adjusted
+
+def with_fdr(table: pd.DataFrame, family: list[str]) -> pd.DataFrame:
+    """Add ``p_fdr`` (Benjamini-Hochberg within each family of tests) after ``p_value``."""
+    adjusted = pd.Series(np.nan, index=table.index)
+    for _, group in table.groupby(family, sort=False):
+        adjusted[group.index] = fdr_bh(group["p_value"].to_numpy())
+    table.insert(table.columns.get_loc("p_value") + 1, "p_fdr", adjusted)
+    return table
+
 
 
 def correlation(x: np.ndarray, y: np.ndarray) -> dict[str, float]:

@@ -74,22 +74,23 @@ def _correlation_lines(correlations: pd.DataFrame, partial: pd.DataFrame, datase
 
 
 def pair_test_sentence(row: pd.Series) -> str:
-    """One paired test, e.g. ``flan-t5-xl vs t5-xl: mean r difference +0.0123, p = 0.002, q = 0.01 ...``."""
+    """One paired test, e.g. ``flan-t5-xl vs t5-xl: mean r difference +0.0123, p = 0.002, FDR p = 0.01 ...``."""
     return (
         f"{row['model']} vs {row['base']}: mean r difference {_signed(row['mean_difference'], 4)} "
         f"(median r {_number(row['r_model'])} vs {_number(row['r_base'])}), p = {_number(row['p_value'])}, "
-        f"FDR q = {_number(row['q_value'])}; {int(row['n_neuroids'])} neuroids in {int(row['n_groups'])} {row['group_by']} blocks"
+        f"FDR p = {_number(row['p_fdr'])}; {int(row['n_neuroids'])} neuroids in {int(row['n_groups'])} {row['group_by']} blocks"
     )
 
 
 def _pair_test_lines(pair_tests: pd.DataFrame) -> list[str]:
+    lines = ["Each instruction-tuned model against its base (per-neuroid r, paired; sign flips over blocks):", ""]
     if pair_tests.empty:
-        return ["- no instruction-tuned/base pairs in this suite"]
-    significant = int((pair_tests["q_value"] < 0.05).sum())
-    lines = [f"- {significant}/{len(pair_tests)} (pair, dataset) tests at FDR q < 0.05"]
+        return [*lines, "- no instruction-tuned/base pairs in this suite", ""]
+    significant = int((pair_tests["p_fdr"] < 0.05).sum())
+    lines.append(f"- {significant}/{len(pair_tests)} (pair, dataset) tests at FDR p < 0.05")
     for dataset, rows in pair_tests.groupby("dataset", sort=True):
         lines += [f"  - {dataset}: {pair_test_sentence(row)}" for _, row in rows.sort_values("model").iterrows()]
-    return lines
+    return [*lines, ""]
 
 
 def write_summary(
@@ -113,7 +114,7 @@ def write_summary(
     demo : bool
         Label the summary as simulated demo data.
     pair_tests : DataFrame, optional
-        Per-pair paired tests with ``q_value`` (brain alignment); None leaves them out.
+        Per-pair paired tests with ``p_fdr`` (brain alignment); None leaves them out.
     """
     analysis_dir = Path(analysis_dir)
     effect = read_tsv(analysis_dir / "instruction_effect.tsv")
@@ -141,16 +142,7 @@ def write_summary(
                 "",
                 *_effect_lines(effect[(effect["alignment"] == alignment) & (effect["protocol"] == protocol)]),
                 "",
-                *(
-                    [
-                        "Each instruction-tuned model against its base (per-neuroid r, paired; sign flips over blocks):",
-                        "",
-                        *_pair_test_lines(pair_tests[pair_tests["protocol"] == protocol]),
-                        "",
-                    ]
-                    if alignment == "brain" and pair_tests is not None
-                    else []
-                ),
+                *(_pair_test_lines(pair_tests[pair_tests["protocol"] == protocol]) if alignment == "brain" and pair_tests is not None else []),
                 f"Correlations with model properties ({'mean over datasets' if dataset == AVERAGE else dataset}):",
                 "",
                 *_correlation_lines(correlations[(correlations["alignment"] == alignment) & (correlations["protocol"] == protocol)],

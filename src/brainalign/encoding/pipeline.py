@@ -10,7 +10,6 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-import pyarrow.parquet as pq
 
 from brainalign import io
 from brainalign.analysis.tables import PAIR_TEST_COLUMNS
@@ -150,6 +149,7 @@ def score_model(
         chosen, score, layer_choice = best, float(layers["score"].max()), "max"
         choices = pd.DataFrame(fits[best]["folds"])[["partition", "fold"]].assign(layer=best)
     meta = fits[chosen]
+    neuroid_scores = chosen_neuroid_scores(path_of, choices)
     row = {
         "model": model,
         "dataset": dataset,
@@ -165,9 +165,9 @@ def score_model(
         "ci_low": _float(meta.get("ci_low")),
         "ci_high": _float(meta.get("ci_high")),
         "p_value": _float(meta.get("p_value")),
-        "n_neuroids": scored_neuroids(path_of[chosen]),
+        # A neuroid scored in several partitions counts once.
+        "n_neuroids": int(neuroid_scores.loc[neuroid_scores["r"].notna(), "neuroid_id"].nunique()),
     }
-    neuroid_scores = chosen_neuroid_scores(path_of, choices)
     io.write_table(
         neuroids_out,
         neuroid_scores,
@@ -192,40 +192,25 @@ def chosen_neuroid_scores(layer_paths: Mapping[int, str | Path], choices: pd.Dat
     -------
     DataFrame
         ``partition``, ``neuroid_id``, ``subject``, ``r``: the mean over folds of the
-        chosen layer's fold r (folds where it is undefined are skipped), so the median of
-        ``r`` over neuroids mirrors the model's score.
+        r of the layer chosen in each fold (folds where it is undefined are skipped).
     """
     keys = ["partition", "neuroid_id", "subject"]
+    tables = {}
+    for layer in choices["layer"].unique():
+        if layer not in layer_paths:
+            raise DataError(f"layer {layer} was chosen but no fit of it was given (have {sorted(layer_paths)})")
+        tables[layer] = io.read_table(layer_paths[layer]).set_index(keys).filter(regex=r"^r_fold_\d+$")
     fold_r = []
-    for (partition, fold), chosen in choices.groupby(["partition", "fold"], sort=True)["layer"]:
-        if chosen.nunique() != 1:
-            raise DataError(f"layer choice names several layers for partition {partition!r}, fold {fold}")
-        table = _fold_table(layer_paths, int(chosen.iloc[0]), f"r_fold_{fold}", keys)
-        table = table[table["partition"].astype(str) == str(partition)].set_index(keys)
-        fold_r.append(table.iloc[:, 0].rename(f"{partition}/{fold}"))
+    for partition, fold, layer in choices[["partition", "fold", "layer"]].itertuples(index=False):
+        table = tables[layer]
+        in_partition = table.index.get_level_values("partition").astype(str) == str(partition)
+        fold_r.append(table.loc[in_partition, f"r_fold_{fold}"].rename(f"{partition}/{fold}"))
     # Outer join: each partition's neuroids have r in that partition's folds only.
     stacked = pd.concat(fold_r, axis=1)
     with warnings.catch_warnings():  # a neuroid with no defined fold r stays NaN
         warnings.simplefilter("ignore", RuntimeWarning)
         r = np.nanmean(stacked.to_numpy(dtype=np.float64), axis=1)
     return stacked.index.to_frame(index=False).assign(r=r)
-
-
-def _fold_table(layer_paths: Mapping[int, str | Path], layer: int, column: str, keys: list[str]) -> pd.DataFrame:
-    if layer not in layer_paths:
-        raise DataError(f"layer {layer} was chosen but no fit of it was given (have {sorted(layer_paths)})")
-    path = layer_paths[layer]
-    names = pq.read_schema(path).names
-    if column not in names:
-        raise DataError(f"{path}: no column {column!r}; refit this layer (the file predates per-fold r)")
-    return pq.read_table(path, columns=[*keys, column]).to_pandas()
-
-
-def scored_neuroids(path: str | Path) -> int:
-    """Distinct neuroids with a defined r in a layer's fit (a neuroid scored in several
-    partitions counts once)."""
-    table = pq.read_table(path, columns=["neuroid_id", "r"]).to_pandas()
-    return int(table.loc[table["r"].notna(), "neuroid_id"].nunique())
 
 
 def _float(value: Any) -> float:
