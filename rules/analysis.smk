@@ -6,6 +6,7 @@ rule analyze:
         brain="results/scores/brain.tsv",
         behavior="results/scores/behavior.tsv",
         pairs="results/scores/brain_pairs.tsv",
+        published=multiext(f"{PUBLISHED}/", "brain.tsv", "behavior.tsv"),
     output:
         effect=report(
             "results/analysis/instruction_effect.tsv",

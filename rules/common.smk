@@ -71,21 +71,27 @@ def model_runtime_block(wildcards):
     return {key: block[key] for key in MODEL_RUNTIME_KEYS if key in block}
 
 
-def encoding_options(wildcards):
-    """Protocol settings plus the dataset facts the protocol needs."""
-    block = config["datasets"][wildcards.dataset]
+def _protocol_settings(protocol, time_series, drop=()):
+    """A protocol's settings without the sections a job does not read (the toneva
+    pipeline runs on time series only), so editing them does not rerun the job."""
+    unused = {*drop, *(() if time_series else ("toneva",))}
+    settings = config["protocols"][protocol]
     return {
-        **config["protocols"][wildcards.protocol],
-        "time_series": block["time_series"],
+        **{key: value for key, value in settings.items() if key not in unused},
+        "time_series": time_series,
     }
+
+
+def encoding_options(wildcards):
+    """Protocol settings plus the dataset facts the protocol needs (not the ceiling's)."""
+    time_series = config["datasets"][wildcards.dataset]["time_series"]
+    return _protocol_settings(wildcards.protocol, time_series, drop=("ceiling",))
 
 
 def ceiling_options(wildcards):
     """The paper protocol's settings (the ceiling uses its metric) plus the dataset facts."""
-    return {
-        **config["protocols"]["aw2024"],
-        "time_series": config["datasets"][wildcards.dataset]["time_series"],
-    }
+    time_series = config["datasets"][wildcards.dataset]["time_series"]
+    return _protocol_settings("aw2024", time_series)
 
 
 def layer_fits(wildcards):

@@ -106,6 +106,13 @@ def test_changing_one_protocol_setting_plans_only_that_protocol(run):
     assert planned_jobs(run) == expected | pair_jobs(NEURAL, protocols=("robust",)) | AGGREGATES
 
 
+def test_changing_the_ceiling_reruns_only_the_ceiling_and_the_scores(run):
+    edit_config(run, lambda config: config["protocols"]["aw2024"].setdefault("ceiling", {}).update(n_bootstraps=20))
+    scores = {job("score_model", protocol=p, dataset=NEURAL, model=model) for p in PROTOCOLS for model in LAYERS}
+    expected = {job("compute_ceiling", dataset=NEURAL)} | scores | pair_jobs(NEURAL) | AGGREGATES
+    assert planned_jobs(run) == expected
+
+
 def test_changing_a_pair_test_setting_reruns_only_the_pair_tests(run):
     edit_config(run, lambda config: config.setdefault("pair_tests", {}).update(group_by="neuroid"))
     assert planned_jobs(run) == pair_jobs(NEURAL) | AGGREGATES

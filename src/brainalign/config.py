@@ -116,18 +116,23 @@ def load_config(path: str | Path, overrides: Mapping[str, Any] | None = None) ->
     return validate_config(config)
 
 
+def _suite(config: Mapping[str, Any], suite: str | None) -> dict[str, Any]:
+    name = suite or config["suite"]
+    if name not in config["suites"]:
+        raise ConfigError(f"suite {name!r} is not defined; defined suites: {sorted(config['suites'])}")
+    return config["suites"][name]
+
+
 def active_suite(config: Mapping[str, Any]) -> dict[str, Any]:
     """Return the selected suite's block."""
-    return config["suites"][config["suite"]]
+    return _suite(config, None)
 
 
 def suite_models(config: Mapping[str, Any], suite: str | None = None) -> dict[str, dict[str, Any]]:
     """Return the model blocks of a suite (the selected one by default), by name."""
-    spec = config["suites"][suite or config["suite"]]
-    return {name: config["models"][name] for name in spec["models"]}
+    return {name: config["models"][name] for name in _suite(config, suite)["models"]}
 
 
 def suite_datasets(config: Mapping[str, Any], suite: str | None = None) -> dict[str, dict[str, Any]]:
     """Return the dataset blocks of a suite (the selected one by default), by name."""
-    spec = config["suites"][suite or config["suite"]]
-    return {name: config["datasets"][name] for name in spec["datasets"]}
+    return {name: config["datasets"][name] for name in _suite(config, suite)["datasets"]}

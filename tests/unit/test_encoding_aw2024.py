@@ -217,3 +217,8 @@ def test_split_operator_equals_svd_operator(condition):
     expected = ols_prediction_operator(features[train], features[test])
     ours = split_operator(features, features @ features.T, train, test)
     np.testing.assert_allclose(ours, expected, atol=1e-9 * np.abs(expected).max() + 1e-12)
+
+
+def test_minimal_tables_count_position_within_each_group():
+    stimuli, _, _ = minimal_tables(6, 2, np.array([7, 7, 7, 9, 9, 9]))
+    assert stimuli["position"].tolist() == [0, 1, 2, 0, 1, 2]

@@ -288,3 +288,11 @@ def test_smollm2_surprisal_predicts_reading_times(naturalstories, stimuli):
     assert result.loc["aw2024", "r"] == pytest.approx(stats.pearsonr(bits[keep], times.matrix[keep, 0])[0], abs=1e-9)
     assert result.loc["aw2024", "r"] > 0.1
     assert result.loc["regression", "delta_loglik"] > 0 and result.loc["regression", "delta_loglik_ci_low"] > 0
+
+
+def test_realign_leaves_a_corpus_without_the_shifted_story_part_unchanged():
+    items, zones = np.array([1, 1, 2]), np.array([1, 2, 1])
+    matrix = np.arange(6.0).reshape(3, 2)
+    realigned, n_unavailable = f.realign(matrix, items, zones, "naturalstories2021", "brainscore2022")
+    np.testing.assert_array_equal(realigned, matrix)
+    assert n_unavailable == 0

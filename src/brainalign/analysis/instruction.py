@@ -34,7 +34,7 @@ def instruction_pairs(models: Mapping[str, Mapping]) -> pd.DataFrame:
         if base is None or base not in models:
             skipped.append(name)
             continue
-        rows.append({"model": name, "base": base, "family": block.get("family", "unknown")})
+        rows.append({"model": name, "base": base, "family": block.get("family") or "unknown"})
     if skipped:
         log.info("%d instruction-tuned model(s) have no base in this model set: %s", len(skipped), skipped)
     return pd.DataFrame(rows, columns=["model", "base", "family"])

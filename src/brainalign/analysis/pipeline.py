@@ -14,7 +14,6 @@ from brainalign.analysis.stats import with_fdr
 from brainalign.analysis.summary import write_summary
 from brainalign.analysis.tables import PAIR_TEST_COLUMNS, read_scores
 from brainalign.errors import DataError
-from brainalign.plots.figures import plot_figures as draw
 
 
 def aggregate_scores(
@@ -47,19 +46,21 @@ def analyze_scores(
     brain_path: str | Path,
     behavior_path: str | Path,
     pairs_path: str | Path,
+    published_dir: str | Path,
     models: Mapping[str, Any],
     demo: bool,
     effect_out: str | Path,
     pair_tests_out: str | Path,
     summary_out: str | Path,
 ) -> None:
-    """Run the study's analysis on the suite's scores and write the summary.
+    """Run the study's analysis on the suite's scores, compare them with the published
+    numbers in ``published_dir``, and write the summary.
 
-    The per-pair tests get Benjamini-Hochberg q-values within each protocol.
+    The per-pair tests get Benjamini-Hochberg FDR p-values within each protocol.
     """
     brain, behavior = io.read_tsv(brain_path), io.read_tsv(behavior_path)
     out_dir = Path(effect_out).parent
-    analyze(brain, behavior, dict(models), out_dir)
+    analyze(brain, behavior, dict(models), out_dir, published_dir=published_dir)
     pair_tests = with_fdr(io.read_tsv(pairs_path), ["protocol"])
     io.write_tsv(pair_tests_out, pair_tests)
     write_summary(out_dir, brain, behavior, summary_out, demo, pair_tests)
@@ -68,11 +69,12 @@ def analyze_scores(
 def analyze_published(
     brain_path: str | Path, behavior_path: str | Path, models_path: str | Path, effect_out: str | Path
 ) -> None:
-    """Run the same analysis on the paper's published per-model scores."""
+    """Run the same analysis on the paper's published per-model scores (no comparison with
+    themselves)."""
     selected, registry = load_models_file(models_path, suite="paper")
     brain = read_scores(Path(brain_path), selected, registry)
     behavior = read_scores(Path(behavior_path), selected, registry)
-    analyze(brain, behavior, selected, Path(effect_out).parent)
+    analyze(brain, behavior, selected, Path(effect_out).parent, published_dir=None)
 
 
 def plot_figures(
@@ -85,6 +87,9 @@ def plot_figures(
     figure_paths: Sequence[str | Path],
 ) -> None:
     """Draw every figure into the folder of ``figure_paths`` (PNG and PDF)."""
+    # Imported here so that figure code is not recorded in the provenance of the score tables.
+    from brainalign.plots.figures import plot_figures as draw
+
     out_dir = Path(figure_paths[0]).parent
     written = draw(
         io.read_tsv(brain_path),

@@ -361,6 +361,8 @@ def realign(matrix: np.ndarray, items: np.ndarray, zones: np.ndarray, source: st
         return matrix, 0
     out = matrix.copy()
     tail = np.flatnonzero((items == SHIFTED_STORY) & (zones >= SHIFT_START_ZONE))
+    if len(tail) == 0:  # a corpus without the shifted part of story 3
+        return out, 0
     if source == "naturalstories2021":  # to brainscore2022: shift later by one
         out[tail[1:]] = matrix[tail[:-1]]
         out[tail[0]] = np.nan  # the blank token's time is not in a realigned source

@@ -25,8 +25,7 @@ def materialize_dataset(name: str, block: Mapping[str, Any], manifest_path: str 
         destination = Path(
             entry.get("dest") or block["files"].get(key) or Path(manifest_path).parent / Path(entry["url"]).name
         )
-        if destination.exists():
-            continue
+        # fetch keeps a present file whose checksum matches and replaces any other
         checksum = {algorithm: entry[algorithm] for algorithm in ("sha1", "sha256") if algorithm in entry}
         fetch(entry["url"], destination, checksum)
     recorded = {}

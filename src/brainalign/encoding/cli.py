@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from brainalign.encoding.controls import index_within_group
 from brainalign.errors import DataError
 from brainalign.io import write_json
 
@@ -44,7 +45,7 @@ def minimal_tables(n_stimuli: int, n_neuroids: int, groups: np.ndarray | None) -
         {
             "stimulus_id": ids,
             "context_group": cv_group,
-            "position": np.arange(n_stimuli),
+            "position": index_within_group(cv_group),
             "text": ids,
             "cv_group": cv_group,
             "partition": "all",

@@ -158,7 +158,7 @@ def plot_layer_profiles(layers: pd.DataFrame | None, models: Mapping[str, Mappin
     if layers is None or layers.empty:
         return message_figure(title, "no per-layer scores for this protocol")
     datasets = _dataset_order(layers["dataset"])
-    families = {name: block.get("family", "unknown") for name, block in models.items()}
+    families = {name: block.get("family") or "unknown" for name, block in models.items()}
     colors = _family_colors(families.values())
     fig, axes = _panels(len(datasets), title)
     for ax, dataset in zip(axes, datasets):
