@@ -9,6 +9,7 @@ import pytest
 import yaml
 
 from brainalign.config import load_config, suite_datasets, suite_models, validate_config
+from brainalign.encoding import robust, toneva
 from brainalign.errors import ConfigError
 
 REPO = Path(__file__).resolve().parents[2]
@@ -80,3 +81,18 @@ def test_bad_config_names_key_and_allowed_values(raw_config, edit, expected):
 def test_load_config_missing_file(tmp_path):
     with pytest.raises(ConfigError, match="does not exist"):
         load_config(tmp_path / "nope.yaml")
+
+
+def test_protocol_defaults_in_the_schema_equal_the_librarys(raw_config):
+    """The library fills the same defaults when called outside the workflow (CLI, notebooks)."""
+    protocols = validate_config(copy.deepcopy(raw_config))["protocols"]
+    assert protocols["aw2024"]["toneva"] == toneva.DEFAULTS
+    library = {key: spec for key, spec in robust.OPTIONS_SCHEMA["properties"].items() if key != "time_series"}
+    schema = yaml.safe_load((REPO / "workflow" / "schemas" / "config.schema.yaml").read_text())
+    assert schema["properties"]["protocols"]["properties"]["robust"]["properties"] == library
+
+
+def test_unknown_suite_is_named_with_the_defined_ones(raw_config):
+    config = validate_config(copy.deepcopy(raw_config))
+    with pytest.raises(ConfigError, match=r"suite 'nosuch' is not defined; defined suites: \['demo', 'paper'\]"):
+        suite_models(config, "nosuch")

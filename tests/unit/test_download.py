@@ -86,20 +86,16 @@ def test_truncated_transfer_is_refused(server, tmp_path):
 def test_no_network_fails_fast_with_what_to_do(tmp_path):
     url = f"http://127.0.0.1:{closed_port()}/assy.nc"
     dest = tmp_path / "assy.nc"
-    start = time.monotonic()
-    with pytest.raises(DataError) as error:
+    with pytest.raises(DataError, match=r"could not download .* \(\[Errno \d+\] Connection refused\)") as error:
         download.fetch(url, dest, {"sha1": "a" * 40}, timeout=2)
-    assert time.monotonic() - start < 2
     message = str(error.value)
     assert f"from {url}" in message and f"put it at {dest}" in message and "a" * 40 in message
     assert list(tmp_path.iterdir()) == []
 
 
 def test_stalled_server_times_out(server, tmp_path):
-    start = time.monotonic()
-    with pytest.raises(DataError, match="could not download"):
+    with pytest.raises(DataError, match=r"could not download .*/stall \(timed out\)"):
         download.fetch(f"{server}/stall", tmp_path / "assy.nc", {"sha1": "a" * 40}, timeout=0.5)
-    assert time.monotonic() - start < 2.5
 
 
 @pytest.mark.parametrize("checksum", [{}, {"md5": "x"}, {"sha1": "a", "sha256": "b"}])

@@ -21,7 +21,7 @@ FAST = {"n_bootstrap": 0, "n_permutations": 0, "n_band_weights": 6, "n_inner_fol
 
 @pytest.fixture(autouse=True)
 def one_blas_thread():
-    """Small matrices on a shared 2-core machine: one BLAS thread avoids oversubscription."""
+    """Small matrices: one BLAS thread avoids oversubscription when tests share the cores."""
     with threadpool_limits(limits=1):
         yield
 

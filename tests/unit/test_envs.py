@@ -1,7 +1,7 @@
 """Conda envs: every rule has one, each lists what its code imports, pins match the venv.
 
-Conda is not available here, so ``--sdm conda`` itself runs only on users' machines; these
-checks make it work there by construction. A rule's code is its script plus every
+The test suite does not need conda, so these checks make ``--sdm conda`` work by
+construction. A rule's code is its script plus every
 ``brainalign`` module reachable from it through imports (module- and function-level, and
 all dataset readers, which are chosen by name at run time).
 """

@@ -53,10 +53,11 @@ OPTIONS_SCHEMA: dict[str, Any] = {
         "n_inner_folds": {"type": "integer", "minimum": 2, "default": 5, "description": "Inner folds on each outer training set (grouped the same way) that choose penalties and band weights."},
         "alphas": {
             "type": "object",
+            "additionalProperties": False,
             "properties": {
-                "min_exp": {"type": "number", "default": -2},
-                "max_exp": {"type": "number", "default": 8},
-                "n": {"type": "integer", "minimum": 1, "default": 21},
+                "min_exp": {"type": "number", "default": -2, "description": "log10 of the smallest penalty."},
+                "max_exp": {"type": "number", "default": 8, "description": "log10 of the largest penalty."},
+                "n": {"type": "integer", "minimum": 1, "default": 21, "description": "Penalties on the grid (log-spaced)."},
             },
             "default": {"min_exp": -2, "max_exp": 8, "n": 21},
             "description": "Penalty grid np.logspace(min_exp, max_exp, n), for bands standardised and divided by sqrt(n_features).",
@@ -68,7 +69,7 @@ OPTIONS_SCHEMA: dict[str, Any] = {
         "n_band_weights": {"type": "integer", "minimum": 1, "default": 20, "description": "Band-weight candidates of the banded-ridge random search (corners, equal weights, Dirichlet draws)."},
         "block_trs": {"type": "integer", "minimum": 1, "default": 20, "description": "Time series: resampling block (bootstrap) and minimum circular shift (permutation), in TRs."},
         "n_bootstrap": {"type": "integer", "minimum": 0, "default": 1000, "description": "Bootstrap resamples of cv groups/blocks for the CI (0 skips)."},
-        "confidence_level": {"type": "number", "default": 0.95, "description": "Level of the bootstrap CI."},
+        "confidence_level": {"type": "number", "exclusiveMinimum": 0, "exclusiveMaximum": 1, "default": 0.95, "description": "Level of the bootstrap CI."},
         "n_permutations": {"type": "integer", "minimum": 0, "default": 1000, "description": "Block permutations for the p-value (0 skips)."},
         "random_state": {"type": "integer", "default": 0, "description": "Seed of band-weight candidates, bootstrap and permutations."},
         "backend": {"enum": ["numpy", "torch", "torch_cuda", "cupy"], "default": "numpy", "description": "himalaya backend."},

@@ -26,26 +26,6 @@ OPTION_DEFAULTS: dict[str, Any] = {
 }
 """Defaults of the config's ``extraction`` section (``min_context_tokens`` None: half the context)."""
 
-OPTIONS_SCHEMA: dict[str, Any] = {
-    "type": "object",
-    "additionalProperties": False,
-    "properties": {
-        "batch_size": {"type": "integer", "minimum": 1, "default": 8,
-                       "description": "Sequences (context windows or prefixes) per forward pass."},
-        "min_context_tokens": {"type": ["integer", "null"], "minimum": 1, "default": None,
-                               "description": "Streams longer than the model's context run in overlapping windows; every "
-                                              "unit keeps at least this many tokens of context before its first token. "
-                                              "null: half the model's maximum length."},
-        "device": {"enum": ["auto", "cpu", "cuda"], "default": "auto",
-                   "description": "Where to run; auto picks CUDA when a GPU is visible."},
-        "device_map": {"enum": [None, "auto"], "default": None,
-                       "description": "auto spreads a model larger than one GPU over the visible GPUs (accelerate)."},
-        "dtype_on_disk": {"enum": ["float32", "float16"], "default": "float32",
-                          "description": "Precision of the stored activations."},
-        "show_progress": {"type": "boolean", "default": False, "description": "Show a tqdm progress bar."},
-    },
-}
-
 
 def complete_options(options: dict[str, Any] | None) -> dict[str, Any]:
     """Return the extraction options with defaults filled in; unknown keys are refused."""

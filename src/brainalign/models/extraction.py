@@ -111,7 +111,7 @@ def extract_activations(stimuli_path: str | Path, manifest_path: str | Path, blo
     block : dict
         The model's config block.
     options : dict or None
-        The config's ``extraction`` section (see ``OPTIONS_SCHEMA``).
+        The config's ``extraction`` section (keys and defaults in the config schema).
     out_path : str or Path
         Activations Parquet to write (rows in stimuli-table order, layers 1..n_layers).
     """

@@ -35,6 +35,8 @@ PIP_COMMANDS = {
 
 _PINNED_REVISION = re.compile(r"^[0-9a-f]{40}$")
 HUB_TIMEOUT_S = 10
+OTHER_FRAMEWORK_WEIGHTS = ["*.h5", "*.msgpack", "*.ot", "*.onnx", "*.tflite", "tf_model*", "flax_model*", "rust_model*"]
+"""Weights for TensorFlow, Flax, ONNX and Rust that PyTorch loading never reads: not downloaded."""
 
 
 def source_of(name: str, block: dict[str, Any]) -> dict[str, Any]:
@@ -91,7 +93,13 @@ def _fetch_hub(name: str, source: dict[str, Any], folder: Path) -> dict[str, Any
     )
     try:
         _check_reachable(constants.ENDPOINT)
-        snapshot_download(repo_id=hf_id, revision=revision, local_dir=folder, etag_timeout=HUB_TIMEOUT_S)
+        snapshot_download(
+            repo_id=hf_id,
+            revision=revision,
+            local_dir=folder,
+            ignore_patterns=OTHER_FRAMEWORK_WEIGHTS,
+            etag_timeout=HUB_TIMEOUT_S,
+        )
     except Exception as error:  # network, auth and missing-repo errors all end the same way
         raise ModelError(
             f"model {name}: cannot download {hf_id}@{revision} from {constants.ENDPOINT} "

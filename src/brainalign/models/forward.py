@@ -163,10 +163,9 @@ def _logits(loaded: LoadedModel, hidden: torch.Tensor) -> torch.Tensor:
 @torch.inference_mode()
 def read_surprisal_bits(
     loaded: LoadedModel, sequences: list[Sequence], n_units: int, batch_size: int, progress: bool
-) -> tuple[np.ndarray, np.ndarray]:
-    """Return per unit the summed surprisal (bits) of its target tokens and their count."""
+) -> np.ndarray:
+    """Return per unit the summed surprisal (bits) of its target tokens."""
     bits = np.zeros(n_units)
-    counts = np.zeros(n_units, dtype=np.int64)
     for batch in tqdm(list(_batches(sequences, batch_size)), desc=f"{loaded.name} surprisal", disable=not progress):
         rows, cols, owners = _read_index(batch)
         hidden = _run_model(loaded, batch, with_decoder=True)
@@ -174,5 +173,4 @@ def read_surprisal_bits(
         targets = torch.from_numpy(np.concatenate([s.targets for s in batch])).to(logits.device)
         log_probs = torch.log_softmax(logits, dim=-1).gather(1, targets[:, None])[:, 0]
         np.add.at(bits, owners, (-log_probs / LOG2).double().cpu().numpy())
-        np.add.at(counts, owners, 1)
-    return bits, counts
+    return bits

@@ -90,7 +90,7 @@ def surprisal_table(loaded: LoadedModel, stimuli: pd.DataFrame, prompt_policy: s
     """Return ``stimulus_id``, ``surprisal_bits`` (NaN for a group's first unit), ``n_tokens`` in stimuli order."""
     streams, rows = group_streams(stimuli, loaded, prompt_policy)
     sequences = surprisal_sequences(loaded, streams, rows, options)
-    bits, _ = read_surprisal_bits(loaded, sequences, len(stimuli), int(options["batch_size"]), bool(options["show_progress"]))
+    bits = read_surprisal_bits(loaded, sequences, len(stimuli), int(options["batch_size"]), bool(options["show_progress"]))
     n_tokens = np.zeros(len(stimuli), dtype=np.int64)
     first_units = []
     for stream, owners in zip(streams, rows):
