@@ -2,7 +2,7 @@
 import re
 from pathlib import Path
 
-from brainalign.config import active_suite, validate_config
+from brainalign.config import active_suite, suite_models, validate_config
 from brainalign.plots.figures import figure_names
 from brainalign.workflow import MODEL_RUNTIME_KEYS, missing_user_files_warning
 
@@ -159,7 +159,7 @@ def behavior_scores():
 
 def suite_model_blocks():
     """The suite's model blocks, for the aggregate analysis only."""
-    return {name: config["models"][name] for name in MODELS}
+    return suite_models(config)
 
 
 def all_targets():

@@ -126,3 +126,18 @@ def test_snakemake_files_are_formatted():
         [sys.executable, "-m", "snakefmt", "--check", "Snakefile", "rules/"], cwd=REPO, capture_output=True, text=True
     )
     assert completed.returncode == 0, completed.stdout + completed.stderr
+
+
+def test_a_suite_with_only_a_behavioral_dataset_runs_to_the_end(tmp_path, tiny_run: Path):
+    """Empty brain tables keep their columns, and only the declared figures are drawn."""
+    run = copy_run(tiny_run, tmp_path / "behavior-only")
+    config = yaml.safe_load((run / "config.yaml").read_text())
+    config["suites"]["tiny"]["datasets"] = ["tiny-story"]
+    (run / "config.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
+    shutil.rmtree(run / "results/figures")  # the full suite's figures
+    snakemake(run, "--cores", "2")
+    assert io.read_tsv(run / "results/scores/brain.tsv").empty
+    assert "tiny-story" in (run / "results/summary.md").read_text()
+    drawn = {png.stem for png in (run / "results/figures").glob("*.png")}
+    assert drawn == {name for name in drawn if "behavior" in name}
+    assert {"protocols_behavior", "properties_behavior_regression"} <= drawn

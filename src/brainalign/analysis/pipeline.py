@@ -12,7 +12,7 @@ from brainalign.analysis.published import load_models_file
 from brainalign.analysis.run import analyze
 from brainalign.analysis.stats import with_fdr
 from brainalign.analysis.summary import write_summary
-from brainalign.analysis.tables import PAIR_TEST_COLUMNS, read_scores
+from brainalign.analysis.tables import KEY_COLUMNS, PAIR_TEST_COLUMNS, SCORE_COLUMNS, read_scores
 from brainalign.errors import DataError
 
 
@@ -28,11 +28,12 @@ def aggregate_scores(
     pairs_out: str | Path,
 ) -> None:
     """Concatenate per-model score files and pair tests into the tidy tables (each labelled
-    demo or not). A suite without instruction-tuned/base pairs gets a header-only pair table."""
+    demo or not). A table with no inputs (a suite without behavioral datasets, or without
+    instruction-tuned/base pairs) is written with its key columns and no rows."""
     tables = (
-        (brain_paths, brain_out, ()),
-        (layer_paths, layers_out, ()),
-        (behavior_paths, behavior_out, ()),
+        (brain_paths, brain_out, SCORE_COLUMNS),
+        (layer_paths, layers_out, (*KEY_COLUMNS, "layer", "score")),
+        (behavior_paths, behavior_out, SCORE_COLUMNS),
         (pair_paths, pairs_out, PAIR_TEST_COLUMNS),
     )
     for paths, out, empty_columns in tables:

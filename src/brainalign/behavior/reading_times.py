@@ -34,6 +34,7 @@ import pandas as pd
 from scipy import stats
 
 from brainalign import io
+from brainalign.analysis.stats import percentile_interval
 from brainalign.encoding.metrics import pearson_columns
 from brainalign.errors import ConfigError, DataError
 
@@ -201,15 +202,6 @@ def clustered_mean_p_value(values: np.ndarray, index: np.ndarray) -> float:
     return float(2 * stats.norm.sf(abs(mean) / np.sqrt(variance))) if variance > 0 else float("nan")
 
 
-def _interval(samples: np.ndarray, confidence: float) -> tuple[float, float]:
-    samples = samples[np.isfinite(samples)]
-    if len(samples) == 0:
-        return float("nan"), float("nan")
-    tail = 100 * (1 - confidence) / 2
-    low, high = np.percentile(samples, [tail, 100 - tail])
-    return float(low), float(high)
-
-
 def cross_validated_fit(features: np.ndarray, target: np.ndarray, groups: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Leave-one-group-out OLS (with intercept).
 
@@ -247,7 +239,7 @@ def score_aw2024(words: pd.DataFrame, mean_rt: np.ndarray, options: dict) -> dic
         raise DataError(f"only {int(keep.sum())} words have both surprisal and a reading time; nothing to score.")
     r, p_value = stats.pearsonr(x, y)
     counts, index = sentence_bootstrap_counts(words[options["sentence_column"]].to_numpy()[keep], options["n_bootstrap"], options["seed"])
-    low, high = _interval(np.abs(bootstrap_pearson(x, y, counts, index)), options["confidence"])
+    low, high = percentile_interval(np.abs(bootstrap_pearson(x, y, counts, index)), options["confidence"])
     return {"score": abs(float(r)), "r": float(r), "n_words": int(keep.sum()), "ci_low": low, "ci_high": high, "p_value": float(p_value)}
 
 
@@ -274,8 +266,8 @@ def score_regression(words: pd.DataFrame, mean_rt: np.ndarray, options: dict) ->
     gain = full_loglik - base_loglik
     counts, index = sentence_bootstrap_counts(words[options["sentence_column"]].to_numpy()[keep], options["n_bootstrap"], options["seed"])
     delta_r = bootstrap_pearson(full_prediction, y, counts, index) - bootstrap_pearson(base_prediction, y, counts, index)
-    low, high = _interval(delta_r, options["confidence"])
-    ll_low, ll_high = _interval(bootstrap_mean(gain, counts, index), options["confidence"])
+    low, high = percentile_interval(delta_r, options["confidence"])
+    ll_low, ll_high = percentile_interval(bootstrap_mean(gain, counts, index), options["confidence"])
     return {
         "score": float(r_full - r_base), "r": float(r_full), "n_words": int(keep.sum()), "ci_low": low, "ci_high": high,
         "delta_loglik": float(gain.mean()), "delta_loglik_ci_low": ll_low, "delta_loglik_ci_high": ll_high,

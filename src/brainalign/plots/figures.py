@@ -263,9 +263,10 @@ def study_figures(
             figures[f"properties_{key}"] = plot_property_scatter(
                 protocol_scores, properties, chosen[chosen["dataset"] == dataset], alignment, protocol, dataset
             )
-        figures[f"protocols_{alignment}"] = plot_protocol_comparison(scores, alignment)
-    layer_protocols = [] if brain_layers is None else sorted(brain_layers["protocol"].unique())
-    for protocol in layer_protocols or ["aw2024"]:
+        if not scores.empty:
+            figures[f"protocols_{alignment}"] = plot_protocol_comparison(scores, alignment)
+    # One layer profile per brain protocol (a placeholder panel where no per-layer table is given).
+    for protocol in sorted(brain["protocol"].unique()):
         subset = None if brain_layers is None else brain_layers[brain_layers["protocol"] == protocol]
         figures[f"layer_profiles_{protocol}"] = plot_layer_profiles(subset, models, protocol)
     return figures
