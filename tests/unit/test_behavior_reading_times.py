@@ -112,6 +112,7 @@ def test_scores_recover_planted_surprisal_effect():
     assert result.loc["aw2024", "n_words"] == keep.sum()
     assert result.loc["aw2024", "ci_low"] < result.loc["aw2024", "score"] < result.loc["aw2024", "ci_high"]
     assert result.loc["aw2024", "normalized_score"] == pytest.approx(result.loc["aw2024", "score"] / result.loc["aw2024", "ceiling"])
+    assert np.isnan(result.loc["regression", "normalized_score"])  # a gain in r has no ceiling
     # regression: the mean over readers has noise variance noise^2/n; without the surprisal terms the
     # residual variance grows by beta^2 var(surprisal) (surprisal is independent of the controls).
     noise_var = noise_sd**2 / n_readers

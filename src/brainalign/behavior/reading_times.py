@@ -224,8 +224,13 @@ def cross_validated_fit(features: np.ndarray, target: np.ndarray, groups: np.nda
 
 
 # --------------------------------------------------------------------------- protocols
+def _has_readers(readers: pd.DataFrame) -> bool:
+    """Whether the responses hold per-reader times (not only per-word means)."""
+    return int((readers["roi"] == "reader").sum()) >= 2
+
+
 def _ceiling(reading_times: np.ndarray, readers: pd.DataFrame, options: dict) -> tuple[float, str]:
-    if (readers["roi"] == "reader").sum() < 2:
+    if not _has_readers(readers):
         return float("nan"), "unavailable: per-word means only"
     ceiling, _ = split_half_ceiling(reading_times, options["n_ceiling_splits"], options["seed"])
     return ceiling, "split-half Spearman-Brown median"
@@ -341,13 +346,14 @@ def score_reading_times(
     mean_rt = reader_mean(reading_times)
     ceiling, ceiling_status = _ceiling(reading_times, readers, options)
     results = {"aw2024": score_aw2024(words, mean_rt, options), "regression": score_regression(words, mean_rt, options)}
-    if options["mixed_effects"] and ceiling_status != "unavailable: per-word means only":
+    if options["mixed_effects"] and _has_readers(readers):
         results["regression_mixed"] = score_mixed_effects(words, reading_times, readers, options)
     rows = []
     for protocol, result in results.items():
         row = {column: np.nan for column in RESULT_COLUMNS} | result
         row.update(protocol=protocol, alignment=options["alignment"], ceiling=ceiling, ceiling_status=ceiling_status)
-        row["normalized_score"] = row["score"] / ceiling
+        # The ceiling bounds a correlation with the mean time; the regressions' gains have none.
+        row["normalized_score"] = row["score"] / ceiling if protocol == "aw2024" else np.nan
         rows.append(row)
     frame = pd.DataFrame(rows)
     return frame[RESULT_COLUMNS + [c for c in frame.columns if c not in RESULT_COLUMNS]]

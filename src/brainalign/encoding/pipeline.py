@@ -118,7 +118,8 @@ def score_model(
 
     ``aw2024``: the best layer (max over layers, as in the paper). ``robust``: the layer is
     chosen per outer fold on that fold's training data (inner CV), and the score is the
-    mean held-out score of the chosen layers; the max over layers is kept alongside.
+    mean held-out score of the chosen layers; the max over layers is kept alongside, and
+    ``layer``, the CI and the p-value are those of the layer chosen in most folds.
     ``neuroids_out`` gets each neuroid's r under the same choice (see
     :func:`chosen_neuroid_scores`), the input of the paired tests between models.
     """
