@@ -62,3 +62,15 @@ def test_extract_command_writes_every_layer(model_folder, tmp_path):
 def test_missing_words_file(tmp_path):
     with pytest.raises(Exception, match="one word per line"):
         cli.read_words(tmp_path / "none.txt")
+
+
+def test_a_gguf_file_is_located_as_the_workflow_locates_it(tmp_path):
+    gguf = tmp_path / "model.Q4.gguf"
+    gguf.write_bytes(b"GGUF not really")
+    manifest, source = cli.model_location(str(gguf), None)
+    fetch_model("model.Q4", {"source": source}, tmp_path / "fetched" / "manifest.json")
+    workflow_manifest = read_manifest(tmp_path / "fetched" / "manifest.json")
+    assert source == {"type": "gguf", "path": str(gguf)}
+    for key in ("folder", "gguf_file", "revision", "sha256"):
+        assert manifest[key] == workflow_manifest[key]
+    assert manifest["sha256"] is not None

@@ -16,6 +16,7 @@ from brainalign.errors import DataError
 from brainalign.io import sha256_file, write_surprisal
 from brainalign.models.activations import OPTION_DEFAULTS, complete_options
 from brainalign.models.extraction import write_activations
+from brainalign.models.fetch import locate_model
 from brainalign.models.loading import load_model
 from brainalign.models.surprisal import surprisal_table
 
@@ -23,12 +24,11 @@ from brainalign.models.surprisal import surprisal_table
 def model_location(model: str, gguf_file: str | None) -> tuple[dict[str, Any], dict[str, Any]]:
     """Return (manifest, source) for a ``--model`` argument."""
     path = Path(model)
-    if path.is_file():
-        return {"name": path.stem, "folder": str(path.parent), "gguf_file": path.name, "revision": sha256_file(path)}, {"type": "gguf", "path": str(path)}
-    if path.is_dir():
-        revision = sha256_file(path / gguf_file) if gguf_file else None
-        source = {"type": "gguf", "path": str(path / gguf_file)} if gguf_file else {"type": "local", "path": str(path)}
-        return {"name": path.name, "folder": str(path), "gguf_file": gguf_file, "revision": revision}, source
+    if path.exists():
+        gguf = path if path.is_file() else (path / gguf_file if gguf_file else None)
+        source = {"type": "gguf", "path": str(gguf)} if gguf else {"type": "local", "path": str(path)}
+        name = path.stem if path.is_file() else path.name
+        return {"name": name, **locate_model(name, source, path.parent)}, source
     manifest = {"name": model, "folder": model, "gguf_file": gguf_file, "revision": None, "local_files_only": False}
     return manifest, {"type": "hub", "hf_id": model}
 

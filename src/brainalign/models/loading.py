@@ -7,7 +7,6 @@ model's config block sets it.
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -16,6 +15,7 @@ import torch
 from torch import nn
 
 from brainalign.errors import ConfigError, ModelError
+from brainalign.io import read_json
 
 KINDS = ("causal", "seq2seq")
 SEQ2SEQ_LAYERS = ("paper", "encoder")
@@ -65,8 +65,8 @@ def read_manifest(manifest_path: str | Path) -> dict[str, Any]:
     """Return a fetched model's manifest."""
     path = Path(manifest_path)
     if not path.is_file():
-        raise ModelError(f"model manifest {path} does not exist. Run the fetch_model stage (brainalign fetch) first.")
-    return json.loads(path.read_text())
+        raise ModelError(f"model manifest {path} does not exist. Run the workflow's fetch_model rule first (`snakemake {path}`).")
+    return read_json(path)
 
 
 def load_model(manifest: dict[str, Any], block: dict[str, Any], options: dict[str, Any]) -> LoadedModel:
