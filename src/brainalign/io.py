@@ -34,13 +34,18 @@ NEUROID_COLUMNS = ("neuroid_id", "subject", "roi")
 
 
 # --------------------------------------------------------------------------- basics
-def sha256_file(path: str | os.PathLike, chunk_size: int = 1 << 20) -> str:
-    """Return the hex SHA-256 digest of a file."""
-    digest = hashlib.sha256()
+def file_digest(path: str | os.PathLike, algorithm: str, chunk_size: int = 1 << 20) -> str:
+    """Return the hex digest of a file with ``hashlib`` algorithm ``algorithm``."""
+    digest = hashlib.new(algorithm)
     with open(path, "rb") as handle:
         for block in iter(lambda: handle.read(chunk_size), b""):
             digest.update(block)
     return digest.hexdigest()
+
+
+def sha256_file(path: str | os.PathLike) -> str:
+    """Return the hex SHA-256 digest of a file."""
+    return file_digest(path, "sha256")
 
 
 def sha256_frame(frame: pd.DataFrame) -> str:

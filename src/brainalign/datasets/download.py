@@ -17,6 +17,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from brainalign import io
 from brainalign.errors import ConfigError, DataError
 
 logger = logging.getLogger(__name__)
@@ -50,15 +51,6 @@ def _digest_spec(checksum: Mapping[str, str], url: str) -> tuple[str, str]:
     return algorithm, str(expected).lower()
 
 
-def file_digest(path: str | os.PathLike, algorithm: str) -> str:
-    """Return the hex digest of a file with ``hashlib`` algorithm ``algorithm``."""
-    digest = hashlib.new(algorithm)
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(CHUNK_SIZE), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def fetch(url: str, dest: str | os.PathLike, checksum: Mapping[str, str], timeout: float = 30) -> None:
     """Download ``url`` to ``dest`` and verify its checksum.
 
@@ -84,12 +76,10 @@ def fetch(url: str, dest: str | os.PathLike, checksum: Mapping[str, str], timeou
     """
     algorithm, expected = _digest_spec(checksum, url)
     dest = Path(dest)
-    if dest.exists() and file_digest(dest, algorithm) == expected:
+    if dest.exists() and io.file_digest(dest, algorithm) == expected:
         logger.info("%s already present with the expected %s", dest, algorithm)
         return
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    tmp = dest.with_name(dest.name + ".tmp")
-    try:
+    with io.atomic_path(dest) as tmp:
         found = _stream(url, tmp, algorithm, timeout, dest, expected)
         if found != expected:
             raise DataError(
@@ -97,10 +87,6 @@ def fetch(url: str, dest: str | os.PathLike, checksum: Mapping[str, str], timeou
                 f"{expected}, found {found}. The partial file was removed; retry, or download "
                 "it by hand and check the URL in the config."
             )
-        os.replace(tmp, dest)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
     logger.info("downloaded %s (%s verified)", dest, algorithm)
 
 
