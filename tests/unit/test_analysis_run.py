@@ -12,7 +12,7 @@ import yaml
 from scipy import stats
 
 from brainalign.analysis import cli
-from brainalign.analysis.published import PUBLISHED_DIR, load_models_file
+from brainalign.analysis.published import PUBLISHED_DIR, compare_with_published, load_models_file
 from brainalign.analysis.run import analyze
 from brainalign.errors import ConfigError, DataError
 from brainalign.io import read_tsv, write_tsv
@@ -216,3 +216,14 @@ def test_published_average_matches_table_5_average_column():
     assert len(published) == 33
     for model, average in published.items():
         assert brain[model] == pytest.approx(average, abs=0.0011), model
+
+
+def test_published_averages_cover_only_the_datasets_both_sides_have():
+    ours = pd.DataFrame({"model": "m", "dataset": ["pereira2018", "blank2014"], "protocol": "aw2024", "score": [0.3, 0.2]})
+    published = pd.DataFrame(
+        {"model": "m", "dataset": ["pereira2018", "blank2014", "wehbe2014"], "protocol": "aw2024", "score": [0.25, 0.2, 0.9]}
+    )
+    comparison = compare_with_published(ours, published, "brain").set_index("dataset")
+    assert comparison.loc["average", "ours"] == pytest.approx(0.25)
+    assert comparison.loc["average", "published"] == pytest.approx(0.225)  # wehbe2014 left out
+    assert "wehbe2014" not in comparison.index

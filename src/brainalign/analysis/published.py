@@ -61,16 +61,18 @@ def published_scores(alignment: str, published_dir: str | Path = PUBLISHED_DIR) 
 def compare_with_published(ours: pd.DataFrame, published: pd.DataFrame, alignment: str) -> pd.DataFrame:
     """Ours minus published per model and dataset (and dataset average) under protocol aw2024.
 
-    Both averages are computed the same way (:func:`with_dataset_average`), over the datasets
-    each side has.
+    Both averages are computed the same way (:func:`with_dataset_average`), over the
+    (model, dataset) scores both sides have, so they average the same datasets.
 
     Returns
     -------
     DataFrame
         Columns alignment, model, dataset, ours, published, difference.
     """
-    ours = with_dataset_average(ours[ours["protocol"] == PUBLISHED_PROTOCOL])
-    published = with_dataset_average(published[published["protocol"] == PUBLISHED_PROTOCOL])
+    ours = ours[ours["protocol"] == PUBLISHED_PROTOCOL]
+    published = published[published["protocol"] == PUBLISHED_PROTOCOL]
+    shared = ours[["model", "dataset"]].merge(published[["model", "dataset"]])
+    ours, published = (with_dataset_average(frame.merge(shared)) for frame in (ours, published))
     merged = ours.merge(published, on=["model", "dataset", "protocol"], suffixes=("_ours", "_published"))
     table = pd.DataFrame(
         {

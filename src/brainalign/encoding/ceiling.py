@@ -29,7 +29,7 @@ import pandas as pd
 
 from brainalign.encoding.aw2024 import kernel_prediction_operator, resolve_options, shuffle_splits
 from brainalign.encoding.metrics import pearson_columns
-from brainalign.encoding.toneva import boundary_trimmed, kept_tr_mask, outer_folds, resolve_toneva_options
+from brainalign.encoding.toneva import outer_splits, resolve_toneva_options
 from brainalign.errors import ConfigError, DataError
 
 CEILING_DEFAULTS: dict[str, Any] = {"n_subsamples": 10, "n_holdouts": 5, "n_bootstraps": 100, "seed": 0}
@@ -164,18 +164,7 @@ def extrapolate(collected: dict[int, dict[Any, list[np.ndarray]]], subjects: lis
 
 
 def _time_series_splits(response_rows: pd.DataFrame, options: dict) -> tuple[np.ndarray, list]:
-    settings = resolve_toneva_options(options)
-    runs = response_rows["run"].to_numpy()
-    if "trimmed" in response_rows:
-        kept = ~response_rows["trimmed"].to_numpy(bool)
-    else:
-        kept = kept_tr_mask(runs, settings["trim_start"], settings["trim_end"])
-    fold_of = outer_folds(runs[kept], settings)
-    n_folds = int(fold_of.max()) + 1
-    splits = [
-        boundary_trimmed(np.flatnonzero(fold_of != k), np.flatnonzero(fold_of == k), k, n_folds, settings["boundary_trs"])
-        for k in range(n_folds)
-    ]
+    kept, _, splits = outer_splits(response_rows, resolve_toneva_options(options))
     return np.flatnonzero(kept), splits
 
 

@@ -192,6 +192,27 @@ def boundary_trimmed(train: np.ndarray, test: np.ndarray, fold: int, n_folds: in
     return train, test[skip : len(test) - skip]
 
 
+def outer_splits(response_rows: pd.DataFrame, settings: dict[str, Any]) -> tuple[np.ndarray, np.ndarray, list[tuple[np.ndarray, np.ndarray]]]:
+    """The kept TRs, their outer fold labels, and per fold the (train, test) positions
+    among the kept TRs after boundary trimming.
+
+    Kept TRs are those not marked ``trimmed`` by the reader, or else the run-edge trimming
+    of ``settings``.
+    """
+    runs = response_rows["run"].to_numpy()
+    if "trimmed" in response_rows:
+        kept = ~response_rows["trimmed"].to_numpy(bool)
+    else:
+        kept = kept_tr_mask(runs, settings["trim_start"], settings["trim_end"])
+    fold_of = outer_folds(runs[kept], settings)
+    n_folds = int(fold_of.max()) + 1
+    splits = [
+        boundary_trimmed(np.flatnonzero(fold_of != k), np.flatnonzero(fold_of == k), k, n_folds, settings["boundary_trs"])
+        for k in range(n_folds)
+    ]
+    return kept, fold_of, splits
+
+
 def _word_tr_index(stimuli: pd.DataFrame, response_rows: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
     if "response_id" not in stimuli:
         raise DataError(
@@ -250,27 +271,21 @@ def fit_toneva(
     if len(responses) != len(response_rows) or responses.shape[1] != len(neuroids):
         raise DataError(f"Wehbe2014: responses {responses.shape} do not match {len(response_rows)} TRs x {len(neuroids)} neuroids.")
     runs = response_rows["run"].to_numpy()
-    if "trimmed" in response_rows:
-        kept = ~response_rows["trimmed"].to_numpy(bool)
-    else:
-        kept = kept_tr_mask(runs, settings["trim_start"], settings["trim_end"])
+    kept, fold_of, splits = outer_splits(response_rows, settings)
     word_rows, word_tr = _word_tr_index(stimuli, response_rows)
     word_features = features[word_rows]
     observed = responses[kept]
     complete = np.isfinite(observed).all(axis=0)
     observed = observed[:, complete]
     kept_index = np.flatnonzero(kept)
-    fold_of = outer_folds(runs[kept], settings)
-    n_folds = int(fold_of.max()) + 1
+    n_folds = len(splits)
     r = np.full((n_folds, observed.shape[1]), np.nan)
     chosen = np.full((n_folds, observed.shape[1]), np.nan)
     for fold in range(n_folds):
         training_tr = np.zeros(len(runs), bool)
         training_tr[kept_index[fold_of != fold]] = True
         design = fold_design(word_features, word_tr, runs, kept, training_tr, settings)
-        train, test = boundary_trimmed(
-            np.flatnonzero(fold_of != fold), np.flatnonzero(fold_of == fold), fold, n_folds, settings["boundary_trs"]
-        )
+        train, test = splits[fold]
         predictions, chosen[fold] = ridge_cv_predict(
             zscore_filled(design[train]),
             zscore_filled(observed[train]),
