@@ -11,10 +11,11 @@ from sklearn.linear_model import LinearRegression, Ridge
 from sklearn.model_selection import ShuffleSplit
 from threadpoolctl import threadpool_limits
 
-from brainalign.encoding.banded import fit_predict_banded
+from brainalign.encoding.banded import fit_predict_banded, standardize_bands
 from brainalign.encoding.cv import grouped_splits
 from brainalign.encoding.metrics import pearson_columns
-from brainalign.encoding.robust import choose_layers, fit_robust
+from brainalign.encoding.robust import choose_layers, fit_controls, fit_robust
+from brainalign.errors import ConfigError, DataError
 
 FAST = {"n_bootstrap": 0, "n_permutations": 0, "n_band_weights": 6, "n_inner_folds": 3}
 
@@ -132,9 +133,8 @@ def test_partitions_are_scored_separately_and_nan_neuroids_dropped():
     assert result.score == pytest.approx(result.folds.groupby("partition")["test_score"].mean().mean())
 
 
-def test_time_series_words_to_trs_with_delays_and_statistics():
-    rng = np.random.default_rng(5)
-    n_runs, trs_per_run, words_per_tr = 4, 60, 3
+def time_series_data(rng: np.random.Generator, n_runs: int = 4, trs_per_run: int = 60, words_per_tr: int = 3):
+    """Words averaged into TRs of runs; 8 voxels follow the TR two steps earlier within the run."""
     rows = pd.DataFrame({
         "stimulus_id": [f"tr{i}" for i in range(n_runs * trs_per_run)],
         "run": np.repeat(np.arange(n_runs), trs_per_run),
@@ -159,6 +159,12 @@ def test_time_series_words_to_trs_with_delays_and_statistics():
         block = slice(run * trs_per_run, (run + 1) * trs_per_run)
         delayed[block][2:] = per_tr[block][:-2]
     responses = delayed @ rng.standard_normal((12, 8)) + 0.3 * rng.standard_normal((len(rows), 8))
+    return words, responses, stimuli, rows
+
+
+def test_time_series_words_to_trs_with_delays_and_statistics():
+    n_runs, trs_per_run = 4, 60
+    words, responses, stimuli, rows = time_series_data(np.random.default_rng(5), n_runs, trs_per_run)
     options = {**FAST, "time_series": True, "n_outer_folds": 4, "controls": ["length"], "n_bootstrap": 200, "n_permutations": 99, "block_trs": 10}
     result = fit_robust(words, responses, stimuli, rows, neuroid_table(8), options)
     assert result.score > 0.5
@@ -167,3 +173,47 @@ def test_time_series_words_to_trs_with_delays_and_statistics():
     # Each held-out run loses trim_trs training TRs at no other run's edge: folds are whole runs.
     assert (result.folds["n_test"] == trs_per_run).all()
     assert (result.folds["n_train"] == (n_runs - 1) * trs_per_run).all()
+
+
+def sentence_data(rng: np.random.Generator):
+    stimuli = sentence_stimuli(20, 4, rng)
+    stimuli["partition"] = np.where(np.arange(len(stimuli)) < 40, "a", "b")
+    features = rng.standard_normal((len(stimuli), 16))
+    responses = features[:, :4] @ rng.standard_normal((4, 6)) + rng.standard_normal((len(stimuli), 6))
+    return features, responses, stimuli, stimuli[["stimulus_id"]]
+
+
+@pytest.mark.parametrize("time_series", [False, True])
+def test_a_controls_fit_made_once_gives_the_same_result_as_fitting_it_inline(time_series):
+    rng = np.random.default_rng(7)
+    features, responses, stimuli, rows = time_series_data(rng) if time_series else sentence_data(rng)
+    neuroids = neuroid_table(responses.shape[1])
+    options = {**FAST, "time_series": time_series, "controls": ["length", "position", "oasm"], "n_bootstrap": 20, "n_permutations": 19}
+    inline = fit_robust(features, responses, stimuli, rows, neuroids, options)
+    assert np.isfinite(inline.score) and np.isfinite(inline.details["score_controls"])
+    controls = fit_controls(stimuli, responses, rows, neuroids, options)
+    cached = fit_robust(features, responses, stimuli, rows, neuroids, options, controls=controls)
+    pd.testing.assert_frame_equal(cached.neuroids, inline.neuroids)
+    pd.testing.assert_frame_equal(cached.folds, inline.folds)
+    assert (cached.score, cached.ci_low, cached.ci_high, cached.p_value) == (inline.score, inline.ci_low, inline.ci_high, inline.p_value)
+    assert inline.details["score_controls"] == cached.details["score_controls"]
+
+
+def test_a_controls_fit_of_other_responses_is_refused():
+    features, responses, stimuli, rows = sentence_data(np.random.default_rng(8))
+    options = {**FAST, "controls": ["length"]}
+    controls = fit_controls(stimuli, responses[:, :5], rows, neuroid_table(5), options)
+    with pytest.raises(DataError, match="does not cover every neuroid scored in partition 'a'.*rerun fit_controls"):
+        fit_robust(features, responses, stimuli, rows, neuroid_table(6), options, controls=controls)
+    with pytest.raises(ConfigError, match="controls is empty"):
+        fit_controls(stimuli, responses, rows, neuroid_table(6), {**FAST, "controls": []})
+
+
+def test_nearly_constant_training_columns_are_not_blown_up():
+    """An OASM column whose own row was trimmed keeps only far Gaussian tails in training."""
+    rng = np.random.default_rng(9)
+    train = np.column_stack([rng.standard_normal(50), np.full(50, 1e-200) * rng.random(50), np.zeros(50)])
+    test = np.column_stack([rng.standard_normal(10), np.full(10, 0.6), np.ones(10)])
+    (scaled_train,), (scaled_test,) = standardize_bands([train], [test])
+    assert np.isfinite(scaled_test).all() and np.abs(scaled_test[:, 1:]).max() < 1.0
+    np.testing.assert_allclose(scaled_train[:, 0].std(), 1 / np.sqrt(3), rtol=1e-5)

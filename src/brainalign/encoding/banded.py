@@ -64,14 +64,17 @@ def standardize_bands(
 ) -> tuple[list[np.ndarray], list[np.ndarray]]:
     """Centre, scale and normalise each band with statistics of the training rows only.
 
-    Constant training columns are centred but not scaled (they carry no information
-    the model could use). Returns float32 arrays.
+    Training columns that are constant, or nearly so (a spread below float32 resolution
+    relative to the band's largest, e.g. the far tails of an OASM column whose own row
+    was trimmed), are centred but not scaled: they carry no information the model could
+    use, and scaling them would blow their held-out values up past float32. Returns
+    float32 arrays.
     """
     scaled_train, scaled_test = [], []
     for train, test in zip(train_bands, test_bands, strict=True):
         mean = train.mean(axis=0)
         std = train.std(axis=0)
-        std[std == 0] = 1.0
+        std[std <= np.finfo(np.float32).eps * std.max(initial=0.0)] = 1.0
         scale = std * np.sqrt(train.shape[1])
         scaled_train.append(((train - mean) / scale).astype(np.float32))
         scaled_test.append(((test - mean) / scale).astype(np.float32))

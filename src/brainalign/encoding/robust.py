@@ -203,37 +203,76 @@ def _order_by_unit(units: np.ndarray) -> np.ndarray:
     return np.argsort(pd.factorize(units)[0], kind="stable")
 
 
-def fit_partition(
-    design: dict[str, Any], rows: np.ndarray, responses: np.ndarray, options: dict[str, Any]
-) -> dict[str, Any]:
-    """Outer CV of one partition: per-fold scores, per-neuroid r/alpha and held-out predictions."""
+def _fold_splits(cv_groups: np.ndarray, options: dict[str, Any]) -> list[tuple[np.ndarray, np.ndarray, list]]:
+    """Outer (train, test) splits of a partition, each with its inner splits of the training rows."""
     time_series = options["time_series"]
-    alphas = alpha_grid(options["alphas"])
-    llm = design["llm"][rows]
-    controls = [band[rows] for band in design["controls"].values()]
-    cv_groups, units = design["cv_groups"][rows], design["units"][rows]
     splits = protocol_splits(cv_groups, options["n_outer_folds"], time_series, options["trim_trs"])
-    settings = dict(
-        alphas=alphas,
+    return [
+        (train, test, protocol_splits(cv_groups[train], options["n_inner_folds"], time_series, options["trim_trs"]))
+        for train, test in splits
+    ]
+
+
+def _banded_settings(options: dict[str, Any]) -> dict[str, Any]:
+    return dict(
+        alphas=alpha_grid(options["alphas"]),
         n_iter=options["n_band_weights"],
         random_state=options["random_state"],
         neuroid_batch=options["neuroid_batch"],
     )
-    fold_rows, r_joint, r_controls, fold_alphas, held_out = [], [], [], [], []
-    for fold, (train, test) in enumerate(splits):
-        inner = protocol_splits(cv_groups[train], options["n_inner_folds"], time_series, options["trim_trs"])
+
+
+def controls_partition(design: dict[str, Any], rows: np.ndarray, responses: np.ndarray, options: dict[str, Any]) -> np.ndarray:
+    """Held-out r of the controls-only model in each outer fold of one partition.
+
+    Returns
+    -------
+    array of shape (n_folds, n_neuroids)
+    """
+    controls = [band[rows] for band in design["controls"].values()]
+    settings = _banded_settings(options)
+    r = []
+    for train, test, inner in _fold_splits(design["cv_groups"][rows], options):
+        fit = fit_predict_banded(
+            [band[train] for band in controls], [band[test] for band in controls], responses[train], inner_cv=inner, **settings
+        )
+        r.append(pearson_columns(fit.predictions, responses[test]))
+    return np.vstack(r)
+
+
+def fit_partition(
+    design: dict[str, Any],
+    rows: np.ndarray,
+    responses: np.ndarray,
+    options: dict[str, Any],
+    control_r: np.ndarray | None = None,
+) -> dict[str, Any]:
+    """Outer CV of one partition: per-fold scores, per-neuroid r/alpha and held-out predictions.
+
+    ``control_r`` (n_folds x n_neuroids) is the controls-only model's held-out r from
+    :func:`controls_partition`, computed here when not given.
+    """
+    llm = design["llm"][rows]
+    controls = [band[rows] for band in design["controls"].values()]
+    units = design["units"][rows]
+    folds = _fold_splits(design["cv_groups"][rows], options)
+    settings = _banded_settings(options)
+    if not controls:
+        control_r = np.full((len(folds), responses.shape[1]), np.nan)
+    elif control_r is None:
+        control_r = controls_partition(design, rows, responses, options)
+    elif control_r.shape != (len(folds), responses.shape[1]):
+        raise DataError(
+            f"the controls-only fit has shape {control_r.shape}, expected {(len(folds), responses.shape[1])} "
+            "(folds x neuroids): rerun fit_controls with the current robust options"
+        )
+    fold_rows, r_joint, fold_alphas, held_out = [], [], [], []
+    for fold, (train, test, inner) in enumerate(folds):
         joint = fit_predict_banded(
             [llm[train]] + [band[train] for band in controls], [llm[test]] + [band[test] for band in controls],
             responses[train], inner_cv=inner, **settings,
         )
-        r = pearson_columns(joint.predictions, responses[test])
-        if controls:
-            control_fit = fit_predict_banded(
-                [band[train] for band in controls], [band[test] for band in controls], responses[train], inner_cv=inner, **settings
-            )
-            rc = pearson_columns(control_fit.predictions, responses[test])
-        else:
-            rc = np.full_like(r, np.nan)
+        r, rc = pearson_columns(joint.predictions, responses[test]), control_r[fold]
         fold_rows.append({
             "fold": fold,
             "n_train": len(train),
@@ -242,19 +281,18 @@ def fit_partition(
             "inner_score": float(median_correlation(joint.inner_scores)),
             "test_score_controls": float(median_correlation(rc)) if controls else np.nan,
             "test_score_unique": float(median_correlation(r - rc)) if controls else np.nan,
-            "alphas_at_low_edge": int(np.isclose(joint.alphas, alphas[0], rtol=1e-3).sum()),
-            "alphas_at_high_edge": int(np.isclose(joint.alphas, alphas[-1], rtol=1e-3).sum()),
+            "alphas_at_low_edge": int(np.isclose(joint.alphas, settings["alphas"][0], rtol=1e-3).sum()),
+            "alphas_at_high_edge": int(np.isclose(joint.alphas, settings["alphas"][-1], rtol=1e-3).sum()),
             "llm_band_weight": float(np.median(joint.band_weights[0])),
         })
         r_joint.append(r)
-        r_controls.append(rc)
         fold_alphas.append(joint.alphas)
         by_unit = _order_by_unit(units[test])
         held_out.append(HeldOut(joint.predictions[by_unit], responses[test][by_unit], pd.factorize(units[test][by_unit])[0]))
     return {
         "folds": pd.DataFrame(fold_rows),
         "r": np.vstack(r_joint),
-        "r_controls": np.vstack(r_controls),
+        "r_controls": control_r,
         "alphas": np.vstack(fold_alphas),
         "held_out": held_out,
     }
@@ -282,6 +320,7 @@ def fit_robust(
     response_rows: pd.DataFrame,
     neuroids: pd.DataFrame,
     options: dict[str, Any] | None = None,
+    controls: pd.DataFrame | None = None,
 ) -> EncodingResult:
     """Fit one layer's features to a dataset's responses under the robust protocol.
 
@@ -301,6 +340,10 @@ def fit_robust(
         One row per neuroid (``neuroid_id``, ``subject``, ...).
     options : dict
         ``protocols.robust`` options and dataset flags; see ``OPTIONS_SCHEMA``.
+    controls : DataFrame or None
+        The controls-only model's held-out r from :func:`fit_controls` on the same data and
+        options (it does not depend on the layer, so the workflow fits it once per
+        dataset); None fits it here.
 
     Returns
     -------
@@ -312,27 +355,12 @@ def fit_robust(
     options = resolve_options(options)
     features = np.asarray(features, dtype=np.float64)
     responses = np.asarray(responses, dtype=np.float64)
-    if responses.shape[1] != len(neuroids):
-        raise DataError(f"responses have {responses.shape[1]} neuroid columns but the neuroid table has {len(neuroids)} rows")
-    if len(features) != len(stimuli):
-        raise DataError(f"features have {len(features)} rows but the stimuli table has {len(stimuli)}: extract activations for this stimuli table")
-    if options["time_series"]:
-        design = time_series_design(features, stimuli, response_rows, options)
-    else:
-        if len(responses) != len(stimuli):
-            raise DataError(f"responses have {len(responses)} rows but the stimuli table has {len(stimuli)}: align responses to stimuli first")
-        design = sentence_design(features, stimuli, options)
-    if len(responses) != len(design["cv_groups"]):
-        raise DataError(f"responses have {len(responses)} rows but there are {len(design['cv_groups'])} response rows")
-
+    design = _design(features, responses, stimuli, response_rows, neuroids, options)
     fold_tables, neuroid_tables, held_out, details_partitions = [], [], [], {}
     with himalaya_backend(options["backend"]):
-        for partition in pd.unique(design["partitions"]):
-            rows = np.flatnonzero(design["partitions"] == partition)
-            keep, n_non_finite, n_constant = valid_neuroids(responses[rows])
-            if not keep.any():
-                raise DataError(f"partition {partition!r}: no neuroid has finite, non-constant responses")
-            fitted = fit_partition(design, rows, responses[np.ix_(rows, np.flatnonzero(keep))], options)
+        for partition, rows, keep, n_non_finite, n_constant in _partitions(design, responses):
+            control_r = None if controls is None else _control_matrix(controls, partition, neuroids, keep)
+            fitted = fit_partition(design, rows, responses[np.ix_(rows, np.flatnonzero(keep))], options, control_r)
             fold_tables.append(fitted["folds"].assign(partition=partition))
             neuroid_tables.append(neuroid_table(neuroids, keep, partition, fitted))
             held_out.append(fitted["held_out"])
@@ -383,6 +411,82 @@ def fit_robust(
         p_value=p_value,
         details=details,
     )
+
+
+def _design(
+    features: np.ndarray, responses: np.ndarray, stimuli: pd.DataFrame, response_rows: pd.DataFrame, neuroids: pd.DataFrame, options: dict[str, Any]
+) -> dict[str, Any]:
+    """Check the inputs against each other and build the bands of the design."""
+    if responses.shape[1] != len(neuroids):
+        raise DataError(f"responses have {responses.shape[1]} neuroid columns but the neuroid table has {len(neuroids)} rows")
+    if len(features) != len(stimuli):
+        raise DataError(f"features have {len(features)} rows but the stimuli table has {len(stimuli)}: extract activations for this stimuli table")
+    if options["time_series"]:
+        design = time_series_design(features, stimuli, response_rows, options)
+    else:
+        if len(responses) != len(stimuli):
+            raise DataError(f"responses have {len(responses)} rows but the stimuli table has {len(stimuli)}: align responses to stimuli first")
+        design = sentence_design(features, stimuli, options)
+    if len(responses) != len(design["cv_groups"]):
+        raise DataError(f"responses have {len(responses)} rows but there are {len(design['cv_groups'])} response rows")
+    return design
+
+
+def _partitions(design: dict[str, Any], responses: np.ndarray) -> Iterator[tuple[str, np.ndarray, np.ndarray, int, int]]:
+    """Per partition: its rows, the neuroids scored there, and the counts of those left out."""
+    for partition in pd.unique(design["partitions"]):
+        rows = np.flatnonzero(design["partitions"] == partition)
+        keep, n_non_finite, n_constant = valid_neuroids(responses[rows])
+        if not keep.any():
+            raise DataError(f"partition {partition!r}: no neuroid has finite, non-constant responses")
+        yield partition, rows, keep, n_non_finite, n_constant
+
+
+def fit_controls(
+    stimuli: pd.DataFrame,
+    responses: np.ndarray,
+    response_rows: pd.DataFrame,
+    neuroids: pd.DataFrame,
+    options: dict[str, Any] | None = None,
+) -> pd.DataFrame:
+    """Fit the controls-only model of the robust protocol, the part of every layer's fit that
+    does not depend on the layer.
+
+    Parameters are those of :func:`fit_robust` without the features.
+
+    Returns
+    -------
+    DataFrame
+        One row per (partition, scored neuroid): ``partition``, ``neuroid_id``,
+        ``r_controls_fold_<k>`` (held-out r of the controls-only model in outer fold k).
+    """
+    options = resolve_options(options)
+    if not options["controls"]:
+        raise ConfigError("fit_controls: protocols.robust.controls is empty, so there is no controls-only model to fit")
+    responses = np.asarray(responses, dtype=np.float64)
+    design = _design(np.zeros((len(stimuli), 0)), responses, stimuli, response_rows, neuroids, options)
+    tables = []
+    with himalaya_backend(options["backend"]):
+        for partition, rows, keep, _, _ in _partitions(design, responses):
+            control_r = controls_partition(design, rows, responses[np.ix_(rows, np.flatnonzero(keep))], options)
+            table = pd.DataFrame({"partition": partition, "neuroid_id": neuroids["neuroid_id"].astype(str).to_numpy()[keep]})
+            for fold, r in enumerate(control_r):
+                table[f"r_controls_fold_{fold}"] = r
+            tables.append(table)
+    return pd.concat(tables, ignore_index=True)
+
+
+def _control_matrix(controls: pd.DataFrame, partition: str, neuroids: pd.DataFrame, keep: np.ndarray) -> np.ndarray:
+    """The (folds x scored neuroids) controls-only r of a partition from a :func:`fit_controls` table."""
+    ids = neuroids["neuroid_id"].astype(str).to_numpy()[keep]
+    table = controls[controls["partition"].astype(str) == str(partition)].set_index("neuroid_id")
+    fold_columns = sorted((c for c in table.columns if c.startswith("r_controls_fold_")), key=lambda c: int(c.rsplit("_", 1)[1]))
+    if not fold_columns or not pd.Index(ids).isin(table.index).all():
+        raise DataError(
+            f"the controls-only fit does not cover every neuroid scored in partition {partition!r}: "
+            "it was fit on other responses; rerun fit_controls on the current responses"
+        )
+    return table.loc[ids, fold_columns].to_numpy(dtype=np.float64).T
 
 
 def choose_layers(per_layer_folds: dict[int, pd.DataFrame]) -> tuple[float, pd.DataFrame]:
