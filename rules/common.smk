@@ -88,6 +88,20 @@ def encoding_options(wildcards):
     return _protocol_settings(wildcards.protocol, time_series, drop=("ceiling",))
 
 
+def controls_options(wildcards):
+    """The robust settings the controls-only fit reads (not its statistics)."""
+    time_series = config["datasets"][wildcards.dataset]["time_series"]
+    statistics = ("n_bootstrap", "confidence_level", "n_permutations", "block_trs")
+    return _protocol_settings("robust", time_series, drop=statistics)
+
+
+def controls_fit(wildcards):
+    """A robust fit's controls-only model (none for aw2024 or without control bands)."""
+    if wildcards.protocol != "robust" or not config["protocols"]["robust"]["controls"]:
+        return []
+    return f"results/encoding/robust/{wildcards.dataset}/controls.parquet"
+
+
 def ceiling_options(wildcards):
     """The paper protocol's settings (the ceiling uses its metric) plus the dataset facts."""
     time_series = config["datasets"][wildcards.dataset]["time_series"]

@@ -23,12 +23,36 @@ rule compute_ceiling:
         "../workflow/scripts/compute_ceiling.py"
 
 
+# The controls-only model does not depend on the layer: one fit per dataset serves them all.
+rule fit_controls:
+    input:
+        stimuli="results/stimuli/{dataset}.parquet",
+        responses="results/responses/{dataset}.parquet",
+    output:
+        "results/encoding/robust/{dataset}/controls.parquet",
+    log:
+        "logs/fit_controls/{dataset}.log",
+    benchmark:
+        "benchmarks/fit_controls/{dataset}.tsv"
+    conda:
+        "../envs/encoding.yaml"
+    threads: 1
+    resources:
+        mem_mb=memory_mb(8000),
+        runtime=runtime_min(60),
+    params:
+        options=controls_options,
+    script:
+        "../workflow/scripts/fit_controls.py"
+
+
 rule fit_encoding:
     input:
         activations="results/activations/{dataset}/{model}.parquet",
         stimuli="results/stimuli/{dataset}.parquet",
         responses="results/responses/{dataset}.parquet",
         model="resources/models/{model}/manifest.json",
+        controls=controls_fit,
     output:
         "results/encoding/{protocol}/{dataset}/{model}/layer-{layer}.parquet",
     log:

@@ -92,6 +92,7 @@ def test_adding_a_dataset_plans_only_its_jobs_and_the_aggregates(run):
         job("prepare_stimuli", dataset="tiny-passages-b"),
         job("prepare_responses", dataset="tiny-passages-b"),
         job("compute_ceiling", dataset="tiny-passages-b"),
+        job("fit_controls", dataset="tiny-passages-b"),
         *(job("extract_activations", dataset="tiny-passages-b", model=model) for model in LAYERS),
         *(jobs for model, n in LAYERS.items() for jobs in encoding_jobs("tiny-passages-b", model, n)),
         *pair_jobs("tiny-passages-b"),

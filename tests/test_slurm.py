@@ -31,6 +31,7 @@ CLUSTER_RULES = (
     "extract_activations",
     "compute_surprisal",
     "compute_ceiling",
+    "fit_controls",
     "fit_encoding",
     "fit_reading_times",
     "score_model",

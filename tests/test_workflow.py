@@ -37,6 +37,7 @@ def test_paper_suite_plans_every_job():
     config = yaml.safe_load((REPO / "config.yaml").read_text())
     n_layers = sum(config["models"][name]["n_layers"] for name in config["suites"]["paper"]["models"])
     assert rules["fit_encoding"] == 2 * n_neural * n_layers
+    assert rules["fit_controls"] == n_neural  # one controls-only fit per dataset serves every layer
     assert rules["download_dataset"] == 4
     assert rules["aggregate_scores"] == 1
     paper_models = set(config["suites"]["paper"]["models"])

@@ -19,4 +19,5 @@ run_step(
     manifest_path=snakemake.input.model,
     options=snakemake.params.options,
     out_path=snakemake.output[0],
+    controls_path=snakemake.input.controls or None,  # empty under aw2024
 )

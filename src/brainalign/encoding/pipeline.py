@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import logging
 import warnings
 from collections.abc import Mapping, Sequence
@@ -16,6 +17,7 @@ from brainalign.analysis.tables import PAIR_TEST_COLUMNS
 from brainalign.encoding.aw2024 import fit_aw2024
 from brainalign.encoding.ceiling import compute_ceiling as ceiling_of
 from brainalign.encoding.robust import choose_layers, fit_robust
+from brainalign.encoding.robust import fit_controls as fit_controls_only
 from brainalign.encoding.stats import paired_permutation_test
 from brainalign.errors import DataError
 from brainalign.models.activations import expected_metadata
@@ -59,6 +61,15 @@ def ceiling_value(path: str | Path) -> float:
     return np.nan if value is None else float(value)
 
 
+def fit_controls(
+    stimuli_path: str | Path, responses_path: str | Path, options: Mapping[str, Any], out_path: str | Path
+) -> None:
+    """Fit the robust protocol's controls-only model once per dataset; write its held-out r."""
+    stimuli, responses, rows, neuroids = load_encoding_inputs(stimuli_path, responses_path)
+    table = fit_controls_only(stimuli, responses, rows, neuroids, dict(options))
+    io.write_table(out_path, table, io.provenance(controls=list(options.get("controls", [])), stimuli_sha256=io.stimuli_checksum(stimuli_path)))
+
+
 def fit_encoding(
     protocol: str,
     model: str,
@@ -71,13 +82,17 @@ def fit_encoding(
     manifest_path: str | Path,
     options: Mapping[str, Any],
     out_path: str | Path,
+    controls_path: str | Path | None = None,
 ) -> None:
     """Fit one layer's activations to the responses under a protocol; write per-neuroid results.
 
     The activation file is refused if its metadata does not match the model's current
-    config, the extraction settings and the stimuli (no stale caches).
+    config, the extraction settings and the stimuli (no stale caches). ``controls_path``
+    (robust only) holds the dataset's controls-only fit (:func:`fit_controls`).
     """
     fit = PROTOCOL_FITS[protocol]
+    if controls_path is not None:
+        fit = functools.partial(fit, controls=io.read_table(controls_path))
     stimuli, responses, rows, neuroids = load_encoding_inputs(stimuli_path, responses_path)
     expected = expected_metadata(
         model, dict(model_block), dict(extraction_options), stimuli_path, io.read_json(manifest_path)
