@@ -192,7 +192,8 @@ def read_table(path: str | os.PathLike, columns: list[str] | None = None) -> pd.
 
 # --------------------------------------------------------------------------- stimuli
 def validate_stimuli(frame: pd.DataFrame, source: str) -> pd.DataFrame:
-    """Check the stimuli contract; return the table sorted by partition, group and position."""
+    """Check the stimuli contract; return a copy with string ids and integer positions, in
+    the given row order (the order responses and activations are aligned to)."""
     missing = [c for c in STIMULI_COLUMNS if c not in frame.columns]
     if missing:
         raise DataError(f"{source}: stimuli table lacks columns {missing}; it needs {list(STIMULI_COLUMNS)}.")
