@@ -13,7 +13,6 @@ import importlib.util
 import time
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
