@@ -71,28 +71,31 @@ def model_runtime_block(wildcards):
     return {key: block[key] for key in MODEL_RUNTIME_KEYS if key in block}
 
 
-def _protocol_settings(protocol, time_series, drop=()):
+def _protocol_settings(protocol, dataset, drop=()):
     """A protocol's settings without the sections a job does not read (the toneva
-    pipeline runs on time series only), so editing them does not rerun the job."""
-    unused = {*drop, *(() if time_series else ("toneva",))}
+    pipeline runs on time series only), plus the dataset facts it reads, so editing
+    anything else does not rerun the job."""
+    facts = config["datasets"][dataset]
+    unused = {*drop, *(() if facts["time_series"] else ("toneva",))}
     settings = config["protocols"][protocol]
+    dataset_facts = {"time_series": facts["time_series"]}
+    if protocol == "robust" and "n_permutations" not in drop:
+        dataset_facts["permutation"] = facts["permutation"]
     return {
         **{key: value for key, value in settings.items() if key not in unused},
-        "time_series": time_series,
+        **dataset_facts,
     }
 
 
 def encoding_options(wildcards):
     """Protocol settings plus the dataset facts the protocol needs (not the ceiling's)."""
-    time_series = config["datasets"][wildcards.dataset]["time_series"]
-    return _protocol_settings(wildcards.protocol, time_series, drop=("ceiling",))
+    return _protocol_settings(wildcards.protocol, wildcards.dataset, drop=("ceiling",))
 
 
 def controls_options(wildcards):
     """The robust settings the controls-only fit reads (not its statistics)."""
-    time_series = config["datasets"][wildcards.dataset]["time_series"]
     statistics = ("n_bootstrap", "confidence_level", "n_permutations", "block_trs")
-    return _protocol_settings("robust", time_series, drop=statistics)
+    return _protocol_settings("robust", wildcards.dataset, drop=statistics)
 
 
 def controls_fit(wildcards):
@@ -104,8 +107,7 @@ def controls_fit(wildcards):
 
 def ceiling_options(wildcards):
     """The paper protocol's settings (the ceiling uses its metric) plus the dataset facts."""
-    time_series = config["datasets"][wildcards.dataset]["time_series"]
-    return _protocol_settings("aw2024", time_series)
+    return _protocol_settings("aw2024", wildcards.dataset)
 
 
 def layer_fits(wildcards):

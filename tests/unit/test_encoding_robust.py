@@ -14,7 +14,7 @@ from threadpoolctl import threadpool_limits
 from brainalign.encoding.banded import fit_predict_banded, standardize_bands
 from brainalign.encoding.cv import grouped_splits
 from brainalign.encoding.metrics import pearson_columns
-from brainalign.encoding.robust import choose_layers, fit_controls, fit_robust
+from brainalign.encoding.robust import choose_layers, fit_controls, fit_robust, resolve_options, time_series_design
 from brainalign.errors import ConfigError, DataError
 
 FAST = {"n_bootstrap": 0, "n_permutations": 0, "n_band_weights": 6, "n_inner_folds": 3}
@@ -173,6 +173,43 @@ def test_time_series_words_to_trs_with_delays_and_statistics():
     # Each held-out run loses trim_trs training TRs at no other run's edge: folds are whole runs.
     assert (result.folds["n_test"] == trs_per_run).all()
     assert (result.folds["n_train"] == (n_runs - 1) * trs_per_run).all()
+
+
+def trimmed_run_edges(responses: np.ndarray, rows: pd.DataFrame, start: int = 5, end: int = 4) -> tuple[np.ndarray, pd.DataFrame]:
+    """NaN responses and a ``trimmed`` flag on each run's first and last TRs, as the Wehbe2014 reader writes them."""
+    position = rows.groupby("run").cumcount().to_numpy()
+    run_length = rows.groupby("run")["run"].transform("size").to_numpy()
+    trimmed = (position < start) | (position >= run_length - end)
+    responses = responses.copy()
+    responses[trimmed] = np.nan
+    return responses, rows.assign(trimmed=trimmed)
+
+
+def test_trimmed_run_edges_are_left_out_of_fits_but_feed_the_delays():
+    n_runs, trs_per_run = 4, 60
+    words, responses, stimuli, rows = time_series_data(np.random.default_rng(5), n_runs, trs_per_run)
+    responses, rows = trimmed_run_edges(responses, rows)
+    options = {**FAST, "time_series": True, "n_outer_folds": 4, "controls": ["length"], "n_permutations": 19, "block_trs": 10}
+    result = fit_robust(words, responses, stimuli, rows, neuroid_table(8), options)
+    assert result.score > 0.5 and 0 < result.p_value <= 0.05
+    assert result.details["partitions"]["all"]["n_rows"] == n_runs * (trs_per_run - 9)
+    assert (result.folds["n_test"] == trs_per_run - 9).all()
+    assert np.isfinite(fit_controls(stimuli, responses, rows, neuroid_table(8), options).filter(like="r_controls").to_numpy()).all()
+    # The first kept TR of a run (position 5) is predicted from the words of trimmed TR 3 (delay 2).
+    design = time_series_design(words, stimuli, rows, resolve_options({**options, "delays": [2]}))
+    words_of_tr = stimuli.groupby("response_id").indices
+    for run in range(n_runs):
+        source = f"tr{run * trs_per_run + 3}"
+        expected = words[words_of_tr[source]].mean(axis=0) if source in words_of_tr else np.zeros(words.shape[1])
+        np.testing.assert_allclose(design["llm"][run * trs_per_run + 5], expected)
+        assert not design["measured"][run * trs_per_run + 3]
+
+
+def test_unflagged_rows_without_measurement_are_refused_with_the_fix():
+    words, responses, stimuli, rows = time_series_data(np.random.default_rng(5))
+    responses, rows = trimmed_run_edges(responses, rows)
+    with pytest.raises(DataError, match="no neuroid has finite, non-constant responses on its 240 measured rows; flag .* 'trimmed'"):
+        fit_robust(words, responses, stimuli, rows.drop(columns="trimmed"), neuroid_table(8), {**FAST, "time_series": True})
 
 
 def sentence_data(rng: np.random.Generator):

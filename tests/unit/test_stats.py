@@ -72,8 +72,20 @@ def test_group_swaps_keep_groups_whole():
     for u in np.unique(units):
         moved = units[order[units == u]]
         assert len(set(moved)) == 1 and np.sum(units == moved[0]) == np.sum(units == u)
-    shift = circular_shift_permutation(50, 10, rng)
-    assert 10 <= (shift[0] % 50) <= 40 and np.all(np.diff(shift) % 50 == 1)
+
+
+def test_circular_shifts_move_each_stream_within_itself_by_at_least_the_minimum():
+    rng = np.random.default_rng(3)
+    streams = np.repeat(["a", "b", "c"], [50, 31, 1])
+    for _ in range(20):
+        order = circular_shift_permutation(streams, 10, rng)
+        assert sorted(order) == list(range(len(streams)))
+        np.testing.assert_array_equal(streams[order], streams)
+        for start, n in ((0, 50), (50, 31)):
+            shift = (order[start] - start) % n
+            assert 10 <= shift <= n - 10
+            np.testing.assert_array_equal(order[start : start + n], start + (np.arange(n) + shift) % n)
+        assert order[-1] == len(streams) - 1  # a one-row stream cannot move
 
 
 def test_group_permutation_p_values_are_uniform_under_the_null_and_row_shuffles_are_not():
@@ -108,10 +120,72 @@ def test_circular_shift_p_values_are_uniform_for_autocorrelated_null_series():
             noise = rng.standard_normal((2, 120, 8))
             series = np.apply_along_axis(lambda x: np.convolve(x, np.ones(5) / 5, mode="same"), 1, noise)
             folds.append(HeldOut(series[0], series[1], np.arange(120) // 20))
-        p_values.append(permutation_p_value([folds], n_permutations=99, time_series=True, min_shift=10, random_state=seed)[0])
+        p_values.append(permutation_p_value([folds], n_permutations=99, scheme="circular_shift", min_shift=10, random_state=seed)[0])
     p_values = np.array(p_values)
     assert 3 <= np.sum(p_values <= 0.05) <= 21
     assert stats.kstest(p_values, "uniform").pvalue > 0.01
+
+
+def smoothed_noise(rng, n_rows: int, n_targets: int, width: int = 5) -> np.ndarray:
+    """Autocorrelated noise: white noise under a moving average of ``width`` rows."""
+    noise = rng.standard_normal((n_rows + width - 1, n_targets))
+    return np.stack([np.convolve(column, np.ones(width) / width, mode="valid") for column in noise.T], axis=1)
+
+
+def null_layout(layout: str, rng) -> list[list[HeldOut]]:
+    """Independent autocorrelated predictions and responses in the fold layout of a dataset.
+
+    pereira: 2 partitions x 2 folds of passages of 3-4 sentences; blank: stories of unequal
+    length (120-200 TRs), one per held-out fold; wehbe: 4 runs of 150 TRs, one per fold,
+    resampling units of 20 TRs.
+    """
+    partitions = []
+    if layout == "pereira":
+        for _ in range(2):
+            folds = []
+            for _ in range(2):
+                sizes = rng.choice([3, 4], size=12)
+                units = np.repeat(np.arange(12), sizes)
+                folds.append(HeldOut(rng.standard_normal((len(units), 10)), rng.standard_normal((len(units), 10)), units))
+            partitions.append(folds)
+        return partitions
+    lengths = rng.integers(120, 201, size=4) if layout == "blank" else np.full(4, 150)
+    folds = []
+    for length in lengths:
+        units = np.zeros(length, dtype=int) if layout == "blank" else np.arange(length) // 20
+        folds.append(HeldOut(smoothed_noise(rng, length, 10), smoothed_noise(rng, length, 10), units, np.zeros(length, dtype=int)))
+    return [folds]
+
+
+@pytest.mark.parametrize(("layout", "scheme"), [("pereira", "group_swap"), ("blank", "circular_shift"), ("wehbe", "circular_shift")])
+def test_pure_noise_gives_uniform_p_values_under_every_dataset_layout(layout, scheme):
+    rng = np.random.default_rng(11)
+    p_values = np.array([
+        permutation_p_value(null_layout(layout, rng), n_permutations=99, scheme=scheme, min_shift=20, random_state=seed)[0]
+        for seed in range(200)
+    ])
+    assert np.all(np.isfinite(p_values))
+    # Binomial(200, 0.05): P(X > 21) < 1e-3 and P(X < 3) < 3e-3.
+    assert 3 <= np.sum(p_values <= 0.05) <= 21
+    assert stats.kstest(p_values, "uniform").pvalue > 0.01
+
+
+def test_group_swaps_of_unequal_stories_give_no_p_value_and_say_why(caplog):
+    folds = null_layout("blank", np.random.default_rng(12))[0]
+    with caplog.at_level("WARNING", logger="brainalign.encoding.stats"):
+        p_value, null = permutation_p_value([folds], n_permutations=20, scheme="group_swap")
+    assert np.isnan(p_value) and np.isnan(null).all()
+    assert "in 4 of 4 folds no two groups have the same size" in caplog.text and "circular_shift" in caplog.text
+
+
+def test_a_permutation_that_changes_nothing_ties_with_the_observed_score():
+    """float32 inputs, every 'shift' the identity (one-row streams): p is 1, not 1/(n+1)."""
+    rng = np.random.default_rng(13)
+    predictions, observed = rng.standard_normal((2, 40, 7)).astype(np.float32)
+    folds = [HeldOut(predictions, observed, np.arange(40), np.arange(40))]
+    p_value, null = permutation_p_value([folds], n_permutations=50, scheme="circular_shift", min_shift=5)
+    assert p_value == 1.0
+    assert np.all(null == null[0])
 
 
 def test_paired_test_equals_exact_sign_flip_enumeration():

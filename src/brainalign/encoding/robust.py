@@ -40,7 +40,7 @@ from brainalign.encoding.controls import control_bands, index_within_group, word
 from brainalign.encoding.cv import protocol_splits
 from brainalign.encoding.metrics import pearson_columns
 from brainalign.encoding.result import EncodingResult
-from brainalign.encoding.stats import HeldOut, bootstrap_score_ci, median_correlation, permutation_p_value
+from brainalign.encoding.stats import PERMUTATION_SCHEMES, HeldOut, bootstrap_score_ci, median_correlation, permutation_p_value
 from brainalign.errors import ConfigError, DataError
 
 logger = logging.getLogger(__name__)
@@ -49,6 +49,7 @@ OPTIONS_SCHEMA: dict[str, Any] = {
     "type": "object",
     "properties": {
         "time_series": {"type": "boolean", "default": False, "description": "Rows are TRs of runs (contiguous folds, trimming, FIR delays); set from the dataset."},
+        "permutation": {"enum": ["auto", *PERMUTATION_SCHEMES], "default": "auto", "description": "Permutation scheme of the p-value (auto: circular_shift for time series, group_swap otherwise); set from the dataset."},
         "n_outer_folds": {"type": "integer", "minimum": 2, "default": 5, "description": "Outer folds: grouped by cv_group, or contiguous blocks/runs for time series."},
         "n_inner_folds": {"type": "integer", "minimum": 2, "default": 5, "description": "Inner folds on each outer training set (grouped the same way) that choose penalties and band weights."},
         "alphas": {
@@ -67,7 +68,7 @@ OPTIONS_SCHEMA: dict[str, Any] = {
         "controls": {"type": "array", "items": {"enum": ["length", "position", "oasm"]}, "default": ["length", "position", "oasm"], "description": "Control bands fitted with the LLM band; [] fits the LLM band alone."},
         "oasm_width": {"type": "number", "exclusiveMinimum": 0, "default": 1.0, "description": "Gaussian width of the OASM band in position units (sentences or TRs)."},
         "n_band_weights": {"type": "integer", "minimum": 1, "default": 20, "description": "Band-weight candidates of the banded-ridge random search (corners, equal weights, Dirichlet draws)."},
-        "block_trs": {"type": "integer", "minimum": 1, "default": 20, "description": "Time series: resampling block (bootstrap) and minimum circular shift (permutation), in TRs."},
+        "block_trs": {"type": "integer", "minimum": 1, "default": 20, "description": "Time series: resampling block (bootstrap), in TRs; every circular shift (permutation) is at least this many rows."},
         "n_bootstrap": {"type": "integer", "minimum": 0, "default": 1000, "description": "Bootstrap resamples of cv groups/blocks for the CI (0 skips)."},
         "confidence_level": {"type": "number", "exclusiveMinimum": 0, "exclusiveMaximum": 1, "default": 0.95, "description": "Level of the bootstrap CI."},
         "n_permutations": {"type": "integer", "minimum": 0, "default": 1000, "description": "Block permutations for the p-value (0 skips)."},
@@ -86,6 +87,10 @@ def resolve_options(options: dict[str, Any] | None) -> dict[str, Any]:
     resolved["alphas"] = {**OPTIONS_SCHEMA["properties"]["alphas"]["default"], **(resolved["alphas"] or {})}
     if resolved["alphas"]["min_exp"] > resolved["alphas"]["max_exp"]:
         raise ConfigError(f"protocols.robust.alphas: min_exp must not exceed max_exp, got {resolved['alphas']}")
+    if resolved["permutation"] == "auto":
+        resolved["permutation"] = "circular_shift" if resolved["time_series"] else "group_swap"
+    if resolved["permutation"] not in PERMUTATION_SCHEMES:
+        raise ConfigError(f"datasets.<name>.permutation is {resolved['permutation']!r}; use one of {['auto', *PERMUTATION_SCHEMES]}")
     return resolved
 
 
@@ -148,6 +153,8 @@ def sentence_design(features: np.ndarray, stimuli: pd.DataFrame, options: dict[s
         "cv_groups": groups,
         "partitions": stimuli["partition"].astype(str).to_numpy(),
         "units": groups,
+        "streams": stimuli["context_group"].astype(str).to_numpy(),
+        "measured": np.ones(len(groups), dtype=bool),
         "n_units_without_row": 0,
     }
 
@@ -155,7 +162,11 @@ def sentence_design(features: np.ndarray, stimuli: pd.DataFrame, options: dict[s
 def time_series_design(
     features: np.ndarray, stimuli: pd.DataFrame, response_rows: pd.DataFrame, options: dict[str, Any]
 ) -> dict[str, Any]:
-    """Bands, folds groups and resampling units of time series (rows = TRs)."""
+    """Bands, folds groups and resampling units of time series (rows = TRs).
+
+    Rows flagged ``trimmed`` (run edges without a kept measurement) are neither trained nor
+    tested on, but their words still feed the delayed features of the rows after them.
+    """
     if "response_id" not in stimuli:
         raise DataError("stimuli table: time-series data needs a 'response_id' column mapping units to response rows")
     for column in ("stimulus_id", "run"):
@@ -184,6 +195,8 @@ def time_series_design(
         "cv_groups": runs,
         "partitions": partitions,
         "units": blocks,
+        "streams": runs,
+        "measured": ~response_rows["trimmed"].to_numpy(bool) if "trimmed" in response_rows else np.ones(len(runs), dtype=bool),
         "n_units_without_row": int((~has_row).sum()),
     }
 
@@ -254,7 +267,7 @@ def fit_partition(
     """
     llm = design["llm"][rows]
     controls = [band[rows] for band in design["controls"].values()]
-    units = design["units"][rows]
+    units, streams = design["units"][rows], design["streams"][rows]
     folds = _fold_splits(design["cv_groups"][rows], options)
     settings = _banded_settings(options)
     if not controls:
@@ -288,7 +301,9 @@ def fit_partition(
         r_joint.append(r)
         fold_alphas.append(joint.alphas)
         by_unit = _order_by_unit(units[test])
-        held_out.append(HeldOut(joint.predictions[by_unit], responses[test][by_unit], pd.factorize(units[test][by_unit])[0]))
+        held_out.append(HeldOut(
+            joint.predictions[by_unit], responses[test][by_unit], pd.factorize(units[test][by_unit])[0], streams[test][by_unit]
+        ))
     return {
         "folds": pd.DataFrame(fold_rows),
         "r": np.vstack(r_joint),
@@ -386,7 +401,7 @@ def fit_robust(
         )
     ci_low, ci_high = bootstrap_score_ci(held_out, options["n_bootstrap"], options["confidence_level"], options["random_state"])
     p_value, _ = permutation_p_value(
-        held_out, options["n_permutations"], options["time_series"], options["block_trs"], options["random_state"]
+        held_out, options["n_permutations"], options["permutation"], options["block_trs"], options["random_state"]
     )
     details = {
         "score_joint": score,
@@ -433,12 +448,15 @@ def _design(
 
 
 def _partitions(design: dict[str, Any], responses: np.ndarray) -> Iterator[tuple[str, np.ndarray, np.ndarray, int, int]]:
-    """Per partition: its rows, the neuroids scored there, and the counts of those left out."""
+    """Per partition: its measured rows, the neuroids scored there, and the counts of those left out."""
     for partition in pd.unique(design["partitions"]):
-        rows = np.flatnonzero(design["partitions"] == partition)
+        rows = np.flatnonzero((design["partitions"] == partition) & design["measured"])
         keep, n_non_finite, n_constant = valid_neuroids(responses[rows])
         if not keep.any():
-            raise DataError(f"partition {partition!r}: no neuroid has finite, non-constant responses")
+            raise DataError(
+                f"partition {partition!r}: no neuroid has finite, non-constant responses on its {len(rows)} measured rows; "
+                "flag response rows without a measurement (e.g. trimmed run edges) in a boolean 'trimmed' column"
+            )
         yield partition, rows, keep, n_non_finite, n_constant
 
 

@@ -13,27 +13,36 @@ straddle folds.
   units, independently per partition. Each fold's r is recomputed from per-unit sums
   (n, sums of p, y, p^2, y^2, p*y), so a resample costs one small matrix product.
 - :func:`permutation_p_value`: the null of no relation between held-out predictions
-  and responses. Sentence data: within each fold, whole groups of the same size swap
-  their predictions (rows matched by order within the group), which is exact when
-  groups are exchangeable and keeps any structure shared by all groups (e.g. a
-  position template), so the test asks whether the model tells groups apart. Time
-  series: within each fold the predictions are shifted circularly by at least one
-  block, which keeps each series' autocorrelation. scipy's ``permutation_test`` has no
-  block or circular schemes, hence the small generator here. p = (1 + #null >= observed)
-  / (1 + n_permutations).
+  and responses, under one of two schemes (:data:`PERMUTATION_SCHEMES`). ``group_swap``
+  (sentences in passages): within each fold, whole groups of the same size swap their
+  predictions (rows matched by order within the group), which is exact when groups are
+  exchangeable and keeps any structure shared by all groups (e.g. a position template),
+  so the test asks whether the model tells groups apart. ``circular_shift`` (TRs of
+  stories or runs): within each fold, each stream's predictions are shifted circularly by
+  at least ``min_shift`` rows, which keeps each series' autocorrelation and works for
+  streams of any length, one per fold included. The observed score is the identity
+  permutation through the same float64 arithmetic as the null scores, so a permutation
+  that changes nothing ties with it. scipy's ``permutation_test`` has no block or
+  circular schemes, hence the small generator here. p = (1 + #null >= observed) / (1 +
+  n_permutations).
 - :func:`paired_permutation_test`: two models on the same data; sign flips of the
   per-group differences with :func:`scipy.stats.permutation_test` (``samples`` type).
 """
 
 from __future__ import annotations
 
+import logging
 import warnings
 from dataclasses import dataclass
 
 import numpy as np
+import pandas as pd
 from scipy import stats
 
 SUMS = ("n", "p", "y", "pp", "yy", "py")
+PERMUTATION_SCHEMES = ("group_swap", "circular_shift")
+
+logger = logging.getLogger(__name__)
 
 
 @dataclass
@@ -45,11 +54,15 @@ class HeldOut:
     predictions, observed : array of shape (n_test, n_targets)
     units : array of int, shape (n_test,)
         Resampling unit of every test row (rows of a unit are contiguous and in order).
+    streams : array, shape (n_test,), or None
+        Stream (story, run) of every test row, for circular shifts; rows of a stream are
+        contiguous and in temporal order. None: the fold is one stream.
     """
 
     predictions: np.ndarray
     observed: np.ndarray
     units: np.ndarray
+    streams: np.ndarray | None = None
 
 
 def median_correlation(r: np.ndarray, axis: int = -1) -> np.ndarray:
@@ -161,67 +174,94 @@ def group_swap_permutation(units: np.ndarray, rng: np.random.Generator) -> np.nd
     return np.arange(len(units)) + (starts[target] - starts)[unit_of_row]
 
 
-def circular_shift_permutation(n_rows: int, min_shift: int, rng: np.random.Generator) -> np.ndarray:
-    """Row order of a circular shift by at least ``min_shift`` rows in either direction."""
-    min_shift = int(np.clip(min_shift, 1, n_rows // 2))
-    shift = rng.integers(min_shift, n_rows - min_shift + 1)
-    return (np.arange(n_rows) + shift) % n_rows
+def can_swap_groups(units: np.ndarray) -> bool:
+    """Whether any two units have the same size (else every group swap is the identity)."""
+    sizes = np.unique(units, return_counts=True)[1]
+    return len(np.unique(sizes)) < len(sizes)
+
+
+def circular_shift_permutation(streams: np.ndarray, min_shift: int, rng: np.random.Generator) -> np.ndarray:
+    """Row order that shifts each stream's rows circularly, by at least ``min_shift`` rows in
+    either direction (at most half the stream), each stream by its own shift."""
+    order = np.arange(len(streams))
+    for stream in pd.unique(streams):
+        rows = np.flatnonzero(streams == stream)
+        if len(rows) < 2:
+            continue
+        least = int(np.clip(min_shift, 1, len(rows) // 2))
+        shift = rng.integers(least, len(rows) - least + 1)
+        order[rows] = rows[(np.arange(len(rows)) + shift) % len(rows)]
+    return order
 
 
 def _zscore(values: np.ndarray) -> np.ndarray:
+    values = np.asarray(values, dtype=np.float64)
     centred = values - values.mean(axis=0)
     with np.errstate(invalid="ignore", divide="ignore"):
-        return (centred / np.sqrt((centred**2).mean(axis=0))).astype(np.float32)
+        return centred / np.sqrt((centred**2).mean(axis=0))
 
 
 def permutation_p_value(
     partitions: list[list[HeldOut]],
     n_permutations: int = 1000,
-    time_series: bool = False,
+    scheme: str = "group_swap",
     min_shift: int = 20,
     random_state: int = 0,
 ) -> tuple[float, np.ndarray]:
-    """One-sided block-permutation p-value of the protocol score (see module docstring).
+    """One-sided permutation p-value of the protocol score (see module docstring).
 
     Parameters
     ----------
     partitions : list (partitions) of list (folds) of HeldOut
     n_permutations : int
-    time_series : bool
-        Circular shifts within folds instead of swaps of equal-size groups.
+    scheme : {"group_swap", "circular_shift"}
+        Swaps of equal-size groups, or circular shifts within streams.
     min_shift : int
-        Smallest circular shift (time series), in rows.
+        Smallest circular shift, in rows.
     random_state : int
 
     Returns
     -------
-    p_value : float (NaN when n_permutations is 0)
+    p_value : float
+        NaN when ``n_permutations`` is 0, or when no fold can be permuted (group swaps of
+        folds whose groups all differ in size; a warning names the fix).
     null : array of shape (n_permutations,)
         Scores under the null.
     """
+    if scheme not in PERMUTATION_SCHEMES:
+        raise ValueError(f"unknown permutation scheme {scheme!r}; use one of {list(PERMUTATION_SCHEMES)}")
     if n_permutations <= 0:
         return np.nan, np.empty(0)
     rng = np.random.default_rng(random_state)
-    observed = np.zeros(len(partitions))
-    null = np.zeros((len(partitions), n_permutations))
+    n_folds = sum(len(folds) for folds in partitions)
+    n_fixed = 0
+    # Column 0 is the identity (the observed score), computed exactly as the null scores are.
+    scores = np.zeros((len(partitions), 1 + n_permutations))
     for k, folds in enumerate(partitions):
-        fold_observed, fold_null = [], []
-        for held_out in folds:
+        fold_scores = np.empty((len(folds), 1 + n_permutations))
+        for f, held_out in enumerate(folds):
             predictions, responses = _zscore(held_out.predictions), _zscore(held_out.observed)
-            fold_observed.append(median_correlation((predictions * responses).mean(axis=0)))
-            scores = np.empty(n_permutations)
-            for i in range(n_permutations):
-                if time_series:
-                    order = circular_shift_permutation(len(responses), min_shift, rng)
+            streams = np.zeros(len(responses), dtype=int) if held_out.streams is None else held_out.streams
+            n_fixed += scheme == "group_swap" and not can_swap_groups(held_out.units)
+            fold_scores[f, 0] = median_correlation((predictions * responses).mean(axis=0))
+            for i in range(1, 1 + n_permutations):
+                if scheme == "circular_shift":
+                    order = circular_shift_permutation(streams, min_shift, rng)
                 else:
                     order = group_swap_permutation(held_out.units, rng)
-                scores[i] = median_correlation((predictions[order] * responses).mean(axis=0))
-            fold_null.append(scores)
-        observed[k] = np.nanmean(fold_observed)
-        null[k] = np.nanmean(fold_null, axis=0)
-    observed_score, null_scores = observed.mean(), null.mean(axis=0)
-    p_value = (1 + np.sum(null_scores >= observed_score)) / (1 + n_permutations)
-    return float(p_value), null_scores
+                fold_scores[f, i] = median_correlation((predictions[order] * responses).mean(axis=0))
+        scores[k] = np.nanmean(fold_scores, axis=0)
+    if n_fixed:
+        logger.warning(
+            "permutation test: in %d of %d folds no two groups have the same size, so group swaps leave them "
+            "as they are; for stories or runs of unequal length use the circular_shift scheme "
+            "(datasets.<name>.permutation)", n_fixed, n_folds,
+        )
+    if n_fixed == n_folds:
+        return np.nan, np.full(n_permutations, np.nan)
+    observed, null = scores.mean(axis=0)[0], scores.mean(axis=0)[1:]
+    p_value = (1 + np.sum(null >= observed)) / (1 + n_permutations)
+    return float(p_value), null
 
 
 def paired_permutation_test(
