@@ -88,8 +88,11 @@ def _protocol_settings(protocol, dataset, drop=()):
 
 
 def encoding_options(wildcards):
-    """Protocol settings plus the dataset facts the protocol needs (not the ceiling's)."""
-    return _protocol_settings(wildcards.protocol, wildcards.dataset, drop=("ceiling",))
+    """Protocol settings plus the dataset facts the protocol needs (not the ceiling's, nor
+    the layer rule, which score_model applies)."""
+    return _protocol_settings(
+        wildcards.protocol, wildcards.dataset, drop=("ceiling", "layer_rule")
+    )
 
 
 def controls_options(wildcards):
@@ -106,8 +109,11 @@ def controls_fit(wildcards):
 
 
 def ceiling_options(wildcards):
-    """The paper protocol's settings (the ceiling uses its metric) plus the dataset facts."""
-    return _protocol_settings("aw2024", wildcards.dataset)
+    """The paper protocol's settings (the ceiling uses its metric) plus the dataset facts;
+    the ceiling fits responses, not activations, so the fit precision does not apply."""
+    return _protocol_settings(
+        "aw2024", wildcards.dataset, drop=("layer_rule", "fit_precision")
+    )
 
 
 def layer_fits(wildcards):

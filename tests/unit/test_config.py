@@ -9,7 +9,7 @@ import pytest
 import yaml
 
 from brainalign.config import load_config, suite_datasets, suite_models, validate_config
-from brainalign.encoding import robust, toneva
+from brainalign.encoding import aw2024, robust, toneva
 from brainalign.errors import ConfigError
 
 REPO = Path(__file__).resolve().parents[2]
@@ -87,6 +87,10 @@ def test_protocol_defaults_in_the_schema_equal_the_librarys(raw_config):
     """The library fills the same defaults when called outside the workflow (CLI, notebooks)."""
     protocols = validate_config(copy.deepcopy(raw_config))["protocols"]
     assert protocols["aw2024"]["toneva"] == toneva.DEFAULTS
+    sections = ("toneva", "ceiling")
+    assert {k: v for k, v in protocols["aw2024"].items() if k not in sections} == {
+        k: v for k, v in aw2024.DEFAULTS.items() if k != "time_series"  # a dataset fact, not a setting
+    }
     library = {key: spec for key, spec in robust.OPTIONS_SCHEMA["properties"].items() if key not in ("time_series", "permutation")}
     schema = yaml.safe_load((REPO / "workflow" / "schemas" / "config.schema.yaml").read_text())
     assert schema["properties"]["protocols"]["properties"]["robust"]["properties"] == library

@@ -18,6 +18,10 @@ from brainalign.encoding.cli import minimal_tables, register
 from brainalign.errors import ConfigError, DataError
 
 
+F64 = {"fit_precision": "float64"}
+"""Options that compare the float64 fit with float64 references."""
+
+
 def reference_scores(features, responses, n_splits=10, train_size=0.9, random_state=1):
     """Independent Brain-Score linear_pearsonr: per-split r per neuroid, median, mean over splits."""
     splitter = ShuffleSplit(n_splits=n_splits, train_size=train_size, random_state=random_state)
@@ -62,7 +66,7 @@ def tables(n_stimuli, n_neuroids, partition=None, subjects=None):
 def test_matches_sklearn_when_samples_outnumber_features(n_stimuli, n_features, noise):
     features, responses = planted(n_stimuli, n_features, 40, noise, seed=n_features)
     r_ref, score_ref = reference_scores(features, responses)
-    result = fit_aw2024(features, responses, *tables(n_stimuli, 40), {})
+    result = fit_aw2024(features, responses, *tables(n_stimuli, 40), F64)
     np.testing.assert_allclose(result.score, score_ref, atol=1e-6)
     ours = result.neuroids[[f"r_fold_{k}" for k in range(10)]].to_numpy().T
     np.testing.assert_allclose(ours, r_ref, atol=1e-6)
@@ -73,7 +77,7 @@ def test_features_outnumber_samples_give_the_minimum_norm_solution():
     # Zero-mean features: scikit-learn's lstsq then drops the centring direction too.
     features, responses = planted(60, 150, 25, 0.5, seed=3)
     r_ref, score_ref = reference_scores(features, responses)
-    result = fit_aw2024(features, responses, *tables(60, 25), {})
+    result = fit_aw2024(features, responses, *tables(60, 25), F64)
     np.testing.assert_allclose(result.score, score_ref, atol=1e-6)
     # Against an explicit pseudo-inverse, with feature offsets where lstsq is unstable.
     shifted = features + 5.0
@@ -89,15 +93,15 @@ def test_sklearn_solver_is_the_reference_computation():
     features, responses = planted(60, 100, 10, 1.0, seed=5)
     features = features + 3.0
     r_ref, score_ref = reference_scores(features, responses)
-    result = fit_aw2024(features, responses, *tables(60, 10), {"solver": "sklearn"})
+    result = fit_aw2024(features, responses, *tables(60, 10), {**F64, "solver": "sklearn"})
     np.testing.assert_allclose(result.score, score_ref, atol=1e-9)
 
 
 def test_torch_backend_matches_numpy():
     pytest.importorskip("torch")
     features, responses = planted(90, 30, 15, 1.0, seed=8)
-    numpy_result = fit_aw2024(features, responses, *tables(90, 15), {})
-    torch_result = fit_aw2024(features, responses, *tables(90, 15), {"backend": "torch", "neuroid_batch": 4})
+    numpy_result = fit_aw2024(features, responses, *tables(90, 15), F64)
+    torch_result = fit_aw2024(features, responses, *tables(90, 15), {**F64, "backend": "torch", "neuroid_batch": 4})
     np.testing.assert_allclose(torch_result.score, numpy_result.score, atol=1e-10)
 
 
@@ -112,7 +116,7 @@ def test_partitions_are_scored_separately_and_averaged():
     features, responses = planted(160, 15, 20, 1.0, seed=4)
     partition = np.repeat(["a", "b"], 80)
     responses[partition == "b", :5] = np.nan  # neuroids absent from partition b
-    result = fit_aw2024(features, responses, *tables(160, 20, partition), {})
+    result = fit_aw2024(features, responses, *tables(160, 20, partition), F64)
     a = reference_scores(features[:80], responses[:80])[1]
     b = reference_scores(features[80:], responses[80:, 5:])[1]
     np.testing.assert_allclose(result.score, (a + b) / 2, atol=1e-6)
@@ -125,7 +129,7 @@ def test_nan_and_constant_neuroids_are_dropped_and_counted():
     features, responses = planted(100, 8, 12, 1.0, seed=6)
     responses[3, 0] = np.nan
     responses[:, 1] = 7.0
-    result = fit_aw2024(features, responses, *tables(100, 12), {})
+    result = fit_aw2024(features, responses, *tables(100, 12), F64)
     assert result.details["n_neuroids_dropped_nan"] == 1
     assert result.details["n_neuroid_splits_constant"] == 10
     assert "n000000" not in set(result.neuroids["neuroid_id"])
@@ -136,7 +140,7 @@ def test_nan_and_constant_neuroids_are_dropped_and_counted():
 def test_subject_scores_and_mad():
     features, responses = planted(100, 8, 12, 1.0, seed=7)
     subjects = np.repeat(["s1", "s2", "s3"], 4)
-    result = fit_aw2024(features, responses, *tables(100, 12, subjects=subjects), {})
+    result = fit_aw2024(features, responses, *tables(100, 12, subjects=subjects), F64)
     r_ref, _ = reference_scores(features, responses)
     expected = {s: np.mean(np.nanmedian(r_ref[:, subjects == s], axis=1)) for s in ["s1", "s2", "s3"]}
     for subject, value in expected.items():

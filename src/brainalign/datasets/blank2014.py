@@ -6,7 +6,9 @@ heard during one TR, with the 4 s BOLD delay already applied in the chunking, so
 is one response row (``response_id`` = ``stimulus_id``). Chunks carry their own spacing
 (Brain-Score joins them with ``""``) and are kept verbatim. The model reads each story as
 one stream, stories in sorted order as Brain-Score does, chunks in story order
-(sentence, then part); grouped CV holds out whole stories.
+(sentence, then part); grouped CV holds out whole stories. ``assembly_row`` keeps each
+chunk's position in the stored assembly, the order the paper's shuffle splits are drawn
+over.
 """
 
 from __future__ import annotations
@@ -86,13 +88,12 @@ def read_assembly(path: str | os.PathLike, strict: bool = True) -> BlankData:
     netcdf.check_present(presentations["stimulus"], KNOWN_CHUNKS, "TR chunks", source, strict)
 
     stimuli = _stimuli_table(presentations)
-    order = stimuli.pop("assembly_row").to_numpy()
-    matrix = np.asarray(array.values, dtype=np.float64)[order]
+    matrix = np.asarray(array.values, dtype=np.float64)[stimuli["assembly_row"].to_numpy()]
     return BlankData(stimuli=stimuli, matrix=matrix, neuroids=neuroids)
 
 
 def _stimuli_table(presentations: pd.DataFrame) -> pd.DataFrame:
-    """TR chunks sorted by story, then sentence and part within the story."""
+    """TR chunks sorted by story, then sentence and part; ``assembly_row`` is the stored position."""
     frame = presentations.assign(assembly_row=np.arange(len(presentations)))
     frame = frame.sort_values(
         ["story", "sentence_number_in_story", "part_number_in_sentence", "assembly_row"], kind="stable"

@@ -12,7 +12,9 @@ Units are sentences. The model reads them as Brain-Score does: per experiment, g
 ``passage_label`` (a 4-sentence passage in 384sentences; a whole topic of three passages
 in 243sentences), groups in sorted order, sentences in assembly order within a group.
 Grouped CV holds out passages (``cv_group``); ``passage_category`` (topic) is kept for
-topic-grouped CV.
+topic-grouped CV. ``assembly_row`` keeps each sentence's position within its experiment
+in the stored assembly (``data.sel(experiment=...)`` in Brain-Score), the order the
+paper's shuffle splits are drawn over.
 """
 
 from __future__ import annotations
@@ -58,7 +60,8 @@ class PereiraData:
     ----------
     stimuli : DataFrame
         The stimuli contract columns plus ``experiment``, ``passage_index``,
-        ``passage_label``, ``passage_category`` (and ``story``, ``sentence_num`` when present).
+        ``passage_label``, ``passage_category``, ``assembly_row`` (and ``story``,
+        ``sentence_num`` when present).
     matrix : ndarray
         Sentences x neuroids, in ``stimuli`` order; NaN where a neuroid is dropped from a partition.
     neuroids : DataFrame
@@ -121,8 +124,7 @@ def read_assembly(path: str | os.PathLike, strict: bool = True) -> PereiraData:
         if experiment in EXPECTED_KEPT:
             netcdf.check_count(kept[experiment], EXPECTED_KEPT[experiment], f"neuroids in {experiment} after dropping NaN neuroids", source, strict)
 
-    stimuli = _stimuli_table(presentations, text_column)
-    order = stimuli.pop("assembly_row").to_numpy()
+    stimuli, order = _stimuli_table(presentations, text_column)
     return PereiraData(stimuli=stimuli, matrix=matrix[order], neuroids=neuroids, kept=kept)
 
 
@@ -163,10 +165,21 @@ def _drop_nan_neuroids(matrix: np.ndarray, rows: np.ndarray, experiment: str, so
     return int((~(all_nan | partly_nan)).sum())
 
 
-def _stimuli_table(presentations: pd.DataFrame, text_column: str) -> pd.DataFrame:
-    """Sentences in Brain-Score's reading order with the stimuli contract columns."""
-    frame = presentations.assign(assembly_row=np.arange(len(presentations)))
-    frame = frame.sort_values(["experiment", "passage_label", "assembly_row"], kind="stable")
+def _stimuli_table(presentations: pd.DataFrame, text_column: str) -> tuple[pd.DataFrame, np.ndarray]:
+    """Sentences in Brain-Score's reading order with the stimuli contract columns.
+
+    Returns
+    -------
+    stimuli : DataFrame
+        With ``assembly_row``, the sentence's position within its experiment as stored.
+    order : index array
+        Each stimuli row's presentation index in the assembly.
+    """
+    frame = presentations.assign(
+        stored_index=np.arange(len(presentations)),
+        assembly_row=presentations.groupby("experiment").cumcount().to_numpy(),
+    )
+    frame = frame.sort_values(["experiment", "passage_label", "stored_index"], kind="stable")
     experiment = frame["experiment"]
     frame = frame.assign(
         text=frame[text_column],
@@ -177,7 +190,7 @@ def _stimuli_table(presentations: pd.DataFrame, text_column: str) -> pd.DataFram
     frame["position"] = frame.groupby("context_group").cumcount()
     columns = [*io.STIMULI_COLUMNS, "experiment", "passage_index", "passage_label", "passage_category"]
     columns += [c for c in EXTRA_COLUMNS if c in frame]
-    return frame[[*columns, "assembly_row"]].reset_index(drop=True)
+    return frame[[*columns, "assembly_row"]].reset_index(drop=True), frame["stored_index"].to_numpy()
 
 
 def _metadata(data: PereiraData, block: Mapping[str, Any]) -> dict[str, Any]:

@@ -4,19 +4,28 @@ What brainscore-language does for Pereira2018 and Blank2014, and what this modul
 reproduces on the same arrays:
 
 - ``ShuffleSplit(n_splits=10, train_size=0.9, random_state=1)`` over the presentations
-  in the order of the response assembly (no stratification, no grouping);
+  in the order the response assembly stores them (no stratification, no grouping). Our
+  readers sort rows into reading order and keep the stored position in ``assembly_row``;
+  the splits are drawn over that order and mapped back (stimuli tables without the
+  column, such as the demo's, are taken to be stored in their given order);
 - per split, ordinary least squares with an intercept (scikit-learn ``LinearRegression``:
   the minimum-norm solution when features outnumber training samples) from all features
-  to all neuroids, and Pearson r per neuroid on the test presentations;
+  to all neuroids, on the training rows in ``stimulus_id`` order (Brain-Score's
+  regression sorts them so), and Pearson r per neuroid on the test presentations;
 - per split, the median over all neuroids, pooled over subjects (NaN r skipped, as
   xarray's ``median`` does), then the mean over splits;
 - Pereira2018's two experiments are separate benchmarks (neuroids with missing values in
   an experiment are dropped there); the dataset score is their mean.
 
-The fit never forms regression weights: one SVD of the centred training features per
-split gives the linear map from centred training responses to test predictions, which
-is applied to all neuroids at once (in batches). Computation is in float64 whatever the
-input dtype (Brain-Score computes in the features' dtype; feed it float64 to compare).
+The paper's activations are float32 and scikit-learn fits in the features' dtype (it casts
+the responses to it), so ``fit_precision: float32`` (the default) runs scikit-learn's
+``LinearRegression`` itself on float32 features: with more features than training rows
+its float32 minimum-norm fit differs from the exact one in the third or fourth digit, and
+only the same computation reproduces it. ``fit_precision: float64`` fits in float64 with
+the ``solver`` option: ``svd`` never forms regression weights (one SVD of the centred
+training features per split gives the linear map from centred training responses to
+test predictions, applied to all neuroids at once, in batches); ``sklearn`` runs
+``LinearRegression`` on float64 features.
 Time series reading paradigms (Wehbe2014) go to :mod:`brainalign.encoding.toneva`.
 """
 
@@ -41,7 +50,11 @@ DEFAULTS: dict[str, Any] = {
     "solver": "svd",
     "backend": "numpy",
     "neuroid_batch": 10000,
+    "fit_precision": "float32",
+    "layer_rule": "max_per_dataset",
 }
+FIT_PRECISIONS = ("float32", "float64")
+LAYER_RULES = ("max_per_dataset", "max_per_partition", "committed")
 
 
 def resolve_options(options: dict | None, defaults: dict[str, Any] = DEFAULTS) -> dict[str, Any]:
@@ -61,7 +74,11 @@ def resolve_options(options: dict | None, defaults: dict[str, Any] = DEFAULTS) -
             f"protocols.aw2024: unknown option(s) {unknown}; accepted: {sorted(defaults)}. "
             "Fix the spelling in config.yaml."
         )
-    return {**defaults, **options}
+    resolved = {**defaults, **options}
+    for key, allowed in (("fit_precision", FIT_PRECISIONS), ("layer_rule", LAYER_RULES)):
+        if key in resolved and resolved[key] not in allowed:
+            raise ConfigError(f"protocols.aw2024.{key} is {resolved[key]!r}; use one of {list(allowed)} in config.yaml.")
+    return resolved
 
 
 def shuffle_splits(n_samples: int, n_splits: int, train_size: float, random_state: int) -> list[tuple[np.ndarray, np.ndarray]]:
@@ -73,6 +90,66 @@ def shuffle_splits(n_samples: int, n_splits: int, train_size: float, random_stat
     """
     splitter = ShuffleSplit(n_splits=n_splits, train_size=train_size, test_size=None, random_state=random_state)
     return list(splitter.split(np.zeros(n_samples)))
+
+
+def stored_positions(stimuli: pd.DataFrame, rows: np.ndarray) -> np.ndarray:
+    """Our positions within ``rows`` listed in the order the response assembly stores them.
+
+    Parameters
+    ----------
+    stimuli : DataFrame
+        The stimuli table; its optional ``assembly_row`` column holds each row's position
+        in the stored assembly (within its partition, as Brain-Score selects it).
+    rows : index array
+        One partition's rows of ``stimuli``.
+
+    Returns
+    -------
+    positions : index array into ``rows``; ``arange`` where the table has no ``assembly_row``.
+    """
+    if "assembly_row" not in stimuli:
+        return np.arange(len(rows))
+    stored = stimuli["assembly_row"].to_numpy()[rows]
+    if len(np.unique(stored)) != len(stored):
+        raise DataError(
+            "aw2024 splits: the stimuli table repeats assembly_row values within a partition; "
+            "regenerate the stimuli file with the dataset's prepare_stimuli rule."
+        )
+    return np.argsort(stored, kind="stable")
+
+
+def split_order(stimuli: pd.DataFrame) -> str:
+    """``stored`` when the splits follow the assembly's stored order, ``given`` otherwise."""
+    return "stored" if "assembly_row" in stimuli else "given"
+
+
+def partition_splits(stimuli: pd.DataFrame, rows: np.ndarray, options: dict[str, Any]) -> list[tuple[np.ndarray, np.ndarray]]:
+    """Brain-Score's splits of one partition, as positions within ``rows`` (our row order).
+
+    ``ShuffleSplit`` is drawn over the rows in stored order (:func:`stored_positions`) and
+    mapped back; within a split, rows are in ``stimulus_id`` order, the order in which
+    Brain-Score's regression sees them (it matters to float32 rounding only).
+
+    Parameters
+    ----------
+    stimuli : DataFrame
+        The stimuli table (``stimulus_id``, optional ``assembly_row``), aligned with the rows.
+    rows : index array
+        The partition's rows of ``stimuli``.
+    options : dict
+        Resolved aw2024 options (``n_splits``, ``train_size``, ``random_state``).
+
+    Returns
+    -------
+    splits : list of (train positions, test positions) into ``rows``
+    """
+    stored = stored_positions(stimuli, rows)
+    ids = stimuli["stimulus_id"].to_numpy().astype(str)[rows]
+    splits = []
+    for train, test in shuffle_splits(len(rows), options["n_splits"], options["train_size"], options["random_state"]):
+        train, test = stored[train], stored[test]
+        splits.append((train[np.argsort(ids[train], kind="stable")], test[np.argsort(ids[test], kind="stable")]))
+    return splits
 
 
 def ols_prediction_operator(features_train: np.ndarray, features_test: np.ndarray) -> np.ndarray:
@@ -191,9 +268,9 @@ def predict_with_operator(operator: np.ndarray, responses_train: np.ndarray, bac
 def sklearn_predictions(features_train: np.ndarray, responses_train: np.ndarray, features_test: np.ndarray) -> np.ndarray:
     """Predictions of scikit-learn ``LinearRegression`` itself, as Brain-Score computes them.
 
-    Slow (one LAPACK ``gelsd`` with every neuroid as a right-hand side); kept to reproduce
-    Brain-Score's numbers exactly where features outnumber samples (see
-    :func:`ols_prediction_operator`).
+    One LAPACK ``gelsd`` with every neuroid as a right-hand side, in the features' dtype
+    (scikit-learn casts the responses to it); reproduces Brain-Score's numbers exactly
+    where features outnumber samples (see :func:`ols_prediction_operator`).
     """
     from sklearn.linear_model import LinearRegression
 
@@ -208,6 +285,7 @@ def split_correlations(
     backend: str = "numpy",
     neuroid_batch: int = 10000,
     solver: str = "svd",
+    fit_precision: str = "float64",
 ) -> np.ndarray:
     """Pearson r per (split, neuroid) of OLS predictions on each split's test rows.
 
@@ -224,6 +302,9 @@ def split_correlations(
         ``svd``: one factorisation per split shared by all neuroids (fast, exact minimum
         norm; see :func:`split_operator`);
         ``sklearn``: scikit-learn ``LinearRegression`` per split and batch.
+    fit_precision : {"float64", "float32"}
+        ``float32``: scikit-learn ``LinearRegression`` on float32 features whatever
+        ``solver`` says (the paper's arithmetic; see the module docstring).
 
     Returns
     -------
@@ -233,7 +314,9 @@ def split_correlations(
     r = np.full((len(splits), n_neuroids), np.nan)
     if solver not in ("svd", "sklearn"):
         raise ConfigError(f"protocols.aw2024.solver is {solver!r}; use 'svd' (fast) or 'sklearn' (reference).")
-    features = np.asarray(features, dtype=np.float64)
+    if fit_precision == "float32":
+        solver = "sklearn"
+    features = np.asarray(features, dtype=np.float32 if fit_precision == "float32" else np.float64)
     wide = solver == "svd" and splits and features.shape[1] >= len(splits[0][0])
     gram = features @ features.T if wide else None
     for index, (train, test) in enumerate(splits):
@@ -326,9 +409,15 @@ def fit_aw2024(
         rows = np.flatnonzero(partitions == partition)
         part_responses = responses[rows]
         complete = np.isfinite(part_responses).all(axis=0)
-        splits = shuffle_splits(len(rows), options["n_splits"], options["train_size"], options["random_state"])
+        splits = partition_splits(stimuli, rows, options)
         r = split_correlations(
-            features[rows], part_responses[:, complete], splits, options["backend"], options["neuroid_batch"], options["solver"]
+            features[rows],
+            part_responses[:, complete],
+            splits,
+            options["backend"],
+            options["neuroid_batch"],
+            options["solver"],
+            options["fit_precision"],
         )
         with warnings.catch_warnings():  # all-NaN slices are counted, not warned about
             warnings.simplefilter("ignore", RuntimeWarning)
@@ -361,6 +450,8 @@ def fit_aw2024(
         subject_scores=subject_scores,
         subject_mad=median_absolute_deviation(list(subject_scores.values())),
         aggregation="median over neuroids pooled across subjects per split; mean over splits; mean over partitions",
+        split_order=split_order(stimuli),
+        fit_precision=options["fit_precision"],
         options={k: v for k, v in options.items()},
     )
     return EncodingResult(neuroids=neuroid_table, folds=folds, score=score, details=details)

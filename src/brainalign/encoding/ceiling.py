@@ -27,7 +27,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from brainalign.encoding.aw2024 import kernel_prediction_operator, resolve_options, shuffle_splits
+from brainalign.encoding.aw2024 import kernel_prediction_operator, partition_splits, resolve_options, split_order
 from brainalign.encoding.metrics import pearson_columns
 from brainalign.encoding.toneva import outer_splits, resolve_toneva_options
 from brainalign.errors import ConfigError, DataError
@@ -181,7 +181,11 @@ def compute_ceiling(
     ----------
     responses : array of shape (n_rows, n_neuroids)
     stimuli : DataFrame
-        Its ``partition`` column (aligned with the rows) splits non-time-series datasets.
+        Its ``partition`` column (aligned with the rows) splits non-time-series datasets;
+        the shuffle splits follow its ``assembly_row`` order where it has one (see
+        :func:`brainalign.encoding.aw2024.partition_splits`). The ceiling predicts
+        responses from responses, so ``fit_precision`` (the activations' arithmetic)
+        does not apply: it is computed in float64.
     response_rows : DataFrame
         Per-row columns; ``run`` (and optional ``trimmed``) for time series.
     neuroids : DataFrame
@@ -213,8 +217,7 @@ def compute_ceiling(
         parts = []
         for name in pd.unique(partition):
             rows = np.flatnonzero(partition == name)
-            splits = shuffle_splits(len(rows), protocol["n_splits"], protocol["train_size"], protocol["random_state"])
-            parts.append((name, rows, splits))
+            parts.append((name, rows, partition_splits(stimuli, rows, protocol)))
     tables, per_partition = [], {}
     for name, rows, splits in parts:
         block = responses[rows]
@@ -244,6 +247,7 @@ def compute_ceiling(
         "method": "brainscore_extrapolation",
         "n_subjects": int(neuroids["subject"].nunique()),
         "partitions": per_partition,
+        "split_order": None if protocol["time_series"] else split_order(stimuli),
         "settings": settings,
     }
     return pd.concat(tables, ignore_index=True), summary
