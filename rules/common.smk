@@ -116,6 +116,17 @@ def ceiling_options(wildcards):
     )
 
 
+def layer_choice(wildcards):
+    """How score_model picks the layer: the aw2024 rule and the model's committed layer
+    (none under robust, whose choice is nested, so aw2024 edits do not rerun it)."""
+    if wildcards.protocol != "aw2024":
+        return {}
+    return {
+        "layer_rule": config["protocols"]["aw2024"]["layer_rule"],
+        "committed_layer": config["models"][wildcards.model]["committed_layer"],
+    }
+
+
 def layer_fits(wildcards):
     """Every layer's encoding fit of one model on one dataset under one protocol."""
     n_layers = config["models"][wildcards.model]["n_layers"]

@@ -18,6 +18,7 @@ rule score_model:
         runtime=runtime_min(10),
     params:
         n_layers=lookup(dpath="models/{model}/n_layers", within=config),
+        layer_choice=layer_choice,
     script:
         "../workflow/scripts/score_model.py"
 

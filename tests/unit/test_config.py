@@ -40,6 +40,28 @@ def test_paper_suite_matches_the_paper(raw_config):
     assert set(suite_datasets(config, "paper")) == {"pereira2018", "blank2014", "wehbe2014", "futrell2018"}
 
 
+# The layers the Brain-Score fork's registrations commit to (0-based block or layer index).
+FORK_COMMITTED = {
+    "t5-small": ("decoder", 6), "t5-base": ("encoder", 9), "t5-large": ("encoder", 17), "t5-xl": ("decoder", 2),
+    "t5-xxl": ("decoder", 0), "flan-t5-small": ("encoder", 7), "flan-t5-base": ("decoder", 7),
+    "flan-t5-large": ("encoder", 18), "flan-t5-xl": ("decoder", 2), "flan-t5-xxl": ("decoder", 0),
+    "flan-alpaca-base": ("encoder", 11), "flan-alpaca-large": ("encoder", 19), "flan-alpaca-xl": ("decoder", 5),
+    "flan-alpaca-xxl": ("decoder", 0), "flan-gpt4all-xl": ("decoder", 2), "flan-sharegpt-xl": ("decoder", 5),
+    "flan-alpaca-gpt4-xl": ("decoder", 2), "llama-7b": ("layers", 29), "alpaca-7b": ("layers", 29),
+    "vicuna-7b": ("layers", 28), "llama-13b": ("layers", 33), "vicuna-13b": ("layers", 33),
+    "llama-33b": ("layers", 53), "vicuna-33b": ("layers", 52),
+}
+
+
+def test_committed_layers_are_the_forks_in_our_numbering(raw_config):
+    """Encoder block N is layer N + 1, decoder block N is layer E + N + 1, LLaMA layer N is N + 1."""
+    models = suite_models(validate_config(raw_config), "paper")
+    for name, (stack, index) in FORK_COMMITTED.items():
+        offset = models[name]["n_layers"] // 2 if stack == "decoder" else 0
+        assert models[name]["committed_layer"] == offset + index + 1, name
+    assert {name for name, block in models.items() if block["committed_layer"] is None} == {"stable-vicuna-13b"}
+
+
 def every_schema_property_is_documented(schema: dict, path: str = "") -> list[str]:
     problems = []
     for name, sub in (schema.get("properties") or {}).items():

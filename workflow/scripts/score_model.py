@@ -1,4 +1,4 @@
-"""Choose the layer (max under aw2024, nested under robust) and normalise by the ceiling."""
+"""Choose the layer (by the layer rule under aw2024, nested under robust) and normalise by the ceiling."""
 
 import _package_path  # noqa: F401
 
@@ -17,4 +17,5 @@ run_step(
     model_out=snakemake.output.model,
     layers_out=snakemake.output.layers,
     neuroids_out=snakemake.output.neuroids,
+    **snakemake.params.layer_choice,
 )

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import json
 import logging
 import warnings
 from collections.abc import Mapping, Sequence
@@ -14,12 +15,12 @@ import pandas as pd
 
 from brainalign import io
 from brainalign.analysis.tables import PAIR_TEST_COLUMNS
-from brainalign.encoding.aw2024 import fit_aw2024
+from brainalign.encoding.aw2024 import LAYER_RULES, fit_aw2024
 from brainalign.encoding.ceiling import compute_ceiling as ceiling_of
 from brainalign.encoding.robust import choose_layers, fit_robust
 from brainalign.encoding.robust import fit_controls as fit_controls_only
 from brainalign.encoding.stats import paired_permutation_test
-from brainalign.errors import DataError
+from brainalign.errors import ConfigError, DataError
 from brainalign.models.activations import expected_metadata
 
 logger = logging.getLogger(__name__)
@@ -87,7 +88,8 @@ def fit_encoding(
     """Fit one layer's activations to the responses under a protocol; write per-neuroid results.
 
     The activation file is refused if its metadata does not match the model's current
-    config, the extraction settings and the stimuli (no stale caches). ``controls_path``
+    config, the extraction settings and the stimuli (no stale caches); its metadata is
+    copied into the fit's (``activations``), for the score rows. ``controls_path``
     (robust only) holds the dataset's controls-only fit (:func:`fit_controls`).
     """
     fit = PROTOCOL_FITS[protocol]
@@ -113,6 +115,7 @@ def fit_encoding(
             p_value=result.p_value,
             folds=result.folds.to_dict(orient="records"),
             details=result.details,
+            activations=io.read_metadata(activations_path),
             stimuli_sha256=io.stimuli_checksum(stimuli_path),
         ),
     )
@@ -128,15 +131,19 @@ def score_model(
     model_out: str | Path,
     layers_out: str | Path,
     neuroids_out: str | Path,
+    layer_rule: str = "max_per_dataset",
+    committed_layer: int | None = None,
 ) -> None:
     """Choose the model's layer and normalise by the ceiling (never clipped).
 
-    ``aw2024``: the best layer (max over layers, as in the paper). ``robust``: the layer is
-    chosen per outer fold on that fold's training data (inner CV), and the score is the
-    mean held-out score of the chosen layers; the max over layers is kept alongside, and
-    ``layer``, the CI and the p-value are those of the layer chosen in most folds.
-    ``neuroids_out`` gets each neuroid's r under the same choice (see
-    :func:`chosen_neuroid_scores`), the input of the paired tests between models.
+    ``aw2024`` chooses by ``layer_rule`` (see :func:`aw2024_layer_choice`). ``robust``: the
+    layer is chosen per outer fold on that fold's training data (inner CV), and the score
+    is the mean held-out score of the chosen layers; ``layer``, the CI and the p-value are
+    those of the layer chosen in most folds. Either way the row keeps the max over layers
+    (``score_max_layer`` at ``max_layer``) beside the chosen score, and says how the score
+    was made (:func:`provenance_columns`). ``neuroids_out`` gets each neuroid's r under the
+    same choice (see :func:`chosen_neuroid_scores`), the input of the paired tests between
+    models.
     """
     ceiling = ceiling_value(ceiling_path)
     metadata = [io.read_metadata(path) for path in layer_paths]
@@ -159,11 +166,11 @@ def score_model(
     if protocol == "robust":
         per_layer_folds = {layer: pd.DataFrame(meta["folds"]) for layer, meta in fits.items()}
         score, choices = choose_layers(per_layer_folds)[:2]
-        chosen = int(pd.Series(choices["layer"]).mode().iloc[0])
         layer_choice = "nested"
     else:
-        chosen, score, layer_choice = best, float(layers["score"].max()), "max"
-        choices = pd.DataFrame(fits[best]["folds"])[["partition", "fold"]].assign(layer=best)
+        score, choices = aw2024_layer_choice(fits, layer_rule, committed_layer, model)
+        layer_choice = layer_rule
+    chosen = int(pd.Series(choices["layer"]).mode().iloc[0])
     meta = fits[chosen]
     neuroid_scores = chosen_neuroid_scores(path_of, choices)
     row = {
@@ -174,7 +181,9 @@ def score_model(
         "n_layers": n_layers,
         "relative_depth": chosen / n_layers,
         "layer_choice": layer_choice,
+        "layers_by_partition": _layers_by_partition(choices),
         "score": float(score),
+        "max_layer": best,
         "score_max_layer": float(layers["score"].max()),
         "ceiling": ceiling,
         "normalized_score": float(score) / ceiling,
@@ -183,6 +192,7 @@ def score_model(
         "p_value": _float(meta.get("p_value")),
         # A neuroid scored in several partitions counts once.
         "n_neuroids": int(neuroid_scores.loc[neuroid_scores["r"].notna(), "neuroid_id"].nunique()),
+        **provenance_columns(meta),
     }
     io.write_table(
         neuroids_out,
@@ -191,6 +201,82 @@ def score_model(
     )
     io.write_tsv(layers_out, layers)
     io.write_tsv(model_out, pd.DataFrame([row]))
+
+
+def partition_scores(meta: Mapping[str, Any]) -> dict[str, float]:
+    """A layer fit's score per partition (the dataset score where it has no partitions)."""
+    partitions = (meta.get("details") or {}).get("partitions") or {}
+    if not partitions:
+        return {"all": float(meta["score"])}
+    return {str(name): float(part["score"]) for name, part in partitions.items()}
+
+
+def aw2024_layer_choice(
+    fits: Mapping[int, Mapping[str, Any]], layer_rule: str, committed_layer: int | None, model: str
+) -> tuple[float, pd.DataFrame]:
+    """The aw2024 score of a model under a layer rule, and the layer of each (partition, fold).
+
+    Parameters
+    ----------
+    fits : dict of layer -> fit metadata
+        ``score``, ``folds`` (``partition``, ``fold``) and per-partition ``details``.
+    layer_rule : {"max_per_dataset", "max_per_partition", "committed"}
+        ``max_per_dataset``: the layer with the best dataset score (the paper's text);
+        ``max_per_partition``: in each partition its best layer, the partition scores
+        averaged; ``committed``: ``committed_layer``, the one layer the model commits to.
+    committed_layer : int or None
+        The model's ``committed_layer`` from the config.
+    model : str
+        The model's name, for error messages.
+
+    Returns
+    -------
+    score : float
+    choices : DataFrame
+        ``partition``, ``fold``, ``layer`` (input of :func:`chosen_neuroid_scores`).
+    """
+    if layer_rule == "committed":
+        if committed_layer is None or committed_layer not in fits:
+            raise ConfigError(
+                f"models.{model}.committed_layer is {committed_layer!r} but protocols.aw2024.layer_rule is "
+                f"'committed'; set it to one of the fitted layers {min(fits)}..{max(fits)} in config.yaml, "
+                "or use layer_rule max_per_dataset."
+            )
+        layer_of = {partition: committed_layer for partition in partition_scores(fits[committed_layer])}
+    elif layer_rule == "max_per_partition":
+        per_layer = {layer: partition_scores(meta) for layer, meta in fits.items()}
+        partitions = next(iter(per_layer.values()))
+        layer_of = {p: max(sorted(per_layer), key=lambda layer: per_layer[layer][p]) for p in partitions}
+    elif layer_rule == "max_per_dataset":
+        best = max(sorted(fits), key=lambda layer: float(fits[layer]["score"]))
+        layer_of = {partition: best for partition in partition_scores(fits[best])}
+    else:
+        raise ConfigError(f"protocols.aw2024.layer_rule is {layer_rule!r}; use one of {list(LAYER_RULES)} in config.yaml.")
+    if len(set(layer_of.values())) == 1:
+        score = float(fits[next(iter(layer_of.values()))]["score"])
+    else:
+        score = float(np.mean([partition_scores(fits[layer])[partition] for partition, layer in layer_of.items()]))
+    folds = pd.concat([pd.DataFrame(fits[layer]["folds"]).assign(layer=layer) for layer in sorted(set(layer_of.values()))])
+    folds = folds[folds["partition"].astype(str).map(layer_of) == folds["layer"]]
+    return score, folds[["partition", "fold", "layer"]].reset_index(drop=True)
+
+
+def _layers_by_partition(choices: pd.DataFrame) -> str:
+    """``partition:layer`` per partition (``;``-joined; a nested choice lists its folds' layers)."""
+    grouped = choices.groupby("partition", sort=True)["layer"].agg(lambda layers: ",".join(str(int(v)) for v in sorted(set(layers))))
+    return ";".join(f"{partition}:{layers}" for partition, layers in grouped.items())
+
+
+def provenance_columns(meta: Mapping[str, Any]) -> dict[str, Any]:
+    """How a score was made: the fit's split order and precision, and every fact of the
+    activation file it was fit on (``activation_<key>``, as that file's metadata holds them,
+    so facts added at extraction appear without change here). Non-scalar facts are JSON."""
+    details = meta.get("details") or {}
+    columns = {"split_order": details.get("split_order"), "fit_precision": details.get("fit_precision")}
+    for key, value in sorted((meta.get("activations") or {}).items()):
+        scalar = value is None or isinstance(value, (str, int, float, bool))
+        columns[f"activation_{key}"] = value if scalar else json.dumps(value, sort_keys=True)
+    return columns
 
 
 def chosen_neuroid_scores(layer_paths: Mapping[int, str | Path], choices: pd.DataFrame) -> pd.DataFrame:
