@@ -73,10 +73,11 @@ def run_brainscore(python: Path, features_path: Path, responses_path: Path) -> d
 
 
 def run_ours(features: np.ndarray, responses: np.ndarray, solver: str = "svd") -> dict:
-    """Score arrays with fit_aw2024; return score, r (split x neuroid) and wall time."""
+    """Score arrays with fit_aw2024 in float64 (the arrays Brain-Score gets); return score,
+    r (split x neuroid) and wall time."""
     stimuli, rows, neuroids = minimal_tables(len(features), responses.shape[1], None)
     start = time.perf_counter()
-    result = fit_aw2024(features, responses, stimuli, rows, neuroids, {"solver": solver})
+    result = fit_aw2024(features, responses, stimuli, rows, neuroids, {"solver": solver, "fit_precision": "float64"})
     seconds = time.perf_counter() - start
     r = result.neuroids[[c for c in result.neuroids.columns if c.startswith("r_fold_")]].to_numpy().T
     return {"score": result.score, "r": r, "seconds": seconds,

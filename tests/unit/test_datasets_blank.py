@@ -80,6 +80,8 @@ def test_stimuli_follow_story_order_and_point_to_their_tr(small_assembly, tmp_pa
     assert stimuli["position"].tolist() == [*range(7), *range(7)]
     assert (stimuli["context_group"] == stimuli["story"]).all() and (stimuli["cv_group"] == stimuli["story"]).all()
     assert (stimuli["response_id"] == stimuli["stimulus_id"]).all() and set(stimuli["partition"]) == {"all"}
+    # The stored order survives for the paper's splits.
+    assert presentations["stimulus_id"].to_numpy()[stimuli["assembly_row"]].tolist() == stimuli["stimulus_id"].tolist()
 
     blank2014.prepare_responses(block_for(path, strict=False), stimuli_path, responses_path)
     ids, matrix, table, rows = io.read_responses(responses_path)
