@@ -110,3 +110,8 @@ def test_rows_carry_the_activation_facts_and_the_fit_settings(tmp_path, layer_fi
     for key, value in ACTIVATIONS.items():
         assert row[f"activation_{key}"] == value
     assert row["split_order"] == "stored" and row["fit_precision"] == "float32"
+
+
+def test_an_unknown_rule_names_the_allowed_ones(tmp_path, layer_files):
+    with pytest.raises(ConfigError, match="layer_rule is 'best'.*max_per_partition"):
+        run(tmp_path, layer_files, layer_rule="best")

@@ -15,7 +15,7 @@ import pandas as pd
 
 from brainalign import io
 from brainalign.analysis.tables import PAIR_TEST_COLUMNS
-from brainalign.encoding.aw2024 import LAYER_RULES, fit_aw2024
+from brainalign.encoding.aw2024 import fit_aw2024, resolve_options
 from brainalign.encoding.ceiling import compute_ceiling as ceiling_of
 from brainalign.encoding.robust import choose_layers, fit_robust
 from brainalign.encoding.robust import fit_controls as fit_controls_only
@@ -235,6 +235,7 @@ def aw2024_layer_choice(
     choices : DataFrame
         ``partition``, ``fold``, ``layer`` (input of :func:`chosen_neuroid_scores`).
     """
+    resolve_options({"layer_rule": layer_rule})  # refuses an unknown rule, naming the allowed ones
     if layer_rule == "committed":
         if committed_layer is None or committed_layer not in fits:
             raise ConfigError(
@@ -247,11 +248,9 @@ def aw2024_layer_choice(
         per_layer = {layer: partition_scores(meta) for layer, meta in fits.items()}
         partitions = next(iter(per_layer.values()))
         layer_of = {p: max(sorted(per_layer), key=lambda layer: per_layer[layer][p]) for p in partitions}
-    elif layer_rule == "max_per_dataset":
+    else:
         best = max(sorted(fits), key=lambda layer: float(fits[layer]["score"]))
         layer_of = {partition: best for partition in partition_scores(fits[best])}
-    else:
-        raise ConfigError(f"protocols.aw2024.layer_rule is {layer_rule!r}; use one of {list(LAYER_RULES)} in config.yaml.")
     if len(set(layer_of.values())) == 1:
         score = float(fits[next(iter(layer_of.values()))]["score"])
     else:
