@@ -1,13 +1,15 @@
 # `make demo`: the offline demo suite end to end, to the HTML report.
 # `make test`: the test suite. Both create .venv from the repository's own files if missing.
+# `make conformance`: aw2024 against the paper's own code, run in a side environment.
 VENV ?= .venv
 PYTHON ?= python3
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.brainalign-installed
 SNAKEMAKE := $(BIN)/snakemake --workflow-profile profiles/default
 PYTEST_ARGS ?=
+REFERENCE_VENV ?= .venv-aw2024ref
 
-.PHONY: demo test lint format clean-results stale
+.PHONY: demo test conformance lint format clean-results stale
 
 $(STAMP): requirements.txt pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -25,6 +27,10 @@ demo: $(STAMP)
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -m "not gpu" $(PYTEST_ARGS)
+
+conformance: $(STAMP)
+	bash tests/conformance/setup_reference.sh $(REFERENCE_VENV)
+	BRAINALIGN_REFERENCE_PYTHON=$(REFERENCE_VENV)/bin/python $(BIN)/python -m pytest tests/conformance $(PYTEST_ARGS)
 
 lint: $(STAMP)
 	$(SNAKEMAKE) --lint
