@@ -3,7 +3,7 @@
 
 rule fit_reading_times:
     input:
-        surprisal="results/surprisal/{dataset}/{model}.parquet",
+        unpack(behavior_surprisal),
         stimuli="results/stimuli/{dataset}.parquet",
         responses="results/responses/{dataset}.parquet",
     output:

@@ -23,6 +23,14 @@ PAIRED_MODELS = [
     and config["models"][name].get("base") in MODELS
 ]
 DEMO = any(config["datasets"][d]["demo"] for d in DATASETS)
+# One extraction job writes every readout the suite's protocols read, from one model load.
+ACTIVATION_READOUTS = sorted({config["protocols"][p]["readout"] for p in PROTOCOLS})
+# Reading times: the paper correlation reads aw2024's readout, the regression robust's.
+BEHAVIOR_READOUTS = {
+    "paper": config["protocols"]["aw2024"]["readout"],
+    "regression": config["protocols"]["robust"]["readout"],
+}
+SURPRISAL_READOUTS = sorted(set(BEHAVIOR_READOUTS.values()))
 FIGURES = figure_names(
     PROTOCOLS if NEURAL_DATASETS else [],
     ["aw2024", "regression"] if BEHAVIOR_DATASETS else [],
@@ -54,12 +62,14 @@ def dataset_files(wildcards):
 
 
 def simulation_source(wildcards):
-    """A demo dataset's planted signal: the source model's activations or surprisal."""
+    """A demo dataset's planted signal: the source model's activations or surprisal, under
+    the first readout (in name order) that the suite computes anyway."""
     block = config["datasets"][wildcards.dataset]
+    source = block.get("simulation", {}).get("source_model")
     if block["reader"] == "demo_fmri":
-        return f"results/activations/{wildcards.dataset}/{block['simulation']['source_model']}.parquet"
+        return f"results/activations/{wildcards.dataset}/{source}.{ACTIVATION_READOUTS[0]}.parquet"
     if block["reader"] == "demo_reading_times":
-        return f"results/surprisal/{wildcards.dataset}/{block['simulation']['source_model']}.parquet"
+        return f"results/surprisal/{wildcards.dataset}/{source}.{SURPRISAL_READOUTS[0]}.parquet"
     return []
 
 
@@ -73,10 +83,10 @@ def model_runtime_block(wildcards):
 
 def _protocol_settings(protocol, dataset, drop=()):
     """A protocol's settings without the sections a job does not read (the toneva
-    pipeline runs on time series only), plus the dataset facts it reads, so editing
-    anything else does not rerun the job."""
+    pipeline runs on time series only; the readout is the activation file's), plus the
+    dataset facts it reads, so editing anything else does not rerun the job."""
     facts = config["datasets"][dataset]
-    unused = {*drop, *(() if facts["time_series"] else ("toneva",))}
+    unused = {*drop, "readout", *(() if facts["time_series"] else ("toneva",))}
     settings = config["protocols"][protocol]
     dataset_facts = {"time_series": facts["time_series"]}
     if protocol == "robust" and "n_permutations" not in drop:
@@ -84,6 +94,30 @@ def _protocol_settings(protocol, dataset, drop=()):
     return {
         **{key: value for key, value in settings.items() if key not in unused},
         **dataset_facts,
+    }
+
+
+def protocol_activations(wildcards):
+    """The activation file of the protocol's readout."""
+    readout = config["protocols"][wildcards.protocol]["readout"]
+    return (
+        f"results/activations/{wildcards.dataset}/{wildcards.model}.{readout}.parquet"
+    )
+
+
+def protocol_extraction(wildcards):
+    """The extraction settings the protocol's activation file must have been made with."""
+    return {
+        **config["extraction"],
+        "readout": config["protocols"][wildcards.protocol]["readout"],
+    }
+
+
+def behavior_surprisal(wildcards):
+    """The surprisal files of the reading-time scores: the paper's and the regression's."""
+    return {
+        name: f"results/surprisal/{wildcards.dataset}/{wildcards.model}.{readout}.parquet"
+        for name, readout in BEHAVIOR_READOUTS.items()
     }
 
 

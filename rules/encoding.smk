@@ -48,7 +48,7 @@ rule fit_controls:
 
 rule fit_encoding:
     input:
-        activations="results/activations/{dataset}/{model}.parquet",
+        activations=protocol_activations,
         stimuli="results/stimuli/{dataset}.parquet",
         responses="results/responses/{dataset}.parquet",
         model="resources/models/{model}/manifest.json",
@@ -69,6 +69,6 @@ rule fit_encoding:
         options=encoding_options,
         layer="{layer}",
         block=model_runtime_block,
-        extraction=lookup(dpath="extraction", within=config),
+        extraction=protocol_extraction,
     script:
         "../workflow/scripts/fit_encoding.py"

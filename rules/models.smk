@@ -21,7 +21,10 @@ rule extract_activations:
         stimuli="results/stimuli/{dataset}.parquet",
         model="resources/models/{model}/manifest.json",
     output:
-        "results/activations/{dataset}/{model}.parquet",
+        expand(
+            "results/activations/{{dataset}}/{{model}}.{readout}.parquet",
+            readout=ACTIVATION_READOUTS,
+        ),
     log:
         "logs/extract_activations/{dataset}/{model}.log",
     benchmark:
@@ -36,6 +39,7 @@ rule extract_activations:
     params:
         block=model_runtime_block,
         options=lookup(dpath="extraction", within=config),
+        readouts=ACTIVATION_READOUTS,
     script:
         "../workflow/scripts/extract_activations.py"
 
@@ -45,7 +49,10 @@ rule compute_surprisal:
         stimuli="results/stimuli/{dataset}.parquet",
         model="resources/models/{model}/manifest.json",
     output:
-        "results/surprisal/{dataset}/{model}.parquet",
+        expand(
+            "results/surprisal/{{dataset}}/{{model}}.{readout}.parquet",
+            readout=SURPRISAL_READOUTS,
+        ),
     log:
         "logs/compute_surprisal/{dataset}/{model}.log",
     benchmark:
@@ -60,5 +67,6 @@ rule compute_surprisal:
     params:
         block=model_runtime_block,
         options=lookup(dpath="extraction", within=config),
+        readouts=SURPRISAL_READOUTS,
     script:
         "../workflow/scripts/compute_surprisal.py"

@@ -25,6 +25,7 @@ MODEL_RUNTIME_KEYS = (
     "max_length",
     "prompt_policy",
     "seq2seq_layers",
+    "aw2024_module",
 )
 """Model keys that change a model's activations or surprisal (metadata keys do not)."""
 

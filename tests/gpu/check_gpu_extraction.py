@@ -33,7 +33,7 @@ ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT / "src"))
 
 from brainalign.models.activations import complete_options  # noqa: E402
-from brainalign.models.extraction import group_streams, state_sequences  # noqa: E402
+from brainalign.models.extraction import state_sequences  # noqa: E402
 from brainalign.models.fetch import fetch_model  # noqa: E402
 from brainalign.models.forward import read_block_states  # noqa: E402
 from brainalign.models.loading import _with_blocks, load_model, read_manifest  # noqa: E402
@@ -60,8 +60,7 @@ def run(loaded, stimuli: pd.DataFrame, options: dict) -> tuple[np.ndarray, float
     if torch.cuda.is_available():
         torch.cuda.synchronize()
     start = time.perf_counter()
-    streams, rows = group_streams(stimuli, loaded, "raw")
-    sequences = state_sequences(loaded, streams, rows, options)
+    sequences = state_sequences(loaded, stimuli, "raw", options)
     states = read_block_states(loaded, sequences, len(stimuli), np.float32, options["batch_size"], False)
     if torch.cuda.is_available():
         torch.cuda.synchronize()

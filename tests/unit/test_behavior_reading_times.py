@@ -132,6 +132,18 @@ def test_regression_finds_no_gain_without_effect():
     assert row["p_value"] > 0.001
 
 
+def test_paper_surprisal_feeds_the_aw2024_score_only():
+    stimuli, surprisal = synthetic_corpus(n_stories=4)
+    times, readers, _ = planted_readers(stimuli, surprisal, 12, beta=10.0, noise_sd=60.0)
+    noise = surprisal.assign(surprisal_bits=np.random.default_rng(5).normal(size=len(surprisal)))
+    options = {"n_bootstrap": 20}
+    alone = rt.score_reading_times(surprisal, stimuli, times, readers, options).set_index("protocol")
+    paired = rt.score_reading_times(surprisal, stimuli, times, readers, options, paper_surprisal=noise).set_index("protocol")
+    assert paired.loc["regression", "score"] == alone.loc["regression", "score"]
+    noise_alone = rt.score_reading_times(noise, stimuli, times, readers, options).set_index("protocol")
+    assert paired.loc["aw2024", "score"] == noise_alone.loc["aw2024", "score"] != alone.loc["aw2024", "score"]
+
+
 def test_means_only_reports_ceiling_unavailable():
     stimuli, surprisal = synthetic_corpus()
     times, _, _ = planted_readers(stimuli, surprisal, 10, beta=4.0, noise_sd=50.0)

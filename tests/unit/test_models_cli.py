@@ -8,7 +8,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from brainalign.io import read_activations, read_table, write_stimuli
+from brainalign.io import read_activations, read_metadata, read_table, write_stimuli
 from brainalign.models import cli
 from brainalign.models.fetch import fetch_model
 from brainalign.models.loading import load_model, read_manifest
@@ -33,30 +33,37 @@ def _run(argv: list[str]) -> None:
     args.func(args)
 
 
-def test_surprisal_command_matches_library(model_folder, tmp_path):
+@pytest.mark.parametrize("readout", ["unit", "aw2024"])
+def test_surprisal_command_matches_library(model_folder, tmp_path, readout):
     words = tmp_path / "words.txt"
     words.write_text("\n".join(WORDS) + "\n")
     out = tmp_path / "surprisal.parquet"
-    _run(["surprisal", "--model", str(model_folder), "--words", str(words), "--out", str(out), "--device", "cpu"])
+    _run(["surprisal", "--model", str(model_folder), "--words", str(words), "--out", str(out), "--device", "cpu", "--readout", readout])
     table = read_table(out)
     assert table["word"].tolist() == WORDS
+    assert read_metadata(out)["readout"] == readout
     loaded = load_model(read_manifest(model_folder / "manifest.json"), BLOCK, {"device": "cpu"})
     stimuli = cli.read_words(words)
-    expected = surprisal_table(loaded, stimuli, "raw", {"batch_size": 8, "min_context_tokens": None, "show_progress": False})
+    options = {"readout": readout, "batch_size": 8, "min_context_tokens": None, "show_progress": False}
+    expected = surprisal_table(loaded, stimuli, "raw", options)
     np.testing.assert_allclose(table["surprisal_bits"], expected["surprisal_bits"], rtol=1e-5)
-    assert np.isnan(table["surprisal_bits"][0]) and np.isfinite(table["surprisal_bits"][1:]).all()
+    # The unit readout has no context for the first word; LLaMA's BOS gives the paper's one.
+    assert np.isnan(table["surprisal_bits"][0]) == (readout == "unit")
+    assert np.isfinite(table["surprisal_bits"][1:]).all()
 
 
-def test_extract_command_writes_every_layer(model_folder, tmp_path):
+@pytest.mark.parametrize("readout", ["unit", "aw2024"])
+def test_extract_command_writes_every_layer(model_folder, tmp_path, readout):
     stimuli = tmp_path / "stimuli.parquet"
     frame = pd.DataFrame({"stimulus_id": [f"w{i}" for i in range(len(WORDS))], "context_group": "g",
                           "position": range(len(WORDS)), "text": WORDS, "cv_group": "g", "partition": "all"})
     write_stimuli(stimuli, frame, {})
     out = tmp_path / "activations.parquet"
-    _run(["extract", "--model", str(model_folder), "--stimuli", str(stimuli), "--out", str(out), "--device", "cpu"])
+    _run(["extract", "--model", str(model_folder), "--stimuli", str(stimuli), "--out", str(out), "--device", "cpu", "--readout", readout])
     for layer in (1, 2):
         ids, values = read_activations(out, layer)
         assert values.shape == (len(WORDS), 16) and list(ids) == frame["stimulus_id"].tolist()
+    assert read_metadata(out)["readout"] == readout
 
 
 def test_missing_words_file(tmp_path):

@@ -1,4 +1,4 @@
-"""Per-word surprisal in bits from one pass per context group."""
+"""Per-word surprisal in bits, one Parquet file per readout, from one model load."""
 
 import _package_path  # noqa: F401
 
@@ -12,5 +12,5 @@ run_step(
     manifest_path=snakemake.input.model,
     block=snakemake.params.block,
     options=snakemake.params.options,
-    out_path=snakemake.output[0],
+    out_path=dict(zip(snakemake.params.readouts, snakemake.output)),
 )

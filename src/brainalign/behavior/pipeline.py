@@ -20,16 +20,28 @@ def fit_reading_times(
     responses_path: str | Path,
     options: Mapping[str, Any],
     out_path: str | Path,
+    paper_surprisal_path: str | Path | None = None,
 ) -> None:
-    """Score a model's surprisal against reading times under every behavioral protocol."""
+    """Score a model's surprisal against reading times under every behavioral protocol.
+
+    ``paper_surprisal_path`` holds the surprisal of the ``aw2024`` score (the paper's
+    readout); None: ``surprisal_path`` serves every protocol.
+    """
     stimuli = io.read_stimuli(stimuli_path)
-    io.check_metadata(surprisal_path, {"stimuli_sha256": io.stimuli_checksum(stimuli_path)})
+    checksum = {"stimuli_sha256": io.stimuli_checksum(stimuli_path)}
+    io.check_metadata(surprisal_path, checksum)
     surprisal = io.read_table(surprisal_path)
+    paper_surprisal = None
+    if paper_surprisal_path is not None:
+        io.check_metadata(paper_surprisal_path, checksum)
+        paper_surprisal = io.read_table(paper_surprisal_path)
     row_ids, reading_times, readers, _ = io.read_responses(responses_path)
     order = io.align_rows(pd.Index(stimuli["stimulus_id"]), row_ids, "reading times", str(responses_path))
     # The reading-time alignment (Natural Stories) is a property of the responses file.
     alignment = io.read_metadata(responses_path).get("alignment", options.get("alignment", "unspecified"))
-    scores = score_reading_times(surprisal, stimuli, reading_times[order], readers, {**options, "alignment": alignment})
+    scores = score_reading_times(
+        surprisal, stimuli, reading_times[order], readers, {**options, "alignment": alignment}, paper_surprisal
+    )
     scores.insert(0, "dataset", dataset)
     scores.insert(0, "model", model)
     io.write_tsv(out_path, scores)

@@ -309,7 +309,12 @@ def score_mixed_effects(words: pd.DataFrame, reading_times: np.ndarray, readers:
 
 
 def score_reading_times(
-    surprisal: pd.DataFrame, stimuli: pd.DataFrame, reading_times: np.ndarray, readers: pd.DataFrame, options: dict
+    surprisal: pd.DataFrame,
+    stimuli: pd.DataFrame,
+    reading_times: np.ndarray,
+    readers: pd.DataFrame,
+    options: dict,
+    paper_surprisal: pd.DataFrame | None = None,
 ) -> pd.DataFrame:
     """Score a model's per-word surprisal against reading times under every protocol.
 
@@ -326,6 +331,9 @@ def score_reading_times(
         ``neuroid_id``, ``subject``, ``roi`` (``reader`` or ``mean``) of each column.
     options : dict
         See :data:`DEFAULT_OPTIONS`; ``alignment`` is recorded in the output.
+    paper_surprisal : DataFrame or None
+        The surprisal the ``aw2024`` score correlates (the paper's readout), same columns
+        as ``surprisal``; None: ``surprisal`` serves every protocol.
 
     Returns
     -------
@@ -343,9 +351,10 @@ def score_reading_times(
             "Align the response matrix to the stimuli by stimulus_id (brainalign.io.align_rows)."
         )
     words = word_table(surprisal, stimuli, options)
+    paper_words = words if paper_surprisal is None else word_table(paper_surprisal, stimuli, options)
     mean_rt = reader_mean(reading_times)
     ceiling, ceiling_status = _ceiling(reading_times, readers, options)
-    results = {"aw2024": score_aw2024(words, mean_rt, options), "regression": score_regression(words, mean_rt, options)}
+    results = {"aw2024": score_aw2024(paper_words, mean_rt, options), "regression": score_regression(words, mean_rt, options)}
     if options["mixed_effects"] and _has_readers(readers):
         results["regression_mixed"] = score_mixed_effects(words, reading_times, readers, options)
     rows = []

@@ -15,8 +15,12 @@ from brainalign.errors import ConfigError
 from brainalign.io import stimuli_checksum
 
 POOLING = "last-token"
+READOUTS = ("aw2024", "unit")
+"""``aw2024``: the paper's features and surprisal (:mod:`brainalign.models.paper_readout`);
+``unit``: each unit's last token in one stream per context group, block outputs."""
 
 OPTION_DEFAULTS: dict[str, Any] = {
+    "readout": "unit",
     "batch_size": 8,
     "min_context_tokens": None,
     "device": "auto",
@@ -24,7 +28,8 @@ OPTION_DEFAULTS: dict[str, Any] = {
     "dtype_on_disk": "float32",
     "show_progress": False,
 }
-"""Defaults of the config's ``extraction`` section (``min_context_tokens`` None: half the context)."""
+"""Defaults of the config's ``extraction`` section (``min_context_tokens`` None: half the context).
+``readout`` is set by the workflow from each protocol's ``readout``."""
 
 
 def complete_options(options: dict[str, Any] | None) -> dict[str, Any]:
@@ -34,6 +39,8 @@ def complete_options(options: dict[str, Any] | None) -> dict[str, Any]:
     if unknown:
         raise ConfigError(f"extraction has unknown options {unknown}; known: {sorted(OPTION_DEFAULTS)}.")
     completed = {**OPTION_DEFAULTS, **options}
+    if completed["readout"] not in READOUTS:
+        raise ConfigError(f"readout {completed['readout']!r} is unknown; use one of {list(READOUTS)}.")
     if completed["min_context_tokens"] is not None and int(completed["min_context_tokens"]) < 1:
         raise ConfigError("extraction.min_context_tokens must be at least 1 (or null for half the context).")
     if int(completed["batch_size"]) < 1:
@@ -43,12 +50,24 @@ def complete_options(options: dict[str, Any] | None) -> dict[str, Any]:
 
 def context_policy(block: dict[str, Any], options: dict[str, Any]) -> str:
     """Describe how context is built: the group so far, and how long streams are cut."""
+    if options["readout"] == "aw2024":
+        return (
+            "aw2024: per unit, the context group's parts so far joined by single spaces (blank parts dropped, "
+            "no space before .,!?;:), tokenized afresh with special tokens, left-truncated at the tokenizer's "
+            "model_max_length; read at the context's last position"
+        )
     if block.get("kind", "causal") == "seq2seq":
         cut = "each prefix left-truncated to max_length"
     else:
         minimum = options["min_context_tokens"]
         cut = f"sliding windows, min_context_tokens={'half' if minimum is None else int(minimum)}"
     return f"context-group so far; units joined by single spaces; {cut}"
+
+
+def hooked_module(block: dict[str, Any], readout: str) -> str:
+    """Name the module read at each layer: the block, or the block's ``aw2024_module`` submodule."""
+    submodule = block.get("aw2024_module") if readout == "aw2024" else None
+    return f"block.{submodule}" if submodule else "block"
 
 
 def expected_metadata(
@@ -84,6 +103,8 @@ def expected_metadata(
         "kind": kind,
         "dtype": block.get("dtype", "auto"),
         "pooling": POOLING,
+        "readout": options["readout"],
+        "hooked_module": hooked_module(block, options["readout"]),
         "context_policy": context_policy(block, options),
         "prompt_policy": block.get("prompt_policy", "raw"),
         "seq2seq_layers": block.get("seq2seq_layers", "paper") if kind == "seq2seq" else None,

@@ -14,7 +14,7 @@ import pandas as pd
 
 from brainalign.errors import DataError
 from brainalign.io import sha256_file, write_surprisal
-from brainalign.models.activations import OPTION_DEFAULTS, complete_options
+from brainalign.models.activations import OPTION_DEFAULTS, READOUTS, complete_options
 from brainalign.models.extraction import write_activations
 from brainalign.models.fetch import locate_model
 from brainalign.models.loading import load_model
@@ -42,7 +42,7 @@ def _block(args: argparse.Namespace, source: dict[str, Any]) -> dict[str, Any]:
 
 
 def _options(args: argparse.Namespace) -> dict[str, Any]:
-    return complete_options({"batch_size": args.batch_size, "min_context_tokens": args.min_context_tokens,
+    return complete_options({"readout": args.readout, "batch_size": args.batch_size, "min_context_tokens": args.min_context_tokens,
                              "device": args.device, "dtype_on_disk": args.dtype_on_disk, "show_progress": True})
 
 
@@ -73,7 +73,8 @@ def run_surprisal(args: argparse.Namespace) -> None:
     loaded = load_model(manifest, block, options)
     table = surprisal_table(loaded, stimuli, args.prompt_policy, options)
     table.insert(1, "word", stimuli["text"].to_numpy())
-    write_surprisal(args.out, table, {"model": args.model, "words_sha256": sha256_file(args.words), **loaded.facts})
+    metadata = {"model": args.model, "readout": args.readout, "words_sha256": sha256_file(args.words), **loaded.facts}
+    write_surprisal(args.out, table, metadata)
     print(f"wrote {args.out}")
 
 
@@ -86,6 +87,10 @@ def _model_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--max-length", type=int, help="context length in tokens (default: the model's)")
     parser.add_argument("--prompt-policy", choices=["raw", "template"], default="raw")
     parser.add_argument("--trust-remote-code", action="store_true", help="run code shipped with the model")
+    parser.add_argument(
+        "--readout", choices=READOUTS, default=OPTION_DEFAULTS["readout"],
+        help="aw2024: the paper's per-part contexts and readout; unit: each unit's last token in one stream",
+    )
     parser.add_argument("--batch-size", type=int, default=OPTION_DEFAULTS["batch_size"])
     parser.add_argument("--min-context-tokens", type=int, help="minimum context in sliding windows (default: half)")
     parser.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")

@@ -76,13 +76,13 @@ def _pad_id(loaded: LoadedModel) -> int:
     return int(pad) if pad is not None else 0
 
 
-class _BlockReader:
-    """Forward hooks that copy selected positions of every block's output to the CPU."""
+class _ModuleReader:
+    """Forward hooks that copy selected positions of every hooked module's output to the CPU."""
 
-    def __init__(self, blocks: list[torch.nn.Module]):
+    def __init__(self, modules: list[torch.nn.Module]):
         self.rows = self.cols = None
         self.outputs: list[torch.Tensor] = []
-        self.handles = [block.register_forward_hook(self._hook) for block in blocks]
+        self.handles = [module.register_forward_hook(self._hook) for module in modules]
 
     def _hook(self, module, args, output) -> None:
         hidden = output[0] if isinstance(output, tuple) else output
@@ -126,17 +126,19 @@ def read_block_states(
     batch_size: int,
     progress: bool,
     out: np.ndarray | None = None,
+    modules: list[torch.nn.Module] | None = None,
 ) -> np.ndarray:
-    """Return every block's output at the requested positions, shape (n_layers, n_units, width).
+    """Return every layer's output at the requested positions, shape (n_layers, n_units, width).
 
     For seq2seq models under the paper convention the decoder reads the encoder's input
     ids (``decoder_input_ids = input_ids``), and decoder blocks follow the encoder blocks.
     ``out`` (e.g. a disk-backed memmap of :func:`state_shape`) receives the states, so
-    memory stays bounded by the model plus one batch.
+    memory stays bounded by the model plus one batch. ``modules`` (one per block, e.g. a
+    submodule of each) are hooked instead of the blocks themselves.
     """
     states = np.zeros(state_shape(loaded, n_units), dtype=dtype) if out is None else out
     with_decoder = len(loaded.blocks) > loaded.n_encoder_layers
-    reader = _BlockReader(loaded.blocks)
+    reader = _ModuleReader(loaded.blocks if modules is None else modules)
     try:
         for batch in tqdm(list(_batches(sequences, batch_size)), desc=f"{loaded.name} activations", disable=not progress):
             reader.rows, reader.cols, owners = _read_index(batch)

@@ -35,6 +35,7 @@ class LoadedModel:
     max_length: int
     blocks: list[nn.Module]
     n_encoder_layers: int = 0
+    tokenizer_max_length: int | None = None
     facts: dict[str, Any] = field(default_factory=dict)
 
     @property
@@ -111,10 +112,16 @@ def load_model(manifest: dict[str, Any], block: dict[str, Any], options: dict[st
         ) from error
     model.eval()
     loaded = _with_blocks(name, model, tokenizer, kind, block)
-    # Streams are tokenized whole and cut into windows here, not by the tokenizer.
+    # The aw2024 readout truncates at the tokenizer's own limit, on the left as the paper's
+    # code builds every tokenizer; the unit readout cuts its own windows, so the tokenizer
+    # itself must never truncate.
+    limit = getattr(tokenizer, "model_max_length", None)
+    loaded.tokenizer_max_length = int(limit) if limit and limit < _UNBOUNDED_LENGTH else None
+    tokenizer.truncation_side = "left"
     tokenizer.model_max_length = _UNBOUNDED_LENGTH**2
     loaded.facts = {
         "tokenizer": type(tokenizer).__name__,
+        "tokenizer_max_length": loaded.tokenizer_max_length,
         "model_class": type(model).__name__,
         "compute_dtype": str(dtype).removeprefix("torch."),
         "device": str(device) if not options.get("device_map") else f"device_map={options['device_map']}",

@@ -1,5 +1,9 @@
 """Per-unit surprisal in bits: minus log2 of the probability of the unit's tokens given its context.
 
+Two readouts share one loaded model: ``aw2024`` is the paper's ``estimate_reading_times``
+(:mod:`brainalign.models.paper_readout`; for T5 with ``decoder_input_ids = input_ids``);
+``unit``, described below, is the regression protocol's.
+
 A unit's surprisal is the sum over its tokens (the tokens after the previous unit's last
 token up to its own last token, see :mod:`brainalign.models.streams`), so the whitespace
 before a word counts with the word. The first unit of each context group has no context
@@ -16,6 +20,7 @@ and gets NaN (not 0).
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -25,9 +30,10 @@ import pandas as pd
 from brainalign.errors import ModelError
 from brainalign.io import read_stimuli, write_surprisal
 from brainalign.models.activations import complete_options
-from brainalign.models.extraction import group_streams, min_context, output_metadata
+from brainalign.models.extraction import group_streams, min_context, output_metadata, outputs_by_readout
 from brainalign.models.forward import Sequence, read_surprisal_bits
 from brainalign.models.loading import LoadedModel, load_model, read_manifest
+from brainalign.models.paper_readout import paper_surprisal_sequences
 from brainalign.models.streams import TokenStream, plan_windows, truncated_start
 
 SENTINEL = "<extra_id_0>"
@@ -87,27 +93,51 @@ def surprisal_sequences(loaded: LoadedModel, streams: list[TokenStream], rows: l
 
 
 def surprisal_table(loaded: LoadedModel, stimuli: pd.DataFrame, prompt_policy: str, options: dict[str, Any]) -> pd.DataFrame:
-    """Return ``stimulus_id``, ``surprisal_bits`` (NaN for a group's first unit), ``n_tokens`` in stimuli order."""
-    streams, rows = group_streams(stimuli, loaded, prompt_policy)
-    sequences = surprisal_sequences(loaded, streams, rows, options)
+    """Return ``stimulus_id``, ``surprisal_bits``, ``n_tokens`` in stimuli order under ``options['readout']``.
+
+    ``n_tokens`` counts the tokens a unit's surprisal sums over; ``surprisal_bits`` is NaN
+    where a unit has no context (``unit``: a group's first unit; ``aw2024``: a one-token context).
+    """
+    if options["readout"] == "aw2024":
+        sequences, n_tokens, no_context = paper_surprisal_sequences(loaded, stimuli, prompt_policy)
+    else:
+        sequences, n_tokens, no_context = unit_surprisal_sequences(loaded, stimuli, prompt_policy, options)
     bits = read_surprisal_bits(loaded, sequences, len(stimuli), int(options["batch_size"]), bool(options["show_progress"]))
-    n_tokens = np.zeros(len(stimuli), dtype=np.int64)
-    first_units = []
-    for stream, owners in zip(streams, rows):
-        n_tokens[owners] = stream.last - stream.first + 1
-        first_units.append(owners[0])
-    bits[first_units] = np.nan
+    bits[no_context] = np.nan
     return pd.DataFrame({"stimulus_id": stimuli["stimulus_id"].to_numpy(), "surprisal_bits": bits, "n_tokens": n_tokens})
 
 
-def compute_surprisal(stimuli_path: str | Path, manifest_path: str | Path, block: dict[str, Any], options: dict[str, Any] | None, out_path: str | Path) -> None:
-    """Write per-unit surprisal (bits, summed over the unit's tokens) and token counts.
+def unit_surprisal_sequences(
+    loaded: LoadedModel, stimuli: pd.DataFrame, prompt_policy: str, options: dict[str, Any]
+) -> tuple[list[Sequence], np.ndarray, np.ndarray]:
+    """The ``unit`` readout's passes, per unit its token count, and the groups' first units."""
+    streams, rows = group_streams(stimuli, loaded, prompt_policy)
+    n_tokens = np.zeros(len(stimuli), dtype=np.int64)
+    no_context = np.zeros(len(stimuli), dtype=bool)
+    for stream, owners in zip(streams, rows):
+        n_tokens[owners] = stream.last - stream.first + 1
+        no_context[owners[0]] = True
+    return surprisal_sequences(loaded, streams, rows, options), n_tokens, no_context
+
+
+def compute_surprisal(
+    stimuli_path: str | Path,
+    manifest_path: str | Path,
+    block: dict[str, Any],
+    options: dict[str, Any] | None,
+    out_path: str | Path | Mapping[str, str | Path],
+) -> None:
+    """Write per-unit surprisal (bits, summed over the unit's tokens) and token counts, per readout.
 
     Parameters are those of :func:`brainalign.models.extraction.extract_activations`.
     """
     options = complete_options(options)
+    outputs = outputs_by_readout(options, out_path)
     manifest = read_manifest(manifest_path)
     stimuli = read_stimuli(stimuli_path)
     loaded = load_model(manifest, block, options)
-    table = surprisal_table(loaded, stimuli, block.get("prompt_policy", "raw"), options)
-    write_surprisal(out_path, table, output_metadata(manifest["name"], block, options, stimuli_path, manifest, loaded))
+    for readout, path in outputs.items():
+        readout_options = {**options, "readout": readout}
+        table = surprisal_table(loaded, stimuli, block.get("prompt_policy", "raw"), readout_options)
+        metadata = output_metadata(manifest["name"], block, readout_options, stimuli_path, manifest, loaded)
+        write_surprisal(path, table, {**metadata, "hooked_module": "none: surprisal reads the logits"})
