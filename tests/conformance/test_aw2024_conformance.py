@@ -89,3 +89,102 @@ def test_split_scores_equal_the_reference_metric_in_stored_order(reference_pytho
     assert given.details["split_order"] == "given" and np.abs(split_r(given, neuroids, len(reference)) - reference).max() > 0.1
     exact = fit_aw2024(features, responses, stimuli, stimuli[["stimulus_id"]], neuroids, {"fit_precision": "float64"})
     assert np.abs(split_r(exact, neuroids, len(reference)) - reference).max() > 1e-3
+
+
+# ----------------------------------------------------------------------------- features and surprisal
+MODELS = {
+    "gpt2": ("causal", ["transformer.h.{}"], 3, None),
+    "llama": ("causal", ["model.layers.{}.post_attention_layernorm"], 3, "post_attention_layernorm"),
+    "t5": ("seq2seq", ["encoder.block.{}", "decoder.block.{}"], 2, None),
+}
+"""Per model: kind, the reference's hooked modules, blocks per stack, our ``aw2024_module``."""
+
+DEMO = HERE.parents[1] / "resources" / "demo"
+
+
+def context_groups() -> list[list[str]]:
+    """Pereira-like passages (punctuation, multi-token words, parts that start with
+    punctuation) and a Blank-like story of word chunks far over the 48-token limit."""
+    passages = pd.read_csv(DEMO / "passages.tsv", sep="\t")
+    groups = [list(sentences) for _, sentences in passages.groupby("passage_id", sort=False)["sentence"]][:4]
+    groups.append(["The storm arrived on a Tuesday,", "just after the bakery", "; on Linden Street", "had pulled its tray", ". Of rolls!"])
+    words = (DEMO / "story.txt").read_text(encoding="utf-8").split()[:180]
+    groups.append([" ".join(words[i : i + 4]) for i in range(0, len(words), 4)])
+    return groups
+
+
+@pytest.fixture(scope="session")
+def tiny_models(reference_python, tmp_path_factory) -> Path:
+    folder = tmp_path_factory.mktemp("reference-models")
+    run_reference(reference_python, "build", folder)
+    return folder
+
+
+def our_model(folder: Path, name: str):
+    from brainalign.models.cli import model_location
+
+    kind, modules, n_blocks, module = MODELS[name]
+    manifest, source = model_location(str(folder / name), None)
+    block = {"source": source, "kind": kind, "n_layers": n_blocks * len(modules), "dtype": "float32"}
+    if module:
+        block["aw2024_module"] = module
+    return manifest, block
+
+
+@pytest.mark.parametrize("name", list(MODELS))
+def test_features_equal_the_reference_subject(reference_python, tiny_models, tmp_path, name):
+    from brainalign.io import read_activations, read_metadata, write_stimuli
+    from brainalign.models.extraction import write_activations
+
+    kind, patterns, n_blocks, _ = MODELS[name]
+    modules = [pattern.format(k) for pattern in patterns for k in range(n_blocks)]
+    groups = context_groups()
+    (tmp_path / "modules.json").write_text(json.dumps(modules))
+    (tmp_path / "groups.json").write_text(json.dumps(groups))
+    run_reference(reference_python, "features", tiny_models / name, kind, tmp_path / "modules.json", tmp_path / "groups.json",
+                  tmp_path / "reference.npz")
+    with np.load(tmp_path / "reference.npz", allow_pickle=False) as stored:
+        reference = np.concatenate([stored[f"group_{k}"] for k in range(len(groups))])  # (units, layers, width)
+
+    rows = [{"stimulus_id": f"g{g}p{p}", "context_group": f"g{g}", "position": p, "text": part, "cv_group": f"g{g}", "partition": "all"}
+            for g, parts in enumerate(groups) for p, part in enumerate(parts)]
+    write_stimuli(tmp_path / "stimuli.parquet", pd.DataFrame(rows), {"dataset": "conformance"})
+    manifest, block = our_model(tiny_models, name)
+    out = tmp_path / "ours.parquet"
+    write_activations(tmp_path / "stimuli.parquet", manifest, block, {"device": "cpu", "readout": "aw2024", "batch_size": 4}, out)
+    assert read_metadata(out)["readout"] == "aw2024"
+    for layer, module in enumerate(modules, start=1):
+        _, ours = read_activations(out, layer)
+        expected = reference[:, layer - 1]
+        scale = np.abs(expected).max()
+        worst = np.unravel_index(np.argmax(np.abs(ours - expected)), ours.shape)
+        print(f"{name} layer {layer} ({module}): largest difference {np.abs(ours - expected).max() / scale:.1e} of the layer's largest value")
+        assert np.abs(ours - expected).max() <= 1e-4 * scale, (
+            f"{name} layer {layer} ({module}): unit {rows[worst[0]]['stimulus_id']} ({rows[worst[0]]['text']!r}) "
+            f"feature {worst[1]}: ours {ours[worst]} vs reference {expected[worst]} (layer max {scale})"
+        )
+
+
+@pytest.mark.parametrize("name", list(MODELS))
+def test_surprisal_equals_the_reference_reading_times(reference_python, tiny_models, tmp_path, name):
+    from brainalign.models.cli import read_words
+    from brainalign.models.loading import load_model
+    from brainalign.models.surprisal import surprisal_table
+
+    words = (DEMO / "story.txt").read_text(encoding="utf-8").split()[:150]  # one text, far over the 48-token limit
+    (tmp_path / "words.json").write_text(json.dumps(words))
+    run_reference(reference_python, "surprisal", tiny_models / name, MODELS[name][0], tmp_path / "words.json", tmp_path / "reference.npy")
+    reference = np.load(tmp_path / "reference.npy", allow_pickle=False)
+
+    (tmp_path / "words.txt").write_text("\n".join(words), encoding="utf-8")
+    manifest, block = our_model(tiny_models, name)
+    options = {"device": "cpu", "device_map": None, "readout": "aw2024", "batch_size": 4, "show_progress": False,
+               "min_context_tokens": None}
+    ours = surprisal_table(load_model(manifest, block, options), read_words(tmp_path / "words.txt"), "raw", options)["surprisal_bits"].to_numpy()
+    np.testing.assert_array_equal(np.isnan(ours), np.isnan(reference), err_msg=f"{name}: NaN surprisal at different words")
+    defined = ~np.isnan(reference)
+    worst = int(np.argmax(np.where(defined, np.abs(ours - reference), -1)))
+    print(f"{name} surprisal: largest difference {abs(ours[worst] - reference[worst]):.1e} bits ({defined.sum()} words)")
+    assert np.allclose(ours[defined], reference[defined], rtol=1e-4, atol=1e-4), (
+        f"{name}: word {worst} ({words[worst]!r}): ours {ours[worst]} vs reference {reference[worst]} bits"
+    )
