@@ -16,8 +16,9 @@ random_search`` on linear kernels, the dual form) when features outnumber traini
 rows, and its primal counterpart (``solve_group_ridge_random_search``) otherwise. Band
 weights are drawn once from a Dirichlet distribution with a fixed seed, so every
 layer of a dataset searches the same candidates. The score that chooses penalties
-and band weights is the Pearson correlation (``himalaya.scoring.correlation_score``),
-the statistic the protocol reports.
+and band weights is the signed R^2 (``himalaya.scoring.r2_score``), the scale of the
+protocol's headline, so the inner-CV score of the chosen fit is an R^2 on training rows
+only.
 """
 
 from __future__ import annotations
@@ -32,7 +33,7 @@ from himalaya.kernel_ridge import (
     solve_multiple_kernel_ridge_random_search,
 )
 from himalaya.ridge import solve_group_ridge_random_search
-from himalaya.scoring import correlation_score
+from himalaya.scoring import r2_score
 
 Split = tuple[np.ndarray, np.ndarray]
 
@@ -48,7 +49,7 @@ class BandedFit:
     alphas : array of shape (n_targets,)
         Chosen penalty of each target.
     inner_scores : array of shape (n_targets,)
-        Inner-CV correlation of each target at the chosen penalty and band weights.
+        Inner-CV R^2 of each target at the chosen penalty and band weights.
     band_weights : array of shape (n_bands, n_targets)
         Chosen relative weight of each band (sums to 1 per target).
     """
@@ -84,14 +85,18 @@ def standardize_bands(
 def band_weight_candidates(n_bands: int, n_iter: int, random_state: int) -> np.ndarray:
     """Candidate band weights on the simplex: (1, 1) for one band, else Dirichlet draws.
 
-    The corners of the simplex and equal weights are always candidates, so that "one
-    band only" and "all bands alike" are never missed.
+    The corners of the simplex, equal weights and equal weights on all bands but one are
+    always candidates, so that "one band only", "all bands alike" and "all but this band"
+    are never missed; the last lets a joint model fall back to its other bands when one
+    band (the LLM's) adds nothing, so its held-out gain over them is not biased downwards.
     """
     if n_bands == 1:
         return np.ones((1, 1))
-    # Corners keep a 1e-6 weight on the other bands: himalaya's primal solver divides by sqrt(weight).
+    # Bands left out keep a 1e-6 weight: himalaya's primal solver divides by sqrt(weight).
     corners = np.eye(n_bands) + 1e-6
-    fixed = np.vstack([corners / corners.sum(axis=1, keepdims=True), np.full((1, n_bands), 1.0 / n_bands)])
+    all_but_one = 1.0 - np.eye(n_bands) + 1e-6 if n_bands > 2 else np.empty((0, n_bands))
+    fixed = np.vstack([corners, np.ones((1, n_bands)), all_but_one])
+    fixed = fixed / fixed.sum(axis=1, keepdims=True)
     n_random = max(n_iter - len(fixed), 0)
     if n_random == 0:
         return fixed
@@ -143,7 +148,7 @@ def fit_predict_banded(
     settings = dict(
         n_iter=gammas,
         alphas=alphas,
-        score_func=correlation_score,
+        score_func=r2_score,
         cv=inner_cv,
         fit_intercept=False,
         local_alpha=True,
