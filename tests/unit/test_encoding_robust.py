@@ -14,7 +14,7 @@ from threadpoolctl import threadpool_limits
 from brainalign.encoding.banded import fit_predict_banded, standardize_bands
 from brainalign.encoding.cv import grouped_splits
 from brainalign.encoding.metrics import pearson_columns
-from brainalign.encoding.robust import choose_layers, fit_controls, fit_robust, resolve_options, time_series_design
+from brainalign.encoding.robust import choose_layers, fit_controls, fit_robust, resolve_options, sentence_design, time_series_design
 from brainalign.errors import ConfigError, DataError
 
 FAST = {"n_bootstrap": 0, "n_permutations": 0, "n_band_weights": 6, "n_inner_folds": 3}
@@ -259,3 +259,16 @@ def test_nearly_constant_training_columns_are_not_blown_up():
     (scaled_train,), (scaled_test,) = standardize_bands([train], [test])
     assert np.isfinite(scaled_test).all() and np.abs(scaled_test[:, 1:]).max() < 1.0
     np.testing.assert_allclose(scaled_train[:, 0].std(), 1 / np.sqrt(3), rtol=1e-5)
+
+
+def test_the_oasm_band_never_links_rows_of_different_cv_groups():
+    """Context groups (topics) that span cv groups (passages), as in Pereira2018's 243sentences."""
+    rng = np.random.default_rng(10)
+    stimuli = sentence_stimuli(6, 4, rng).assign(context_group=lambda frame: np.repeat(["topic-a", "topic-b"], 12))
+    design = sentence_design(np.zeros((len(stimuli), 1)), stimuli, resolve_options({"controls": ["oasm"]}))
+    groups = stimuli["cv_group"].to_numpy()
+    across = groups[:, None] != groups[None, :]
+    assert np.all(design["controls"]["oasm"][across] == 0)
+    assert np.all(np.diag(design["controls"]["oasm"]) == 1)
+    with pytest.raises(ConfigError, match="cv_groups is 'topic', but the stimuli table has no such column"):
+        sentence_design(np.zeros((len(stimuli), 1)), stimuli, resolve_options({"cv_groups": "topic"}))

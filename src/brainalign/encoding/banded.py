@@ -46,6 +46,8 @@ class BandedFit:
     ----------
     predictions : array of shape (n_test, n_targets)
         Predictions of the test rows (centred on the training mean).
+    band_predictions : array of shape (n_bands, n_test, n_targets)
+        Each band's part of ``predictions`` (they sum to it).
     alphas : array of shape (n_targets,)
         Chosen penalty of each target.
     inner_scores : array of shape (n_targets,)
@@ -55,6 +57,7 @@ class BandedFit:
     """
 
     predictions: np.ndarray
+    band_predictions: np.ndarray
     alphas: np.ndarray
     inner_scores: np.ndarray
     band_weights: np.ndarray
@@ -157,11 +160,13 @@ def fit_predict_banded(
         progress_bar=False,
     )
     n_features = sum(band.shape[1] for band in train_bands)
-    deltas, predictions, cv_scores = _solve(train_bands, test_bands, responses, n_features, settings, neuroid_batch)
+    deltas, band_predictions, cv_scores = _solve(train_bands, test_bands, responses, n_features, settings, neuroid_batch)
     exp_deltas = backend.to_numpy(backend.exp(deltas)).astype(np.float64)
     chosen_alphas = 1.0 / exp_deltas.sum(axis=0)
+    band_predictions = backend.to_numpy(band_predictions).astype(np.float64)
     return BandedFit(
-        predictions=backend.to_numpy(predictions).astype(np.float64),
+        predictions=band_predictions.sum(axis=0),
+        band_predictions=band_predictions,
         alphas=chosen_alphas,
         inner_scores=backend.to_numpy(cv_scores).max(axis=0).astype(np.float64),
         band_weights=exp_deltas * chosen_alphas,
@@ -169,14 +174,17 @@ def fit_predict_banded(
 
 
 def _solve(train_bands, test_bands, responses, n_features, settings, neuroid_batch):
-    """Dual (kernel) random search when features outnumber rows, primal otherwise."""
+    """Dual (kernel) random search when features outnumber rows, primal otherwise; the
+    test predictions come per band, shape (n_bands, n_test, n_targets)."""
     backend = get_backend()
     if n_features > responses.shape[0]:
         kernels = backend.stack([band @ band.T for band in train_bands])
         test_kernels = backend.stack([test @ band.T for test, band in zip(test_bands, train_bands, strict=True)])
         deltas, weights, cv_scores = solve_multiple_kernel_ridge_random_search(kernels, responses, return_weights="dual", **settings)
-        predictions = predict_weighted_kernel_ridge(test_kernels, backend.asarray(weights), deltas, n_targets_batch=neuroid_batch)
+        predictions = predict_weighted_kernel_ridge(test_kernels, backend.asarray(weights), deltas, split=True, n_targets_batch=neuroid_batch)
     else:
         deltas, weights, cv_scores = solve_group_ridge_random_search(train_bands, responses, return_weights=True, warn=False, **settings)
-        predictions = backend.concatenate(test_bands, 1) @ backend.asarray(weights)
+        weights = backend.asarray(weights)
+        bounds = np.cumsum([0] + [band.shape[1] for band in test_bands])
+        predictions = backend.stack([band @ weights[start:stop] for band, start, stop in zip(test_bands, bounds[:-1], bounds[1:], strict=True)])
     return deltas, predictions, cv_scores

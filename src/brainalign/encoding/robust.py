@@ -377,7 +377,10 @@ def fit_partition(
         by_unit = _order_by_unit(units[test])
         held_out.append(HeldOut(
             joint.predictions[by_unit], responses[test][by_unit], pd.factorize(units[test][by_unit])[0], streams[test][by_unit],
-            None if baseline is None else baseline[by_unit],
+            baseline=None if baseline is None else baseline[by_unit],
+            # The permutation null moves the LLM band's part only: without control bands the
+            # training mean stays put, with them the joint model's control part does too.
+            tested=joint.band_predictions[0][by_unit],
         ))
     return {
         "folds": pd.DataFrame(fold_rows),

@@ -15,15 +15,18 @@ never straddle folds.
   units, independently per partition. Each fold's gain is recomputed from per-unit sums
   (n, sums of y, y^2 and both models' squared errors), so a resample costs one small
   matrix product.
-- :func:`permutation_p_value`: the null that the model's predictions add nothing to the
-  baseline's. The increment ``model - baseline`` (the model's predictions when there is
-  no baseline) is moved against the baseline's residuals under one of two schemes
-  (:data:`PERMUTATION_SCHEMES`), and the gain recomputed. ``group_swap`` (sentences in
+- :func:`permutation_p_value`: the null that the tested part of the model (the LLM band's
+  contribution to the joint model; all of the model without a baseline) carries no
+  information about the responses. That part is moved against the rest of the data
+  under one of two schemes (:data:`PERMUTATION_SCHEMES`), the rest of the model's
+  predictions and the baseline staying in place, and the gain recomputed; so what the
+  joint model gains from fitting the control bands differently is in the observed and
+  the null scores alike, and is not credited to the LLM. ``group_swap`` (sentences in
   passages or topics): within each fold, whole groups of the same size swap their
-  increments (rows matched by order within the group), which is exact when groups are
+  tested parts (rows matched by order within the group), which is exact when groups are
   exchangeable and keeps any structure shared by all groups (e.g. a position template),
-  so the test asks whether the increment tells groups apart. ``circular_shift`` (TRs of
-  stories or runs): within each fold, each stream's increments are shifted circularly by
+  so the test asks whether the tested part tells groups apart. ``circular_shift`` (TRs of
+  stories or runs): within each fold, each stream's tested part is shifted circularly by
   at least ``min_shift`` rows, which keeps each series' autocorrelation and works for
   streams of any length, one per fold included. The observed score is the identity
   permutation through the same float64 arithmetic as the null scores, so a permutation
@@ -68,6 +71,9 @@ class HeldOut:
     baseline : array of shape (n_test, n_targets), or None
         The baseline model's held-out predictions (controls only), fitted on the same
         training rows. None: no baseline, the headline is the model's own R^2.
+    tested : array of shape (n_test, n_targets), or None
+        The part of ``predictions`` whose link to the responses the permutation test
+        breaks (the LLM band's contribution to the joint model); None: all of it.
     """
 
     predictions: np.ndarray
@@ -75,6 +81,7 @@ class HeldOut:
     units: np.ndarray
     streams: np.ndarray | None = None
     baseline: np.ndarray | None = None
+    tested: np.ndarray | None = None
 
 
 def headline_columns(predictions: np.ndarray, observed: np.ndarray, baseline: np.ndarray | None) -> np.ndarray:
@@ -219,20 +226,26 @@ def circular_shift_permutation(streams: np.ndarray, min_shift: int, rng: np.rand
 
 
 class _IncrementNull:
-    """One fold's headline with the model's increment over the baseline moved by a row order.
+    """One fold's headline with the tested part of the model's predictions moved by a row order.
 
-    With ``increment = model - baseline`` and ``residual = y - baseline`` (baseline 0 when
-    there is none), the model's squared error under ``order`` is
-    ``sum((residual - increment[order])^2)``; the baseline's error and SST do not move.
+    With ``rest = predictions - tested`` and ``residual = y - rest``, the model's squared
+    error under ``order`` is ``sum((residual - tested[order])^2)``; the baseline's error
+    (SST without a baseline) and SST do not move.
     """
 
     def __init__(self, held_out: HeldOut):
         observed = np.asarray(held_out.observed, dtype=np.float64)
-        baseline = 0.0 if held_out.baseline is None else np.asarray(held_out.baseline, dtype=np.float64)
-        self.residual = observed - baseline
-        self.increment = np.asarray(held_out.predictions, dtype=np.float64) - baseline
+        predictions = np.asarray(held_out.predictions, dtype=np.float64)
+        if held_out.tested is not None:
+            tested = np.asarray(held_out.tested, dtype=np.float64)
+        elif held_out.baseline is not None:
+            tested = predictions - held_out.baseline
+        else:
+            tested = predictions
+        self.residual = observed - (predictions - tested)
+        self.increment = tested
         self.total = ((observed - observed.mean(axis=0)) ** 2).sum(axis=0)
-        self.baseline_sse = self.total if held_out.baseline is None else (self.residual**2).sum(axis=0)
+        self.baseline_sse = self.total if held_out.baseline is None else ((observed - held_out.baseline) ** 2).sum(axis=0)
         self.defined = self.total > 1e-12 * np.maximum((observed**2).sum(axis=0), 1e-300)
 
     def score(self, order: np.ndarray) -> float:
