@@ -89,6 +89,8 @@ def _protocol_settings(protocol, dataset, drop=()):
     unused = {*drop, "readout", *(() if facts["time_series"] else ("toneva",))}
     settings = config["protocols"][protocol]
     dataset_facts = {"time_series": facts["time_series"]}
+    if protocol == "robust":
+        dataset_facts["cv_groups"] = facts["cv_groups"]
     if protocol == "robust" and "n_permutations" not in drop:
         dataset_facts["permutation"] = facts["permutation"]
     return {

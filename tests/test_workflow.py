@@ -79,7 +79,10 @@ def test_each_tuned_model_is_tested_against_its_base_on_the_chosen_layers(tiny_r
         assert scores["r"].tolist() == pytest.approx(fit["r"].tolist(), abs=1e-12)
     tests = io.read_tsv(tiny_run / "results/analysis/instruction_pair_tests.tsv")
     assert tests["p_fdr"].between(0, 1).all()
-    assert "tiny-gpt2-tuned vs tiny-gpt2: mean r difference" in (tiny_run / "results/summary.md").read_text()
+    assert "tiny-gpt2-tuned vs tiny-gpt2: mean score difference" in (tiny_run / "results/summary.md").read_text()
+    # The robust rows carry the headline (R^2 gain over the controls) with each model beside it.
+    robust = brain.xs("robust", level="protocol")
+    assert robust[["score", "score_joint", "score_controls", "score_llm", "r_joint", "r_unique"]].notna().all().all()
 
 
 def test_planted_model_ranks_first(tiny_run: Path):

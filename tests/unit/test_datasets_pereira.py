@@ -101,7 +101,9 @@ def test_reader_agrees_with_brainscore_stimulus_set(full_size_assembly, tmp_path
     stimuli = io.read_stimuli(out)
     assert len(stimuli) == 627
     assert stimuli.groupby("partition").size().to_dict() == {"243sentences": 243, "384sentences": 384}
-    assert stimuli.groupby("partition")["cv_group"].nunique().to_dict() == {"243sentences": 72, "384sentences": 96}
+    # cv groups are topics (24 per experiment); passages stay available for passage-grouped CV.
+    assert stimuli.groupby("partition")["cv_group"].nunique().to_dict() == {"243sentences": 24, "384sentences": 24}
+    assert stimuli.groupby("partition")["passage"].nunique().to_dict() == {"243sentences": 72, "384sentences": 96}
     # Brain-Score reads passage_label groups: 4-sentence passages (384) and whole topics (243).
     assert stimuli.groupby("partition")["context_group"].nunique().to_dict() == {"243sentences": 24, "384sentences": 96}
     assert (stimuli[stimuli.partition == "384sentences"].groupby("context_group").size() == 4).all()
@@ -114,7 +116,10 @@ def test_reader_agrees_with_brainscore_stimulus_set(full_size_assembly, tmp_path
         assert rows["stimulus_id"].tolist() == expected_ids
     merged = stimuli.merge(reference, on="stimulus_id")
     assert (merged["text"] == merged["sentence"]).all()
-    assert (merged["cv_group"] == merged["experiment_x"] + "." + merged["passage_index_x"].astype(str)).all()
+    assert (merged["cv_group"] == merged["experiment_x"] + "." + merged["passage_category_x"].astype(str)).all()
+    assert (merged["passage"] == merged["experiment_x"] + "." + merged["passage_index_x"].astype(str)).all()
+    # Every context group (passage or topic) lies inside one topic: OASM never spans cv groups.
+    assert (stimuli.groupby("context_group")["cv_group"].nunique() == 1).all()
     assert (merged.groupby("context_group")["position"].apply(lambda p: list(p) == list(range(len(p))))).all()
 
 

@@ -70,6 +70,30 @@ def test_nested_choice_takes_each_folds_r_from_the_layer_chosen_in_that_fold(tmp
         assert scores.loc[(partition, neuroid), "r"] == pytest.approx(sum(finite) / len(finite), abs=1e-12)
 
 
+def test_the_robust_headline_is_the_score_columns_and_every_measure_follows_the_choice(tmp_path):
+    rng = np.random.default_rng(7)
+    paths = {}
+    tables = {}
+    for layer in (1, 2):
+        table = layer_fit(rng)
+        for fold in range(N_FOLDS):
+            table[f"score_fold_{fold}"] = rng.uniform(-0.05, 0.2, len(table))
+            table[f"score_joint_fold_{fold}"] = rng.uniform(0, 0.3, len(table))
+        tables[layer] = table
+        paths[layer] = str(tmp_path / f"layer-{layer}.parquet")
+        io.write_table(paths[layer], table, io.provenance(layer=layer))
+    choices = pd.DataFrame([{"partition": p, "fold": f, "layer": 1 + f % 2} for p in PARTITIONS for f in range(N_FOLDS)])
+    scores = chosen_neuroid_scores(paths, choices, headline="score").set_index(["partition", "neuroid_id"])
+    assert {"score", "score_joint", "r"} <= set(scores.columns)
+    partition, neuroid = tables[1].loc[3, ["partition", "neuroid_id"]]
+    for measure in ("score", "score_joint"):
+        expected = np.mean([tables[1 + f % 2].loc[3, f"{measure}_fold_{f}"] for f in range(N_FOLDS)])
+        assert scores.loc[(partition, neuroid), measure] == pytest.approx(expected, abs=1e-12)
+    aw2024_style, _ = write_layers(tmp_path, rng)
+    with pytest.raises(DataError, match="no per-fold 'score' columns"):
+        chosen_neuroid_scores(aw2024_style, choices, headline="score")
+
+
 def test_a_chosen_layer_without_a_fit_is_an_error(tmp_path):
     paths, _ = write_layers(tmp_path, np.random.default_rng(2), n_layers=2)
     choices = pd.DataFrame([{"partition": PARTITIONS[0], "fold": 0, "layer": 5}])
@@ -84,9 +108,10 @@ def neuroid_scores(rng, n_subjects, per_subject, shift_by_subject=None) -> pd.Da
         for v in range(per_subject)
     ]
     table = pd.DataFrame(rows)
+    table["score"] = rng.uniform(0, 0.5, len(table))
     table["r"] = rng.uniform(0, 0.5, len(table))
     if shift_by_subject is not None:
-        table["r"] += np.repeat(shift_by_subject, per_subject)
+        table["score"] += np.repeat(shift_by_subject, per_subject)
     return table
 
 
@@ -103,16 +128,21 @@ def test_pair_test_equals_a_naive_sign_flip_over_subjects(tmp_path):
     rng = np.random.default_rng(3)
     n_subjects, per_subject = 6, 8
     base = neuroid_scores(rng, n_subjects, per_subject)
-    tuned = base.assign(r=base["r"] + np.repeat(rng.normal(0.03, 0.03, n_subjects), per_subject) + rng.normal(0, 0.05, len(base)))
+    tuned = base.assign(
+        score=base["score"] + np.repeat(rng.normal(0.03, 0.03, n_subjects), per_subject) + rng.normal(0, 0.05, len(base)),
+        r=rng.uniform(0, 0.5, len(base)),
+    )
     row = run_comparison(tmp_path, tuned, base)
 
-    per_subject_difference = (tuned["r"] - base["r"]).groupby(tuned["subject"]).mean().to_numpy()
+    per_subject_difference = (tuned["score"] - base["score"]).groupby(tuned["subject"]).mean().to_numpy()
     observed = per_subject_difference.mean()
     null = [np.mean(np.array(signs) * per_subject_difference) for signs in itertools.product([-1, 1], repeat=n_subjects)]
     naive_p = np.mean(np.abs(null) >= abs(observed) - 1e-12)
     assert row["mean_difference"] == pytest.approx(observed, abs=1e-12)
     assert row["p_value"] == pytest.approx(naive_p)
     assert (row["n_groups"], row["n_neuroids"], row["group_by"]) == (n_subjects, n_subjects * per_subject, "subject")
+    assert row["score_model"] == pytest.approx(tuned["score"].median())
+    assert row["score_base"] == pytest.approx(base["score"].median())
     assert row["r_model"] == pytest.approx(tuned["r"].median())
     assert row["r_base"] == pytest.approx(base["r"].median())
 
@@ -121,7 +151,7 @@ def test_a_consistent_improvement_reaches_the_smallest_exact_p_value(tmp_path):
     rng = np.random.default_rng(4)
     n_subjects = 8
     base = neuroid_scores(rng, n_subjects, 10)
-    tuned = base.assign(r=base["r"] + 0.1)
+    tuned = base.assign(score=base["score"] + 0.1)
     row = run_comparison(tmp_path, tuned, base)
     assert row["mean_difference"] == pytest.approx(0.1)
     assert row["p_value"] == pytest.approx(2 / 2**n_subjects)
@@ -130,7 +160,7 @@ def test_a_consistent_improvement_reaches_the_smallest_exact_p_value(tmp_path):
 def test_neuroid_blocks_treat_every_neuroid_as_independent(tmp_path):
     rng = np.random.default_rng(5)
     base = neuroid_scores(rng, 3, 40)
-    tuned = base.assign(r=base["r"] + 0.05)
+    tuned = base.assign(score=base["score"] + 0.05)
     by_subject = run_comparison(tmp_path, tuned, base)
     by_neuroid = run_comparison(tmp_path, tuned, base, {**OPTIONS, "group_by": "neuroid"})
     assert by_neuroid["n_groups"] == 120

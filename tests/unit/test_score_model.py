@@ -1,4 +1,4 @@
-"""score_model: the aw2024 layer rules and the facts every score row carries.
+"""score_model: the aw2024 layer rules, the robust nested headline, and the facts every score row carries.
 
 Each layer fit is written as fit_encoding writes it (per-neuroid fold r, the fold and
 partition scores in its metadata, the activation file's metadata); the expected choices
@@ -13,6 +13,7 @@ import pytest
 
 from brainalign import io
 from brainalign.encoding.pipeline import score_model
+from brainalign.encoding.robust import choose_layers, fit_robust
 from brainalign.errors import ConfigError
 
 N_FOLDS = 3
@@ -115,3 +116,43 @@ def test_rows_carry_the_activation_facts_and_the_fit_settings(tmp_path, layer_fi
 def test_an_unknown_rule_names_the_allowed_ones(tmp_path, layer_files):
     with pytest.raises(ConfigError, match="layer_rule is 'best'.*max_per_partition"):
         run(tmp_path, layer_files, layer_rule="best")
+
+
+def test_robust_rows_carry_the_nested_headline_and_the_models_beside_it(tmp_path):
+    """Two layers fit by fit_robust on data that follow layer 1 and sentence length: the row's
+    score is the nested headline, with the joint, controls-only and LLM-only values beside it."""
+    rng = np.random.default_rng(1)
+    n_passages, per_passage = 20, 4
+    passages = np.repeat([f"p{g:02d}" for g in range(n_passages)], per_passage)
+    lengths = rng.integers(4, 15, size=len(passages))
+    stimuli = pd.DataFrame({
+        "stimulus_id": [f"s{i}" for i in range(len(passages))], "context_group": passages,
+        "position": np.tile(np.arange(per_passage), n_passages), "text": [" ".join(["w"] * k) for k in lengths],
+        "cv_group": passages, "partition": "all",
+    })
+    layers = {layer: rng.standard_normal((len(stimuli), 12)) for layer in (1, 2)}
+    responses = layers[1][:, :4] @ rng.standard_normal((4, 6)) + np.outer(lengths - lengths.mean(), np.ones(6)) / 3 + rng.standard_normal((len(stimuli), 6))
+    neuroids = pd.DataFrame({"neuroid_id": [f"n{i}" for i in range(6)], "subject": np.repeat(["a", "b"], 3)})
+    options = {"n_bootstrap": 0, "n_permutations": 0, "n_band_weights": 6, "n_inner_folds": 3, "controls": ["length", "position"]}
+    paths, folds = [], {}
+    for layer, features in layers.items():
+        result = fit_robust(features, responses, stimuli, stimuli[["stimulus_id"]], neuroids, options)
+        folds[layer] = result.folds
+        paths.append(str(tmp_path / f"layer-{layer}.parquet"))
+        io.write_table(paths[-1], result.neuroids, io.provenance(
+            layer=layer, score=result.score, folds=result.folds.to_dict(orient="records"), details=result.details, activations=ACTIVATIONS
+        ))
+    ceiling = tmp_path / "ceiling.parquet"
+    io.write_table(ceiling, pd.DataFrame({"ceiling": [0.5]}), io.provenance(summary={"ceiling": 0.5}))
+    out, neuroids_out = tmp_path / "model.tsv", tmp_path / "neuroids.parquet"
+    score_model("robust", "m", "pereira2018", paths, ceiling, 2, out, tmp_path / "layers.tsv", neuroids_out)
+    row = io.read_tsv(out).iloc[0]
+    nested, _ = choose_layers(folds)
+    assert row["layer"] == 1 and row["layer_choice"] == "nested"
+    for name in ("score", "score_joint", "score_controls", "score_llm", "r_joint", "r_controls", "r_unique"):
+        assert row[name] == pytest.approx(nested[name])
+    assert row["score"] > 0.2 and row["score_controls"] > 0.05
+    assert row["score"] == pytest.approx(folds[1]["test_score"].mean())
+    per_neuroid = io.read_table(neuroids_out)
+    assert {"score", "score_joint", "score_controls", "score_llm", "r", "r_controls"} <= set(per_neuroid.columns)
+    assert row["n_neuroids"] == 6

@@ -8,14 +8,15 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from brainalign.encoding.metrics import pearson_columns
+from brainalign.encoding.metrics import r2_columns
 from brainalign.encoding.stats import (
     HeldOut,
     _partition_statistic,
     bootstrap_score_ci,
     circular_shift_permutation,
-    correlation_from_sums,
     group_swap_permutation,
+    headline_columns,
+    headline_from_sums,
     paired_permutation_test,
     permutation_p_value,
     unit_sums,
@@ -30,17 +31,29 @@ def grouped_null_fold(rng, n_groups=12, size=4, n_targets=15, group_effect=2.0):
     return HeldOut(predictions, observed, units)
 
 
-def test_correlation_from_unit_sums_equals_pearson():
-    held_out = grouped_null_fold(np.random.default_rng(0))
+def with_baseline(held_out: HeldOut, rng) -> HeldOut:
+    """The same fold with a baseline model whose predictions track the responses loosely."""
+    baseline = 0.5 * held_out.observed + rng.standard_normal(held_out.observed.shape)
+    return HeldOut(held_out.predictions, held_out.observed, held_out.units, baseline=baseline)
+
+
+def test_headline_from_unit_sums_equals_the_r2_gain_of_the_rows():
+    rng = np.random.default_rng(0)
+    held_out = grouped_null_fold(rng)
+    held_out.observed += 10.0  # far from 0: the sums must not lose digits
     _, sums = unit_sums(held_out)
-    np.testing.assert_allclose(
-        correlation_from_sums(sums.sum(axis=0)), pearson_columns(held_out.predictions, held_out.observed), atol=1e-12
-    )
+    own = r2_columns(held_out.predictions, held_out.observed)
+    np.testing.assert_allclose(headline_from_sums(sums.sum(axis=0)), own, atol=1e-10)
+    paired = with_baseline(held_out, rng)
+    _, sums = unit_sums(paired)
+    gain = own - r2_columns(paired.baseline, paired.observed)
+    np.testing.assert_allclose(headline_from_sums(sums.sum(axis=0)), gain, atol=1e-10)
+    np.testing.assert_allclose(headline_columns(paired.predictions, paired.observed, paired.baseline), gain, atol=1e-12)
 
 
 def test_bootstrap_statistic_equals_naive_recomputation_on_a_resample():
     rng = np.random.default_rng(1)
-    folds = [grouped_null_fold(rng, n_groups=5) for _ in range(2)]
+    folds = [with_baseline(grouped_null_fold(rng, n_groups=5), rng) for _ in range(2)]
     sums = [unit_sums(f)[1] for f in folds]
     fold_of_unit = np.repeat([0, 1], 5)
     resample = rng.integers(0, 10, size=(1, 10))
@@ -48,8 +61,7 @@ def test_bootstrap_statistic_equals_naive_recomputation_on_a_resample():
     for fold, held_out in enumerate(folds):
         drawn = [u - 5 * fold for u in resample[0] if fold_of_unit[u] == fold]
         rows = np.concatenate([np.flatnonzero(held_out.units == u) for u in drawn])
-        # r is invariant to the fold-wide centring applied before summing
-        naive.append(np.nanmedian(pearson_columns(held_out.predictions[rows], held_out.observed[rows])))
+        naive.append(np.nanmedian(headline_columns(held_out.predictions[rows], held_out.observed[rows], held_out.baseline[rows])))
     assert _partition_statistic(sums, fold_of_unit, resample)[0] == pytest.approx(np.mean(naive))
 
 
@@ -59,7 +71,7 @@ def test_bootstrap_ci_brackets_the_score_and_tracks_the_signal():
     truth = rng.standard_normal((80, 10))
     folds = [HeldOut(truth + 0.8 * rng.standard_normal((80, 10)), truth, units)]
     low, high = bootstrap_score_ci([folds], n_bootstrap=300, random_state=0)
-    score = np.median(pearson_columns(folds[0].predictions, truth))
+    score = np.median(r2_columns(folds[0].predictions, truth))
     assert low < score < high
     assert 0 < high - low < 0.3
 
@@ -210,3 +222,31 @@ def test_paired_test_detects_a_shift_and_ignores_nan_pairs():
     assert difference == pytest.approx(np.nanmean(a - b))
     assert p_value < 0.01
     assert paired_permutation_test(a, a, n_permutations=500)[1] == pytest.approx(1.0)
+
+
+def controls_driven_fold(rng, increment_weight: float = 0.0, n_groups=12, size=4, n_targets=15) -> HeldOut:
+    """Responses = a controls signal + group effects + noise; the baseline predicts the controls
+    signal imperfectly; the model adds to it an increment of its own (group effects, noise)
+    that carries ``increment_weight`` times the responses' noise (0: the null)."""
+    units = np.repeat(np.arange(n_groups), size)
+    signal = np.outer(rng.standard_normal(len(units)), rng.uniform(0.5, 1.0, n_targets))
+    noise = 1.5 * rng.standard_normal(n_groups)[units][:, None] + rng.standard_normal((len(units), n_targets))
+    observed = signal + noise
+    baseline = 0.9 * signal + 0.2 * rng.standard_normal(signal.shape)
+    increment = 0.3 * rng.standard_normal(n_groups)[units][:, None] + 0.3 * rng.standard_normal(signal.shape)
+    return HeldOut(baseline + increment + increment_weight * noise, observed, units, baseline=baseline)
+
+
+def test_the_gain_over_a_baseline_has_uniform_p_values_under_the_null_and_detects_a_real_increment():
+    rng = np.random.default_rng(14)
+    null_p = np.array([
+        permutation_p_value([[controls_driven_fold(rng), controls_driven_fold(rng)]], n_permutations=99, random_state=seed)[0]
+        for seed in range(200)
+    ])
+    assert 3 <= np.sum(null_p <= 0.05) <= 21
+    assert stats.kstest(null_p, "uniform").pvalue > 0.01
+    planted = [[controls_driven_fold(rng, increment_weight=0.5) for _ in range(2)]]
+    p_value, _ = permutation_p_value(planted, n_permutations=99)
+    assert p_value == pytest.approx(0.01)
+    low, high = bootstrap_score_ci(planted, n_bootstrap=300)
+    assert 0 < low < high

@@ -74,16 +74,20 @@ def _correlation_lines(correlations: pd.DataFrame, partial: pd.DataFrame, datase
 
 
 def pair_test_sentence(row: pd.Series) -> str:
-    """One paired test, e.g. ``flan-t5-xl vs t5-xl: mean r difference +0.0123, p = 0.002, FDR p = 0.01 ...``."""
+    """One paired test, e.g. ``flan-t5-xl vs t5-xl: mean score difference +0.0123, p = 0.002, FDR p = 0.01 ...``."""
     return (
-        f"{row['model']} vs {row['base']}: mean r difference {_signed(row['mean_difference'], 4)} "
-        f"(median r {_number(row['r_model'])} vs {_number(row['r_base'])}), p = {_number(row['p_value'])}, "
+        f"{row['model']} vs {row['base']}: mean score difference {_signed(row['mean_difference'], 4)} "
+        f"(median score {_number(row['score_model'])} vs {_number(row['score_base'])}), p = {_number(row['p_value'])}, "
         f"FDR p = {_number(row['p_fdr'])}; {int(row['n_neuroids'])} neuroids in {int(row['n_groups'])} {row['group_by']} blocks"
     )
 
 
 def _pair_test_lines(pair_tests: pd.DataFrame) -> list[str]:
-    lines = ["Each instruction-tuned model against its base (per-neuroid r, paired; sign flips over blocks):", ""]
+    lines = [
+        "Each instruction-tuned model against its base (per-neuroid score: r under aw2024, held-out R^2 gain "
+        "over the controls under robust; paired; sign flips over blocks):",
+        "",
+    ]
     if pair_tests.empty:
         return [*lines, "- no instruction-tuned/base pairs in this suite", ""]
     significant = int((pair_tests["p_fdr"] < 0.05).sum())

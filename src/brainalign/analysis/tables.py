@@ -30,12 +30,16 @@ PAIR_TEST_COLUMNS = (
     "group_by",
     "n_groups",
     "n_neuroids",
+    "score_model",
+    "score_base",
     "r_model",
     "r_base",
     "mean_difference",
     "p_value",
 )
-"""Columns of a paired test of an instruction-tuned model against its base, one row per file."""
+"""Columns of a paired test of an instruction-tuned model against its base, one row per file:
+medians of each model's headline score (the protocol's per-neuroid score) and r over the
+paired neuroids, and the mean paired difference of the headline."""
 
 
 def validate_scores(frame: pd.DataFrame, source: str, models: Mapping[str, Mapping]) -> pd.DataFrame:

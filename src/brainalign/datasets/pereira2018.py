@@ -11,8 +11,11 @@ every row of the partition" selects exactly Brain-Score's neuroids.
 Units are sentences. The model reads them as Brain-Score does: per experiment, grouped by
 ``passage_label`` (a 4-sentence passage in 384sentences; a whole topic of three passages
 in 243sentences), groups in sorted order, sentences in assembly order within a group.
-Grouped CV holds out passages (``cv_group``); ``passage_category`` (topic) is kept for
-topic-grouped CV. ``assembly_row`` keeps each sentence's position within its experiment
+Grouped CV holds out topics (``cv_group`` = experiment + ``passage_category``), the unit
+of leakage: passages of one topic share content words and the same scanning runs, so a
+held-out passage whose topic stays in training is not new to the model. ``passage``
+(experiment + ``passage_index``) names the passages, for passage-grouped CV
+(``datasets.pereira2018.cv_groups: passage``). ``assembly_row`` keeps each sentence's position within its experiment
 in the stored assembly (``data.sel(experiment=...)`` in Brain-Score), the order the
 paper's shuffle splits are drawn over.
 """
@@ -185,10 +188,11 @@ def _stimuli_table(presentations: pd.DataFrame, text_column: str) -> tuple[pd.Da
         text=frame[text_column],
         partition=experiment,
         context_group=experiment + "." + frame["passage_label"],
-        cv_group=experiment + "." + frame["passage_index"].astype(str),
+        cv_group=experiment + "." + frame["passage_category"].astype(str),
+        passage=experiment + "." + frame["passage_index"].astype(str),
     )
     frame["position"] = frame.groupby("context_group").cumcount()
-    columns = [*io.STIMULI_COLUMNS, "experiment", "passage_index", "passage_label", "passage_category"]
+    columns = [*io.STIMULI_COLUMNS, "experiment", "passage", "passage_index", "passage_label", "passage_category"]
     columns += [c for c in EXTRA_COLUMNS if c in frame]
     return frame[[*columns, "assembly_row"]].reset_index(drop=True), frame["stored_index"].to_numpy()
 

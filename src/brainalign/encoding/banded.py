@@ -16,8 +16,9 @@ random_search`` on linear kernels, the dual form) when features outnumber traini
 rows, and its primal counterpart (``solve_group_ridge_random_search``) otherwise. Band
 weights are drawn once from a Dirichlet distribution with a fixed seed, so every
 layer of a dataset searches the same candidates. The score that chooses penalties
-and band weights is the Pearson correlation (``himalaya.scoring.correlation_score``),
-the statistic the protocol reports.
+and band weights is the signed R^2 (``himalaya.scoring.r2_score``), the scale of the
+protocol's headline, so the inner-CV score of the chosen fit is an R^2 on training rows
+only.
 """
 
 from __future__ import annotations
@@ -32,7 +33,7 @@ from himalaya.kernel_ridge import (
     solve_multiple_kernel_ridge_random_search,
 )
 from himalaya.ridge import solve_group_ridge_random_search
-from himalaya.scoring import correlation_score
+from himalaya.scoring import r2_score
 
 Split = tuple[np.ndarray, np.ndarray]
 
@@ -45,15 +46,18 @@ class BandedFit:
     ----------
     predictions : array of shape (n_test, n_targets)
         Predictions of the test rows (centred on the training mean).
+    band_predictions : array of shape (n_bands, n_test, n_targets)
+        Each band's part of ``predictions`` (they sum to it).
     alphas : array of shape (n_targets,)
         Chosen penalty of each target.
     inner_scores : array of shape (n_targets,)
-        Inner-CV correlation of each target at the chosen penalty and band weights.
+        Inner-CV R^2 of each target at the chosen penalty and band weights.
     band_weights : array of shape (n_bands, n_targets)
         Chosen relative weight of each band (sums to 1 per target).
     """
 
     predictions: np.ndarray
+    band_predictions: np.ndarray
     alphas: np.ndarray
     inner_scores: np.ndarray
     band_weights: np.ndarray
@@ -84,14 +88,18 @@ def standardize_bands(
 def band_weight_candidates(n_bands: int, n_iter: int, random_state: int) -> np.ndarray:
     """Candidate band weights on the simplex: (1, 1) for one band, else Dirichlet draws.
 
-    The corners of the simplex and equal weights are always candidates, so that "one
-    band only" and "all bands alike" are never missed.
+    The corners of the simplex, equal weights and equal weights on all bands but one are
+    always candidates, so that "one band only", "all bands alike" and "all but this band"
+    are never missed; the last lets a joint model fall back to its other bands when one
+    band (the LLM's) adds nothing, so its held-out gain over them is not biased downwards.
     """
     if n_bands == 1:
         return np.ones((1, 1))
-    # Corners keep a 1e-6 weight on the other bands: himalaya's primal solver divides by sqrt(weight).
+    # Bands left out keep a 1e-6 weight: himalaya's primal solver divides by sqrt(weight).
     corners = np.eye(n_bands) + 1e-6
-    fixed = np.vstack([corners / corners.sum(axis=1, keepdims=True), np.full((1, n_bands), 1.0 / n_bands)])
+    all_but_one = 1.0 - np.eye(n_bands) + 1e-6 if n_bands > 2 else np.empty((0, n_bands))
+    fixed = np.vstack([corners, np.ones((1, n_bands)), all_but_one])
+    fixed = fixed / fixed.sum(axis=1, keepdims=True)
     n_random = max(n_iter - len(fixed), 0)
     if n_random == 0:
         return fixed
@@ -143,7 +151,7 @@ def fit_predict_banded(
     settings = dict(
         n_iter=gammas,
         alphas=alphas,
-        score_func=correlation_score,
+        score_func=r2_score,
         cv=inner_cv,
         fit_intercept=False,
         local_alpha=True,
@@ -152,11 +160,13 @@ def fit_predict_banded(
         progress_bar=False,
     )
     n_features = sum(band.shape[1] for band in train_bands)
-    deltas, predictions, cv_scores = _solve(train_bands, test_bands, responses, n_features, settings, neuroid_batch)
+    deltas, band_predictions, cv_scores = _solve(train_bands, test_bands, responses, n_features, settings, neuroid_batch)
     exp_deltas = backend.to_numpy(backend.exp(deltas)).astype(np.float64)
     chosen_alphas = 1.0 / exp_deltas.sum(axis=0)
+    band_predictions = backend.to_numpy(band_predictions).astype(np.float64)
     return BandedFit(
-        predictions=backend.to_numpy(predictions).astype(np.float64),
+        predictions=band_predictions.sum(axis=0),
+        band_predictions=band_predictions,
         alphas=chosen_alphas,
         inner_scores=backend.to_numpy(cv_scores).max(axis=0).astype(np.float64),
         band_weights=exp_deltas * chosen_alphas,
@@ -164,14 +174,17 @@ def fit_predict_banded(
 
 
 def _solve(train_bands, test_bands, responses, n_features, settings, neuroid_batch):
-    """Dual (kernel) random search when features outnumber rows, primal otherwise."""
+    """Dual (kernel) random search when features outnumber rows, primal otherwise; the
+    test predictions come per band, shape (n_bands, n_test, n_targets)."""
     backend = get_backend()
     if n_features > responses.shape[0]:
         kernels = backend.stack([band @ band.T for band in train_bands])
         test_kernels = backend.stack([test @ band.T for test, band in zip(test_bands, train_bands, strict=True)])
         deltas, weights, cv_scores = solve_multiple_kernel_ridge_random_search(kernels, responses, return_weights="dual", **settings)
-        predictions = predict_weighted_kernel_ridge(test_kernels, backend.asarray(weights), deltas, n_targets_batch=neuroid_batch)
+        predictions = predict_weighted_kernel_ridge(test_kernels, backend.asarray(weights), deltas, split=True, n_targets_batch=neuroid_batch)
     else:
         deltas, weights, cv_scores = solve_group_ridge_random_search(train_bands, responses, return_weights=True, warn=False, **settings)
-        predictions = backend.concatenate(test_bands, 1) @ backend.asarray(weights)
+        weights = backend.asarray(weights)
+        bounds = np.cumsum([0] + [band.shape[1] for band in test_bands])
+        predictions = backend.stack([band @ weights[start:stop] for band, start, stop in zip(test_bands, bounds[:-1], bounds[1:], strict=True)])
     return deltas, predictions, cv_scores

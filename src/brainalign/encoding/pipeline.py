@@ -25,6 +25,9 @@ from brainalign.models.activations import expected_metadata
 
 logger = logging.getLogger(__name__)
 PROTOCOL_FITS = {"aw2024": fit_aw2024, "robust": fit_robust}
+HEADLINE_MEASURE = {"aw2024": "r", "robust": "score"}
+"""The per-neuroid measure (``<measure>_fold_<k>`` in a layer's neuroid table) that each
+protocol's score aggregates: aw2024 the paper's Pearson r, robust the held-out R^2 gain."""
 
 
 def load_encoding_inputs(
@@ -137,11 +140,13 @@ def score_model(
     """Choose the model's layer and normalise by the ceiling (never clipped).
 
     ``aw2024`` chooses by ``layer_rule`` (see :func:`aw2024_layer_choice`). ``robust``: the
-    layer is chosen per outer fold on that fold's training data (inner CV), and the score
-    is the mean held-out score of the chosen layers; ``layer``, the CI and the p-value are
-    those of the layer chosen in most folds. Either way the row keeps the max over layers
-    (``score_max_layer`` at ``max_layer``) beside the chosen score, and says how the score
-    was made (:func:`provenance_columns`). ``neuroids_out`` gets each neuroid's r under the
+    layer is chosen per outer fold on that fold's training data (inner CV of the headline),
+    and the score is the mean held-out headline of the chosen layers, with the joint,
+    controls-only and LLM-only R^2 and the r-scale scores of the same choice beside it
+    (``score_joint`` ...); ``layer``, the CI and the p-value are those of the layer chosen
+    in most folds. Either way the row keeps the max over layers (``score_max_layer`` at
+    ``max_layer``) beside the chosen score, and says how the score was made
+    (:func:`provenance_columns`). ``neuroids_out`` gets each neuroid's measures under the
     same choice (see :func:`chosen_neuroid_scores`), the input of the paired tests between
     models.
     """
@@ -165,14 +170,15 @@ def score_model(
     best = int(layers.loc[layers["score"].idxmax(), "layer"])
     if protocol == "robust":
         per_layer_folds = {layer: pd.DataFrame(meta["folds"]) for layer, meta in fits.items()}
-        score, choices = choose_layers(per_layer_folds)[:2]
+        nested, choices = choose_layers(per_layer_folds)
+        score, companions = nested["score"], {name: value for name, value in nested.items() if name != "score"}
         layer_choice = "nested"
     else:
         score, choices = aw2024_layer_choice(fits, layer_rule, committed_layer, model)
-        layer_choice = layer_rule
+        companions, layer_choice = {}, layer_rule
     chosen = int(pd.Series(choices["layer"]).mode().iloc[0])
     meta = fits[chosen]
-    neuroid_scores = chosen_neuroid_scores(path_of, choices)
+    neuroid_scores = chosen_neuroid_scores(path_of, choices, HEADLINE_MEASURE[protocol])
     row = {
         "model": model,
         "dataset": dataset,
@@ -183,6 +189,7 @@ def score_model(
         "layer_choice": layer_choice,
         "layers_by_partition": _layers_by_partition(choices),
         "score": float(score),
+        **companions,
         "max_layer": best,
         "score_max_layer": float(layers["score"].max()),
         "ceiling": ceiling,
@@ -191,7 +198,7 @@ def score_model(
         "ci_high": _float(meta.get("ci_high")),
         "p_value": _float(meta.get("p_value")),
         # A neuroid scored in several partitions counts once.
-        "n_neuroids": int(neuroid_scores.loc[neuroid_scores["r"].notna(), "neuroid_id"].nunique()),
+        "n_neuroids": int(neuroid_scores.loc[neuroid_scores["score"].notna(), "neuroid_id"].nunique()),
         **provenance_columns(meta),
     }
     io.write_table(
@@ -278,8 +285,8 @@ def provenance_columns(meta: Mapping[str, Any]) -> dict[str, Any]:
     return columns
 
 
-def chosen_neuroid_scores(layer_paths: Mapping[int, str | Path], choices: pd.DataFrame) -> pd.DataFrame:
-    """Per scored neuroid, its held-out r under a layer choice.
+def chosen_neuroid_scores(layer_paths: Mapping[int, str | Path], choices: pd.DataFrame, headline: str = "r") -> pd.DataFrame:
+    """Per scored neuroid, its held-out measures under a layer choice.
 
     Parameters
     ----------
@@ -288,30 +295,46 @@ def chosen_neuroid_scores(layer_paths: Mapping[int, str | Path], choices: pd.Dat
     choices : DataFrame
         One row per (``partition``, ``fold``) with the ``layer`` chosen for that fold: the
         same layer everywhere (max over layers) or one per fold (nested choice).
+    headline : str
+        The measure the protocol's score aggregates (:data:`HEADLINE_MEASURE`).
 
     Returns
     -------
     DataFrame
-        ``partition``, ``neuroid_id``, ``subject``, ``r``: the mean over folds of the
-        r of the layer chosen in each fold (folds where it is undefined are skipped).
+        ``partition``, ``neuroid_id``, ``subject``, one column per measure with per-fold
+        columns (``<measure>_fold_<k>``) in the layer tables: the mean over folds of the
+        measure of the layer chosen in each fold (folds where it is undefined are skipped),
+        and ``score``, a copy of the ``headline`` measure, which the paired tests compare.
     """
     keys = ["partition", "neuroid_id", "subject"]
     tables = {}
     for layer in choices["layer"].unique():
         if layer not in layer_paths:
             raise DataError(f"layer {layer} was chosen but no fit of it was given (have {sorted(layer_paths)})")
-        tables[layer] = io.read_table(layer_paths[layer]).set_index(keys).filter(regex=r"^r_fold_\d+$")
-    fold_r = []
+        tables[layer] = io.read_table(layer_paths[layer]).set_index(keys).filter(regex=r"_fold_\d+$")
+    measures = sorted({column.rsplit("_fold_", 1)[0] for table in tables.values() for column in table.columns})
+    if headline not in measures:
+        raise DataError(f"the layer fits have no per-fold '{headline}' columns (have {measures}); rerun fit_encoding")
+    result = None
+    for measure in measures:
+        values = _chosen_fold_mean(tables, choices, measure)
+        result = values.to_frame(measure) if result is None else result.join(values.rename(measure), how="outer")
+    result["score"] = result[headline]
+    return result.reset_index()
+
+
+def _chosen_fold_mean(tables: Mapping[int, pd.DataFrame], choices: pd.DataFrame, measure: str) -> pd.Series:
+    """Per neuroid, the mean over folds of ``<measure>_fold_<k>`` of the layer chosen in fold k."""
+    fold_values = []
     for partition, fold, layer in choices[["partition", "fold", "layer"]].itertuples(index=False):
         table = tables[layer]
         in_partition = table.index.get_level_values("partition").astype(str) == str(partition)
-        fold_r.append(table.loc[in_partition, f"r_fold_{fold}"].rename(f"{partition}/{fold}"))
-    # Outer join: each partition's neuroids have r in that partition's folds only.
-    stacked = pd.concat(fold_r, axis=1)
-    with warnings.catch_warnings():  # a neuroid with no defined fold r stays NaN
+        fold_values.append(table.loc[in_partition, f"{measure}_fold_{fold}"].rename(f"{partition}/{fold}"))
+    # Outer join: each partition's neuroids have values in that partition's folds only.
+    stacked = pd.concat(fold_values, axis=1)
+    with warnings.catch_warnings():  # a neuroid with no defined fold value stays NaN
         warnings.simplefilter("ignore", RuntimeWarning)
-        r = np.nanmean(stacked.to_numpy(dtype=np.float64), axis=1)
-    return stacked.index.to_frame(index=False).assign(r=r)
+        return pd.Series(np.nanmean(stacked.to_numpy(dtype=np.float64), axis=1), index=stacked.index)
 
 
 def _float(value: Any) -> float:
@@ -330,20 +353,21 @@ def compare_with_base(
 ) -> None:
     """Paired permutation test of a model against its base on the same neuroids.
 
-    Reads both models' per-neuroid r (:func:`chosen_neuroid_scores` files), pairs them by
-    (partition, neuroid), and tests the mean difference with sign flips of whole
-    exchangeability blocks (``options["group_by"]``: subjects or single neuroids). The
-    row written also carries each model's median r over the paired neuroids.
+    Reads both models' per-neuroid scores (:func:`chosen_neuroid_scores` files: the
+    protocol's headline in ``score``), pairs them by (partition, neuroid), and tests the
+    mean difference with sign flips of whole exchangeability blocks (``options["group_by"]``:
+    subjects or single neuroids). The row written also carries each model's median score
+    and median r over the paired neuroids.
     """
     keys = ["partition", "neuroid_id", "subject"]
     paired = _paired_neuroids(io.read_table(model_path), io.read_table(base_path), keys, model_path, base_path)
     groups = paired["subject"] if options["group_by"] == "subject" else paired[["partition", "neuroid_id"]].astype(str).agg("/".join, axis=1)
-    defined = paired["r_model"].notna() & paired["r_base"].notna()
+    defined = paired["score_model"].notna() & paired["score_base"].notna()
     if not defined.any():
-        raise DataError(f"{model_path} / {base_path}: no neuroid has an r for both models; nothing to compare")
+        raise DataError(f"{model_path} / {base_path}: no neuroid has a score for both models; nothing to compare")
     difference, p_value = paired_permutation_test(
-        paired["r_model"].to_numpy(),
-        paired["r_base"].to_numpy(),
+        paired["score_model"].to_numpy(),
+        paired["score_base"].to_numpy(),
         groups.to_numpy(),
         n_permutations=int(options["n_permutations"]),
         random_state=int(options["random_state"]),
@@ -356,12 +380,14 @@ def compare_with_base(
         "group_by": options["group_by"],
         "n_groups": int(groups[defined].nunique()),
         "n_neuroids": int(defined.sum()),
+        "score_model": float(paired.loc[defined, "score_model"].median()),
+        "score_base": float(paired.loc[defined, "score_base"].median()),
         "r_model": float(paired.loc[defined, "r_model"].median()),
         "r_base": float(paired.loc[defined, "r_base"].median()),
         "mean_difference": difference,
         "p_value": p_value,
     }
-    logger.info("%s vs %s on %s (%s): mean r difference %+.4f, p = %.4g", model, base, dataset, protocol, difference, p_value)
+    logger.info("%s vs %s on %s (%s): mean score difference %+.4f, p = %.4g", model, base, dataset, protocol, difference, p_value)
     io.write_tsv(out_path, pd.DataFrame([row], columns=PAIR_TEST_COLUMNS))
 
 
@@ -372,8 +398,8 @@ def _paired_neuroids(
     for table, path in ((model_table, model_path), (base_table, base_path)):
         if table.duplicated(keys).any():
             raise DataError(f"{path}: repeated (partition, neuroid_id) rows; rerun score_model for this file")
-    paired = model_table[[*keys, "r"]].merge(
-        base_table[[*keys, "r"]], on=keys, how="outer", suffixes=("_model", "_base"), indicator=True
+    paired = model_table[[*keys, "score", "r"]].merge(
+        base_table[[*keys, "score", "r"]], on=keys, how="outer", suffixes=("_model", "_base"), indicator=True
     )
     unmatched = paired["_merge"] != "both"
     if unmatched.any():

@@ -2,31 +2,41 @@
 
 For every partition (e.g. Pereira2018's two experiments) and every outer fold:
 
-1. Folds hold out whole cv groups (sentence data) or contiguous blocks of runs with
-   ``trim_trs`` TRs dropped from training on each side (time series); see :mod:`cv`.
+1. Folds hold out whole cv groups at the unit of leakage (sentence data: the stimuli
+   column ``cv_groups`` names, by default the reader's ``cv_group``: topics for
+   Pereira2018, stories for Blank2014) or contiguous blocks of runs with ``trim_trs`` TRs
+   dropped from training on each side (time series); see :mod:`cv`.
 2. The joint model is banded ridge (:mod:`banded`) with the LLM layer as one band and
    each control band (:mod:`controls`) as another; the penalty per neuroid and the band
    weights are chosen by an inner CV on the training rows, grouped like the outer one.
    All preprocessing is fitted on the training rows.
-3. The controls-only model is the same fit without the LLM band. The LLM's unique
-   contribution is reported on the correlation scale: ``r_unique = r - r_controls``
-   per neuroid and fold (the gain in held-out r from adding the LLM band).
+3. The controls-only model is the same fit without the LLM band, the LLM-only model
+   the same fit without the control bands.
+
+The headline is the LLM's own contribution: per neuroid and fold, the held-out gain in
+signed R^2 (``1 - SSE / SST`` on the test rows, negative when worse than the test mean)
+of the joint model over the controls-only model (de Heer et al. 2017; LeBel et al.
+2021); without control bands, the joint model's R^2. The joint, controls-only and
+LLM-only R^2 (``score_joint``, ``score_controls``, ``score_llm``) and the correlation
+scale (``r``, ``r_controls``, ``r_unique = r - r_controls``) are reported beside it.
 
 Time series (words -> TRs): unit features are averaged within each response row,
 rows without units get zeros, and the LLM band and the word-rate band get FIR delays
 (``delays``, in TRs, within runs).
 
-``test_score`` of a fold is the median over neuroids of the joint model's held-out r,
-``inner_score`` the same median of the inner-CV r at the chosen penalties (training
-rows only), so that :func:`choose_layers` picks a layer without looking at test data.
-The score of a layer is the mean over folds, then over partitions. Its bootstrap CI
-and permutation p-value come from :mod:`stats`, on the held-out predictions.
+``test_score`` of a fold is the median over neuroids of the headline on the held-out
+rows, ``inner_score`` the median of the same gain in inner-CV R^2 at the chosen penalties
+(training rows only), so that :func:`choose_layers` picks a layer without looking at test
+data. The score of a layer is the mean over folds, then over partitions. Its bootstrap
+CI and permutation p-value come from :mod:`stats`, on the held-out predictions of the
+joint and the controls-only models.
 """
 
 from __future__ import annotations
 
 import contextlib
 import logging
+import warnings
 from collections.abc import Iterator
 from typing import Any
 
@@ -35,12 +45,19 @@ import pandas as pd
 from himalaya.backend import get_backend, set_backend
 from scipy import sparse
 
-from brainalign.encoding.banded import fit_predict_banded
+from brainalign.encoding.banded import BandedFit, fit_predict_banded
 from brainalign.encoding.controls import control_bands, index_within_group, word_counts
 from brainalign.encoding.cv import protocol_splits
-from brainalign.encoding.metrics import pearson_columns
+from brainalign.encoding.metrics import pearson_columns, r2_columns
 from brainalign.encoding.result import EncodingResult
-from brainalign.encoding.stats import PERMUTATION_SCHEMES, HeldOut, bootstrap_score_ci, median_correlation, permutation_p_value
+from brainalign.encoding.stats import (
+    PERMUTATION_SCHEMES,
+    HeldOut,
+    bootstrap_score_ci,
+    headline_columns,
+    median_over_neuroids,
+    permutation_p_value,
+)
 from brainalign.errors import ConfigError, DataError
 
 logger = logging.getLogger(__name__)
@@ -50,7 +67,8 @@ OPTIONS_SCHEMA: dict[str, Any] = {
     "properties": {
         "time_series": {"type": "boolean", "default": False, "description": "Rows are TRs of runs (contiguous folds, trimming, FIR delays); set from the dataset."},
         "permutation": {"enum": ["auto", *PERMUTATION_SCHEMES], "default": "auto", "description": "Permutation scheme of the p-value (auto: circular_shift for time series, group_swap otherwise); set from the dataset."},
-        "n_outer_folds": {"type": "integer", "minimum": 2, "default": 5, "description": "Outer folds: grouped by cv_group, or contiguous blocks/runs for time series."},
+        "cv_groups": {"type": "string", "default": "cv_group", "description": "Stimuli column whose values are the cv groups of sentence data (the unit of leakage); set from the dataset."},
+        "n_outer_folds": {"type": "integer", "minimum": 2, "default": 5, "description": "Outer folds: grouped by the dataset's cv_groups column, or contiguous blocks/runs for time series."},
         "n_inner_folds": {"type": "integer", "minimum": 2, "default": 5, "description": "Inner folds on each outer training set (grouped the same way) that choose penalties and band weights."},
         "alphas": {
             "type": "object",
@@ -65,7 +83,7 @@ OPTIONS_SCHEMA: dict[str, Any] = {
         },
         "delays": {"type": "array", "items": {"type": "integer", "minimum": 0}, "default": [1, 2, 3, 4], "description": "FIR delays in TRs (time series only)."},
         "trim_trs": {"type": "integer", "minimum": 0, "default": 5, "description": "TRs dropped from training on each side of a test block (time series only)."},
-        "controls": {"type": "array", "items": {"enum": ["length", "position", "oasm"]}, "default": ["length", "position", "oasm"], "description": "Control bands fitted with the LLM band; [] fits the LLM band alone."},
+        "controls": {"type": "array", "items": {"enum": ["length", "position", "oasm"]}, "default": ["length", "position", "oasm"], "description": "Control bands fitted with the LLM band; the headline is the LLM's held-out R^2 gain over them ([]: the LLM band alone, the headline is its R^2)."},
         "oasm_width": {"type": "number", "exclusiveMinimum": 0, "default": 1.0, "description": "Gaussian width of the OASM band in position units (sentences or TRs)."},
         "n_band_weights": {"type": "integer", "minimum": 1, "default": 20, "description": "Band-weight candidates of the banded-ridge random search (corners, equal weights, Dirichlet draws)."},
         "block_trs": {"type": "integer", "minimum": 1, "default": 20, "description": "Time series: resampling block (bootstrap), in TRs; every circular shift (permutation) is at least this many rows."},
@@ -142,18 +160,33 @@ def row_average(row_of_unit: np.ndarray, n_rows: int) -> sparse.csr_matrix:
 
 
 def sentence_design(features: np.ndarray, stimuli: pd.DataFrame, options: dict[str, Any]) -> dict[str, Any]:
-    """Bands, folds groups and resampling units of sentence data (rows = stimuli)."""
+    """Bands, folds groups and resampling units of sentence data (rows = stimuli).
+
+    The OASM band links rows of one context group that also share a cv group, so that no
+    held-out row has a feature in common with a training row (a context group that spans
+    cv groups, e.g. a topic under passage-grouped CV, would carry held-out information
+    across the split).
+    """
+    column = options["cv_groups"]
+    if column not in stimuli:
+        raise ConfigError(
+            f"datasets.<name>.cv_groups is {column!r}, but the stimuli table has no such column "
+            f"(columns: {sorted(stimuli.columns)})"
+        )
     lengths = stimuli["n_words"].to_numpy(float) if "n_words" in stimuli else word_counts(stimuli["text"].to_numpy())
     positions = stimuli["position"].to_numpy(float)
-    controls = control_bands(options["controls"], lengths, positions, stimuli["context_group"].to_numpy(), options["oasm_width"])
-    groups = stimuli["cv_group"].astype(str).to_numpy()
+    groups = stimuli[column].astype(str).to_numpy()
+    streams = stimuli["context_group"].astype(str).to_numpy()
+    within_split = np.char.add(np.char.add(streams, "\x00"), groups)
+    controls = control_bands(options["controls"], lengths, positions, within_split, options["oasm_width"])
     return {
         "llm": features,
         "controls": controls,
         "cv_groups": groups,
         "partitions": stimuli["partition"].astype(str).to_numpy(),
         "units": groups,
-        "streams": stimuli["context_group"].astype(str).to_numpy(),
+        "streams": streams,
+        "row_ids": stimuli["stimulus_id"].astype(str).to_numpy(),
         "measured": np.ones(len(groups), dtype=bool),
         "n_units_without_row": 0,
     }
@@ -196,6 +229,7 @@ def time_series_design(
         "partitions": partitions,
         "units": blocks,
         "streams": runs,
+        "row_ids": response_rows["stimulus_id"].astype(str).to_numpy(),
         "measured": ~response_rows["trimmed"].to_numpy(bool) if "trimmed" in response_rows else np.ones(len(runs), dtype=bool),
         "n_units_without_row": int((~has_row).sum()),
     }
@@ -235,22 +269,66 @@ def _banded_settings(options: dict[str, Any]) -> dict[str, Any]:
     )
 
 
-def controls_partition(design: dict[str, Any], rows: np.ndarray, responses: np.ndarray, options: dict[str, Any]) -> np.ndarray:
-    """Held-out r of the controls-only model in each outer fold of one partition.
+FOLD_MEASURES = ("score", "score_joint", "score_controls", "score_llm", "r", "r_controls")
+"""Per-neuroid measures of every outer fold: the headline (R^2 gain), each model's R^2, and
+the joint and controls-only r. Neuroid tables hold ``<measure>_fold_<k>`` and their mean."""
+
+SCORE_COLUMNS = {
+    "score": "test_score",
+    "score_joint": "test_score_joint",
+    "score_controls": "test_score_controls",
+    "score_llm": "test_score_llm",
+    "r_joint": "test_r",
+    "r_controls": "test_r_controls",
+    "r_unique": "test_r_unique",
+}
+"""Score of a layer (or of a nested choice) -> the fold column it averages (``test_<measure>``
+holds the median over neuroids of a fold measure)."""
+
+
+def fit_fold(
+    bands: list[np.ndarray], responses: np.ndarray, train: np.ndarray, test: np.ndarray, inner: list, options: dict[str, Any]
+) -> BandedFit:
+    """Banded ridge of one outer fold; predictions on the responses' scale (training mean added)."""
+    settings = _banded_settings(options)
+    fit = fit_predict_banded([band[train] for band in bands], [band[test] for band in bands], responses[train], inner_cv=inner, **settings)
+    fit.predictions = fit.predictions + responses[train].mean(axis=0)
+    return fit
+
+
+def controls_partition(design: dict[str, Any], rows: np.ndarray, responses: np.ndarray, options: dict[str, Any]) -> dict[str, np.ndarray]:
+    """The controls-only model in the outer folds of one partition.
 
     Returns
     -------
-    array of shape (n_folds, n_neuroids)
+    dict
+        ``predictions`` (n_rows x n_neuroids): each row's held-out prediction, from the
+        fold that tests it; ``inner_scores`` (n_folds x n_neuroids): the inner-CV R^2 at the
+        chosen penalties, on each fold's training rows.
     """
     controls = [band[rows] for band in design["controls"].values()]
-    settings = _banded_settings(options)
-    r = []
+    predictions = np.full(responses.shape, np.nan)
+    inner_scores = []
     for train, test, inner in _fold_splits(design["cv_groups"][rows], options):
-        fit = fit_predict_banded(
-            [band[train] for band in controls], [band[test] for band in controls], responses[train], inner_cv=inner, **settings
-        )
-        r.append(pearson_columns(fit.predictions, responses[test]))
-    return np.vstack(r)
+        fit = fit_fold(controls, responses, train, test, inner, options)
+        predictions[test] = fit.predictions
+        inner_scores.append(fit.inner_scores)
+    return {"predictions": predictions, "inner_scores": np.vstack(inner_scores)}
+
+
+def fold_measures(
+    joint: np.ndarray, controls: np.ndarray | None, llm_only: np.ndarray, observed: np.ndarray
+) -> dict[str, np.ndarray]:
+    """Per-neuroid ``FOLD_MEASURES`` of one fold's held-out predictions (controls None: no control bands)."""
+    missing = np.full(observed.shape[1], np.nan)
+    return {
+        "score": headline_columns(joint, observed, controls),
+        "score_joint": r2_columns(joint, observed),
+        "score_controls": missing if controls is None else r2_columns(controls, observed),
+        "score_llm": r2_columns(llm_only, observed),
+        "r": pearson_columns(joint, observed),
+        "r_controls": missing if controls is None else pearson_columns(controls, observed),
+    }
 
 
 def fit_partition(
@@ -258,74 +336,95 @@ def fit_partition(
     rows: np.ndarray,
     responses: np.ndarray,
     options: dict[str, Any],
-    control_r: np.ndarray | None = None,
+    controls_fit: dict[str, np.ndarray] | None = None,
 ) -> dict[str, Any]:
-    """Outer CV of one partition: per-fold scores, per-neuroid r/alpha and held-out predictions.
+    """Outer CV of one partition: per-fold scores, per-neuroid measures/alpha and held-out predictions.
 
-    ``control_r`` (n_folds x n_neuroids) is the controls-only model's held-out r from
-    :func:`controls_partition`, computed here when not given.
+    ``controls_fit`` is the controls-only model of :func:`controls_partition`, computed here
+    when not given (and not at all without control bands).
     """
     llm = design["llm"][rows]
     controls = [band[rows] for band in design["controls"].values()]
     units, streams = design["units"][rows], design["streams"][rows]
     folds = _fold_splits(design["cv_groups"][rows], options)
-    settings = _banded_settings(options)
-    if not controls:
-        control_r = np.full((len(folds), responses.shape[1]), np.nan)
-    elif control_r is None:
-        control_r = controls_partition(design, rows, responses, options)
-    elif control_r.shape != (len(folds), responses.shape[1]):
-        raise DataError(
-            f"the controls-only fit has shape {control_r.shape}, expected {(len(folds), responses.shape[1])} "
-            "(folds x neuroids): rerun fit_controls with the current robust options"
-        )
-    fold_rows, r_joint, fold_alphas, held_out = [], [], [], []
+    if controls and controls_fit is None:
+        controls_fit = controls_partition(design, rows, responses, options)
+    if controls:
+        _check_controls_fit(controls_fit, len(folds), responses.shape)
+    alpha_grid_edges = alpha_grid(options["alphas"])[[0, -1]]
+    fold_rows, measures, fold_alphas, held_out = [], {name: [] for name in FOLD_MEASURES}, [], []
     for fold, (train, test, inner) in enumerate(folds):
-        joint = fit_predict_banded(
-            [llm[train]] + [band[train] for band in controls], [llm[test]] + [band[test] for band in controls],
-            responses[train], inner_cv=inner, **settings,
-        )
-        r, rc = pearson_columns(joint.predictions, responses[test]), control_r[fold]
+        joint = fit_fold([llm, *controls], responses, train, test, inner, options)
+        baseline = controls_fit["predictions"][test] if controls else None
+        llm_only = fit_fold([llm], responses, train, test, inner, options).predictions if controls else joint.predictions
+        fold_measure = fold_measures(joint.predictions, baseline, llm_only, responses[test])
+        inner_gain = joint.inner_scores - (controls_fit["inner_scores"][fold] if controls else 0.0)
         fold_rows.append({
             "fold": fold,
             "n_train": len(train),
             "n_test": len(test),
-            "test_score": float(median_correlation(r)),
-            "inner_score": float(median_correlation(joint.inner_scores)),
-            "test_score_controls": float(median_correlation(rc)) if controls else np.nan,
-            "test_score_unique": float(median_correlation(r - rc)) if controls else np.nan,
-            "alphas_at_low_edge": int(np.isclose(joint.alphas, settings["alphas"][0], rtol=1e-3).sum()),
-            "alphas_at_high_edge": int(np.isclose(joint.alphas, settings["alphas"][-1], rtol=1e-3).sum()),
+            **{f"test_{name}": float(median_over_neuroids(fold_measure[name])) for name in FOLD_MEASURES},
+            "test_r_unique": float(median_over_neuroids(fold_measure["r"] - fold_measure["r_controls"])),
+            "inner_score": float(median_over_neuroids(inner_gain)),
+            "inner_score_joint": float(median_over_neuroids(joint.inner_scores)),
+            "alphas_at_low_edge": int(np.isclose(joint.alphas, alpha_grid_edges[0], rtol=1e-3).sum()),
+            "alphas_at_high_edge": int(np.isclose(joint.alphas, alpha_grid_edges[1], rtol=1e-3).sum()),
             "llm_band_weight": float(np.median(joint.band_weights[0])),
         })
-        r_joint.append(r)
+        for name in FOLD_MEASURES:
+            measures[name].append(fold_measure[name])
         fold_alphas.append(joint.alphas)
         by_unit = _order_by_unit(units[test])
         held_out.append(HeldOut(
-            joint.predictions[by_unit], responses[test][by_unit], pd.factorize(units[test][by_unit])[0], streams[test][by_unit]
+            joint.predictions[by_unit], responses[test][by_unit], pd.factorize(units[test][by_unit])[0], streams[test][by_unit],
+            baseline=None if baseline is None else baseline[by_unit],
+            # The permutation null moves the LLM band's part only: without control bands the
+            # training mean stays put, with them the joint model's control part does too.
+            tested=joint.band_predictions[0][by_unit],
         ))
     return {
         "folds": pd.DataFrame(fold_rows),
-        "r": np.vstack(r_joint),
-        "r_controls": control_r,
+        "measures": {name: np.vstack(values) for name, values in measures.items()},
         "alphas": np.vstack(fold_alphas),
         "held_out": held_out,
     }
 
 
+def _check_controls_fit(controls_fit: dict[str, np.ndarray], n_folds: int, shape: tuple[int, int]) -> None:
+    """Refuse a controls-only fit made with other folds or on other rows."""
+    if controls_fit["inner_scores"].shape != (n_folds, shape[1]) or controls_fit["predictions"].shape != shape:
+        raise DataError(
+            f"the controls-only fit has {controls_fit['inner_scores'].shape[0]} folds and predictions of shape "
+            f"{controls_fit['predictions'].shape}, expected {n_folds} folds and {shape} (rows x neuroids): "
+            "rerun fit_controls with the current robust options"
+        )
+    if np.isnan(controls_fit["predictions"]).any():
+        raise DataError("the controls-only fit lacks held-out predictions of some rows: rerun fit_controls on the current responses")
+
+
 def neuroid_table(neuroids: pd.DataFrame, keep: np.ndarray, partition: str, fitted: dict[str, Any]) -> pd.DataFrame:
-    """One row per scored neuroid of a partition: r (mean over folds), per-fold r, controls, alpha."""
+    """One row per scored neuroid of a partition: each of ``FOLD_MEASURES`` (mean over folds and
+    per fold), ``r_unique`` and the penalty."""
     table = neuroids.iloc[np.flatnonzero(keep)].reset_index(drop=True).copy()
     table["partition"] = partition
-    with np.errstate(invalid="ignore"):
-        table["r"] = fitted["r"].mean(axis=0)
-        table["r_controls"] = fitted["r_controls"].mean(axis=0)
-        table["r_unique"] = (fitted["r"] - fitted["r_controls"]).mean(axis=0)
+    measures = fitted["measures"]
+    with warnings.catch_warnings():  # a measure undefined in every fold (no control bands) stays NaN
+        warnings.simplefilter("ignore", RuntimeWarning)
+        for name in FOLD_MEASURES:
+            table[name] = np.nanmean(measures[name], axis=0)
+        table["r_unique"] = np.nanmean(measures["r"] - measures["r_controls"], axis=0)
     # Geometric mean over folds: penalties live on a log grid.
     table["alpha"] = np.exp(np.log(fitted["alphas"]).mean(axis=0))
-    for fold, r in enumerate(fitted["r"]):
-        table[f"r_fold_{fold}"] = r
+    for name in FOLD_MEASURES:
+        for fold, values in enumerate(measures[name]):
+            table[f"{name}_fold_{fold}"] = values
     return table
+
+
+def layer_scores(folds: pd.DataFrame) -> dict[str, float]:
+    """Every ``SCORE_COLUMNS`` score of a fold table: mean over folds, then over partitions."""
+    per_partition = folds.groupby("partition", sort=False)[list(SCORE_COLUMNS.values())].mean()
+    return {name: float(per_partition[column].mean()) for name, column in SCORE_COLUMNS.items()}
 
 
 def fit_robust(
@@ -356,16 +455,17 @@ def fit_robust(
     options : dict
         ``protocols.robust`` options and dataset flags; see ``OPTIONS_SCHEMA``.
     controls : DataFrame or None
-        The controls-only model's held-out r from :func:`fit_controls` on the same data and
-        options (it does not depend on the layer, so the workflow fits it once per
-        dataset); None fits it here.
+        The controls-only model from :func:`fit_controls` on the same data and options (it
+        does not depend on the layer, so the workflow fits it once per dataset); None fits
+        it here.
 
     Returns
     -------
     EncodingResult
-        ``neuroids``: one row per (partition, scored neuroid) with ``r``, ``r_fold_k``,
-        ``r_controls``, ``r_unique``, ``alpha``. ``folds``: one row per (partition, fold).
-        ``score``: mean over partitions of the mean over folds of ``test_score``.
+        ``neuroids``: one row per (partition, scored neuroid) with each of
+        ``FOLD_MEASURES`` (mean over folds and ``<measure>_fold_<k>``), ``r_unique`` and
+        ``alpha``. ``folds``: one row per (partition, fold). ``score``: the headline, mean
+        over partitions of the mean over folds of ``test_score``; its CI and p-value.
     """
     options = resolve_options(options)
     features = np.asarray(features, dtype=np.float64)
@@ -374,8 +474,8 @@ def fit_robust(
     fold_tables, neuroid_tables, held_out, details_partitions = [], [], [], {}
     with himalaya_backend(options["backend"]):
         for partition, rows, keep, n_non_finite, n_constant in _partitions(design, responses):
-            control_r = None if controls is None else _control_matrix(controls, partition, neuroids, keep)
-            fitted = fit_partition(design, rows, responses[np.ix_(rows, np.flatnonzero(keep))], options, control_r)
+            controls_fit = None if controls is None else _stored_controls(controls, partition, design["row_ids"][rows], neuroids, keep)
+            fitted = fit_partition(design, rows, responses[np.ix_(rows, np.flatnonzero(keep))], options, controls_fit)
             fold_tables.append(fitted["folds"].assign(partition=partition))
             neuroid_tables.append(neuroid_table(neuroids, keep, partition, fitted))
             held_out.append(fitted["held_out"])
@@ -387,8 +487,7 @@ def fit_robust(
             }
     folds = pd.concat(fold_tables, ignore_index=True)
     folds = folds[["partition", "fold"] + [c for c in folds.columns if c not in ("partition", "fold")]]
-    per_partition = folds.groupby("partition", sort=False)[["test_score", "test_score_controls", "test_score_unique", "inner_score"]].mean()
-    score = float(per_partition["test_score"].mean())
+    scores = layer_scores(folds)
 
     low, high = int(folds["alphas_at_low_edge"].sum()), int(folds["alphas_at_high_edge"].sum())
     folds_per_partition = folds.groupby("partition", sort=False).size()
@@ -404,12 +503,11 @@ def fit_robust(
         held_out, options["n_permutations"], options["permutation"], options["block_trs"], options["random_state"]
     )
     details = {
-        "score_joint": score,
-        "score_controls": float(per_partition["test_score_controls"].mean()),
-        "score_unique": float(per_partition["test_score_unique"].mean()),
-        "score_inner": float(per_partition["inner_score"].mean()),
-        "unique_contribution": "r_unique = r(joint) - r(controls only), per neuroid and fold, on the correlation scale",
+        **{name: value for name, value in scores.items() if name != "score"},
+        "score_inner": float(folds.groupby("partition", sort=False)["inner_score"].mean().mean()),
+        "headline": HEADLINE if options["controls"] else HEADLINE_WITHOUT_CONTROLS,
         "controls": list(options["controls"]),
+        "cv_groups": "runs (contiguous blocks)" if options["time_series"] else options["cv_groups"],
         "alpha_grid": {k: options["alphas"][k] for k in ("min_exp", "max_exp", "n")},
         "n_neuroid_fits": n_neuroid_fits,
         "alphas_at_low_edge": low,
@@ -420,12 +518,16 @@ def fit_robust(
     return EncodingResult(
         neuroids=pd.concat(neuroid_tables, ignore_index=True),
         folds=folds,
-        score=score,
+        score=scores["score"],
         ci_low=ci_low,
         ci_high=ci_high,
         p_value=p_value,
         details=details,
     )
+
+
+HEADLINE = "score = R^2(joint) - R^2(controls only), held out, per neuroid and fold; median over neuroids, mean over folds and partitions"
+HEADLINE_WITHOUT_CONTROLS = "score = R^2 of the LLM band alone (no control bands), held out, per neuroid and fold; median over neuroids, mean over folds and partitions"
 
 
 def _design(
@@ -476,7 +578,9 @@ def fit_controls(
     -------
     DataFrame
         One row per (partition, scored neuroid): ``partition``, ``neuroid_id``,
-        ``r_controls_fold_<k>`` (held-out r of the controls-only model in outer fold k).
+        ``inner_score_fold_<k>`` (inner-CV R^2 on the training rows of outer fold k) and
+        ``prediction:<row id>`` (held-out prediction of each response row of the partition,
+        by its ``stimulus_id``; NaN for rows of other partitions).
     """
     options = resolve_options(options)
     if not options["controls"]:
@@ -486,29 +590,37 @@ def fit_controls(
     tables = []
     with himalaya_backend(options["backend"]):
         for partition, rows, keep, _, _ in _partitions(design, responses):
-            control_r = controls_partition(design, rows, responses[np.ix_(rows, np.flatnonzero(keep))], options)
-            table = pd.DataFrame({"partition": partition, "neuroid_id": neuroids["neuroid_id"].astype(str).to_numpy()[keep]})
-            for fold, r in enumerate(control_r):
-                table[f"r_controls_fold_{fold}"] = r
-            tables.append(table)
+            fit = controls_partition(design, rows, responses[np.ix_(rows, np.flatnonzero(keep))], options)
+            columns = {"partition": partition, "neuroid_id": neuroids["neuroid_id"].astype(str).to_numpy()[keep]}
+            columns.update({f"inner_score_fold_{fold}": values for fold, values in enumerate(fit["inner_scores"])})
+            columns.update({f"prediction:{row}": values for row, values in zip(design["row_ids"][rows], fit["predictions"], strict=True)})
+            tables.append(pd.DataFrame(columns))
     return pd.concat(tables, ignore_index=True)
 
 
-def _control_matrix(controls: pd.DataFrame, partition: str, neuroids: pd.DataFrame, keep: np.ndarray) -> np.ndarray:
-    """The (folds x scored neuroids) controls-only r of a partition from a :func:`fit_controls` table."""
+def _stored_controls(
+    controls: pd.DataFrame, partition: str, row_ids: np.ndarray, neuroids: pd.DataFrame, keep: np.ndarray
+) -> dict[str, np.ndarray]:
+    """A partition's controls-only model (as :func:`controls_partition` returns it) from a
+    :func:`fit_controls` table."""
     ids = neuroids["neuroid_id"].astype(str).to_numpy()[keep]
     table = controls[controls["partition"].astype(str) == str(partition)].set_index("neuroid_id")
-    fold_columns = sorted((c for c in table.columns if c.startswith("r_controls_fold_")), key=lambda c: int(c.rsplit("_", 1)[1]))
-    if not fold_columns or not pd.Index(ids).isin(table.index).all():
+    fold_columns = sorted((c for c in table.columns if c.startswith("inner_score_fold_")), key=lambda c: int(c.rsplit("_", 1)[1]))
+    prediction_columns = [f"prediction:{row}" for row in row_ids]
+    if not fold_columns or not pd.Index(ids).isin(table.index).all() or not pd.Index(prediction_columns).isin(table.columns).all():
         raise DataError(
-            f"the controls-only fit does not cover every neuroid scored in partition {partition!r}: "
+            f"the controls-only fit does not cover every neuroid and row scored in partition {partition!r}: "
             "it was fit on other responses; rerun fit_controls on the current responses"
         )
-    return table.loc[ids, fold_columns].to_numpy(dtype=np.float64).T
+    table = table.loc[ids]
+    return {
+        "predictions": table[prediction_columns].to_numpy(dtype=np.float64).T,
+        "inner_scores": table[fold_columns].to_numpy(dtype=np.float64).T,
+    }
 
 
-def choose_layers(per_layer_folds: dict[int, pd.DataFrame]) -> tuple[float, pd.DataFrame]:
-    """Nested layer choice: per fold, the layer with the best training-only inner score.
+def choose_layers(per_layer_folds: dict[int, pd.DataFrame]) -> tuple[dict[str, float], pd.DataFrame]:
+    """Nested layer choice: per fold, the layer with the best training-only inner headline.
 
     Parameters
     ----------
@@ -518,26 +630,28 @@ def choose_layers(per_layer_folds: dict[int, pd.DataFrame]) -> tuple[float, pd.D
 
     Returns
     -------
-    nested_score : float
-        Mean over partitions of the mean over folds of the chosen layer's ``test_score``.
+    nested_scores : dict
+        Each ``SCORE_COLUMNS`` score of the chosen layers' folds (mean over folds, then
+        partitions); ``score`` is the nested headline.
     choices : DataFrame
-        One row per (partition, fold): ``layer``, ``inner_score``, ``test_score``.
-        ``choices.attrs`` holds ``max_over_layers_score`` (the best layer's score chosen
-        on test data, optimistic, for comparison) and ``max_over_layers_layer``.
+        One row per (partition, fold): ``layer``, ``inner_score`` and the chosen layer's
+        fold columns. ``choices.attrs`` holds ``max_over_layers_score`` (the best layer's
+        headline chosen on test data, optimistic, for comparison) and
+        ``max_over_layers_layer``.
     """
     if not per_layer_folds:
         raise ConfigError("choose_layers needs the fold tables of at least one layer")
+    columns = ["partition", "fold", "inner_score", *SCORE_COLUMNS.values()]
     stacked = pd.concat(
-        [table[["partition", "fold", "inner_score", "test_score"]].assign(layer=layer) for layer, table in per_layer_folds.items()],
+        [table.reindex(columns=columns).assign(layer=layer) for layer, table in per_layer_folds.items()],
         ignore_index=True,
     )
     counts = stacked.groupby(["partition", "fold"]).size()
     if (counts != len(per_layer_folds)).any():
         raise DataError("choose_layers: layers have different folds; fit every layer of a dataset with the same options")
     best = stacked.loc[stacked.groupby(["partition", "fold"], sort=False)["inner_score"].idxmax()]
-    choices = best[["partition", "fold", "layer", "inner_score", "test_score"]].reset_index(drop=True)
-    nested_score = float(choices.groupby("partition", sort=False)["test_score"].mean().mean())
+    choices = best[["partition", "fold", "layer", *columns[2:]]].reset_index(drop=True)
     per_layer = stacked.groupby(["layer", "partition"])["test_score"].mean().groupby("layer").mean()
     choices.attrs["max_over_layers_score"] = float(per_layer.max())
     choices.attrs["max_over_layers_layer"] = int(per_layer.idxmax())
-    return nested_score, choices
+    return layer_scores(choices), choices

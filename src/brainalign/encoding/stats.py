@@ -1,24 +1,32 @@
 """Uncertainty of encoding scores: bootstrap CIs, block permutation tests, paired tests.
 
 All tests work on the held-out predictions that the cross-validation already made, so
-nothing is refitted. The score they judge is the protocol's: for each fold, the median
-over neuroids of the Pearson r between held-out predictions and responses, averaged
-over folds and then over partitions.
+nothing is refitted. The score they judge is the robust protocol's headline
+(:func:`headline_columns`): per neuroid, the held-out gain in signed R^2 of the model over
+a baseline fitted on the same training rows (the controls-only model; none when there are
+no control bands, and the gain is the model's own R^2); per fold the median over neuroids,
+averaged over folds and then over partitions.
 
 Resampling units respect the dependence in the data: a unit is a cv group (passage,
-story) for sentence data and a contiguous block of TRs for time series; units never
-straddle folds.
+topic, story) for sentence data and a contiguous block of TRs for time series; units
+never straddle folds.
 
 - :func:`bootstrap_score_ci`: :func:`scipy.stats.bootstrap` (percentile method) over
-  units, independently per partition. Each fold's r is recomputed from per-unit sums
-  (n, sums of p, y, p^2, y^2, p*y), so a resample costs one small matrix product.
-- :func:`permutation_p_value`: the null of no relation between held-out predictions
-  and responses, under one of two schemes (:data:`PERMUTATION_SCHEMES`). ``group_swap``
-  (sentences in passages): within each fold, whole groups of the same size swap their
-  predictions (rows matched by order within the group), which is exact when groups are
+  units, independently per partition. Each fold's gain is recomputed from per-unit sums
+  (n, sums of y, y^2 and both models' squared errors), so a resample costs one small
+  matrix product.
+- :func:`permutation_p_value`: the null that the tested part of the model (the LLM band's
+  contribution to the joint model; all of the model without a baseline) carries no
+  information about the responses. That part is moved against the rest of the data
+  under one of two schemes (:data:`PERMUTATION_SCHEMES`), the rest of the model's
+  predictions and the baseline staying in place, and the gain recomputed; so what the
+  joint model gains from fitting the control bands differently is in the observed and
+  the null scores alike, and is not credited to the LLM. ``group_swap`` (sentences in
+  passages or topics): within each fold, whole groups of the same size swap their
+  tested parts (rows matched by order within the group), which is exact when groups are
   exchangeable and keeps any structure shared by all groups (e.g. a position template),
-  so the test asks whether the model tells groups apart. ``circular_shift`` (TRs of
-  stories or runs): within each fold, each stream's predictions are shifted circularly by
+  so the test asks whether the tested part tells groups apart. ``circular_shift`` (TRs of
+  stories or runs): within each fold, each stream's tested part is shifted circularly by
   at least ``min_shift`` rows, which keeps each series' autocorrelation and works for
   streams of any length, one per fold included. The observed score is the identity
   permutation through the same float64 arithmetic as the null scores, so a permutation
@@ -39,7 +47,9 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
-SUMS = ("n", "p", "y", "pp", "yy", "py")
+from brainalign.encoding.metrics import r2_columns
+
+SUMS = ("n", "y", "yy", "model_sse", "baseline_sse")
 PERMUTATION_SCHEMES = ("group_swap", "circular_shift")
 
 logger = logging.getLogger(__name__)
@@ -52,56 +62,77 @@ class HeldOut:
     Attributes
     ----------
     predictions, observed : array of shape (n_test, n_targets)
+        The model's held-out predictions (on the responses' scale) and the responses.
     units : array of int, shape (n_test,)
         Resampling unit of every test row (rows of a unit are contiguous and in order).
     streams : array, shape (n_test,), or None
         Stream (story, run) of every test row, for circular shifts; rows of a stream are
         contiguous and in temporal order. None: the fold is one stream.
+    baseline : array of shape (n_test, n_targets), or None
+        The baseline model's held-out predictions (controls only), fitted on the same
+        training rows. None: no baseline, the headline is the model's own R^2.
+    tested : array of shape (n_test, n_targets), or None
+        The part of ``predictions`` whose link to the responses the permutation test
+        breaks (the LLM band's contribution to the joint model); None: all of it.
     """
 
     predictions: np.ndarray
     observed: np.ndarray
     units: np.ndarray
     streams: np.ndarray | None = None
+    baseline: np.ndarray | None = None
+    tested: np.ndarray | None = None
 
 
-def median_correlation(r: np.ndarray, axis: int = -1) -> np.ndarray:
-    """Median over neuroids of per-neuroid r, ignoring undefined (NaN) neuroids (all NaN gives NaN)."""
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", RuntimeWarning)
-        return np.nanmedian(r, axis=axis)
+def headline_columns(predictions: np.ndarray, observed: np.ndarray, baseline: np.ndarray | None) -> np.ndarray:
+    """Per-neuroid headline: held-out R^2 of the model minus that of the baseline (or its own R^2
+    when there is no baseline)."""
+    gain = r2_columns(predictions, observed)
+    return gain if baseline is None else gain - r2_columns(baseline, observed)
 
 
 def unit_sums(held_out: HeldOut) -> tuple[np.ndarray, np.ndarray]:
-    """Per-unit sufficient statistics of the correlation.
+    """Per-unit sufficient statistics of the headline.
 
     Returns
     -------
     labels : array of shape (n_units,)
-    sums : array of shape (n_units, 6, n_targets)
-        In the order of ``SUMS``.
+    sums : array of shape (n_units, 5, n_targets)
+        In the order of ``SUMS``; ``baseline_sse`` is NaN without a baseline.
     """
     labels, index = np.unique(held_out.units, return_inverse=True)
     indicator = np.zeros((len(labels), len(index)))
     indicator[index, np.arange(len(index))] = 1.0
-    p = held_out.predictions - held_out.predictions.mean(axis=0)
-    y = held_out.observed - held_out.observed.mean(axis=0)
-    ones = np.ones_like(p)
-    sums = np.stack([indicator @ term for term in (ones, p, y, p * p, y * y, p * y)], axis=1)
+    # Centring on the fold mean keeps y^2 sums small (SST = yy - y^2 / n loses no digits);
+    # squared errors do not change when responses and predictions shift together.
+    offset = np.asarray(held_out.observed, dtype=np.float64).mean(axis=0)
+    y = held_out.observed - offset
+    model_error = (y - (held_out.predictions - offset)) ** 2
+    baseline_error = np.full_like(y, np.nan) if held_out.baseline is None else (y - (held_out.baseline - offset)) ** 2
+    terms = (np.ones_like(y), y, y * y, model_error, baseline_error)
+    sums = np.stack([indicator @ term for term in terms], axis=1)
     return labels, sums
 
 
-def correlation_from_sums(sums: np.ndarray) -> np.ndarray:
-    """Pearson r from summed statistics of shape (..., 6, n_targets)."""
-    n, p, y, pp, yy, py = (sums[..., k, :] for k in range(len(SUMS)))
+def headline_from_sums(sums: np.ndarray) -> np.ndarray:
+    """The headline (:func:`headline_columns`) from summed statistics of shape (..., 5, n_targets)."""
+    n, y, yy, model_sse, baseline_sse = (sums[..., k, :] for k in range(len(SUMS)))
     with np.errstate(invalid="ignore", divide="ignore"):
-        covariance = py - p * y / n
-        r = covariance / np.sqrt((pp - p * p / n) * (yy - y * y / n))
-    return np.where(n >= 3, r, np.nan)
+        total = yy - y * y / n
+        baseline_sse = np.where(np.isnan(baseline_sse), total, baseline_sse)
+        gain = (baseline_sse - model_sse) / total
+    return np.where((n >= 2) & (total > 1e-12 * np.maximum(yy, 1e-300)), gain, np.nan)
+
+
+def median_over_neuroids(values: np.ndarray, axis: int = -1) -> np.ndarray:
+    """Median over neuroids, ignoring undefined (NaN) neuroids (all NaN gives NaN)."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        return np.nanmedian(values, axis=axis)
 
 
 def _partition_statistic(fold_sums: list[np.ndarray], fold_of_unit: np.ndarray, resampled: np.ndarray) -> np.ndarray:
-    """Fold-averaged median r of one partition for resampled unit indices (batch, n_units)."""
+    """Fold-averaged median headline of one partition for resampled unit indices (batch, n_units)."""
     n_units = len(fold_of_unit)
     counts = np.zeros((resampled.shape[0], n_units))
     np.add.at(counts, (np.arange(resampled.shape[0])[:, None], resampled), 1.0)
@@ -109,7 +140,7 @@ def _partition_statistic(fold_sums: list[np.ndarray], fold_of_unit: np.ndarray, 
     for fold, sums in enumerate(fold_sums):
         members = fold_of_unit == fold
         total = np.einsum("bu,ukt->bkt", counts[:, members], sums)
-        per_fold.append(median_correlation(correlation_from_sums(total)))
+        per_fold.append(median_over_neuroids(headline_from_sums(total)))
     with np.errstate(invalid="ignore"):
         return np.nanmean(np.stack(per_fold), axis=0)
 
@@ -120,7 +151,7 @@ def bootstrap_score_ci(
     confidence_level: float = 0.95,
     random_state: int = 0,
 ) -> tuple[float, float]:
-    """Percentile bootstrap CI of the protocol score, resampling units per partition.
+    """Percentile bootstrap CI of the headline score, resampling units per partition.
 
     Parameters
     ----------
@@ -194,11 +225,34 @@ def circular_shift_permutation(streams: np.ndarray, min_shift: int, rng: np.rand
     return order
 
 
-def _zscore(values: np.ndarray) -> np.ndarray:
-    values = np.asarray(values, dtype=np.float64)
-    centred = values - values.mean(axis=0)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        return centred / np.sqrt((centred**2).mean(axis=0))
+class _IncrementNull:
+    """One fold's headline with the tested part of the model's predictions moved by a row order.
+
+    With ``rest = predictions - tested`` and ``residual = y - rest``, the model's squared
+    error under ``order`` is ``sum((residual - tested[order])^2)``; the baseline's error
+    (SST without a baseline) and SST do not move.
+    """
+
+    def __init__(self, held_out: HeldOut):
+        observed = np.asarray(held_out.observed, dtype=np.float64)
+        predictions = np.asarray(held_out.predictions, dtype=np.float64)
+        if held_out.tested is not None:
+            tested = np.asarray(held_out.tested, dtype=np.float64)
+        elif held_out.baseline is not None:
+            tested = predictions - held_out.baseline
+        else:
+            tested = predictions
+        self.residual = observed - (predictions - tested)
+        self.increment = tested
+        self.total = ((observed - observed.mean(axis=0)) ** 2).sum(axis=0)
+        self.baseline_sse = self.total if held_out.baseline is None else ((observed - held_out.baseline) ** 2).sum(axis=0)
+        self.defined = self.total > 1e-12 * np.maximum((observed**2).sum(axis=0), 1e-300)
+
+    def score(self, order: np.ndarray) -> float:
+        model_sse = ((self.residual - self.increment[order]) ** 2).sum(axis=0)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            gain = np.where(self.defined, (self.baseline_sse - model_sse) / self.total, np.nan)
+        return float(median_over_neuroids(gain))
 
 
 def permutation_p_value(
@@ -208,7 +262,7 @@ def permutation_p_value(
     min_shift: int = 20,
     random_state: int = 0,
 ) -> tuple[float, np.ndarray]:
-    """One-sided permutation p-value of the protocol score (see module docstring).
+    """One-sided permutation p-value of the headline score (see module docstring).
 
     Parameters
     ----------
@@ -240,16 +294,16 @@ def permutation_p_value(
     for k, folds in enumerate(partitions):
         fold_scores = np.empty((len(folds), 1 + n_permutations))
         for f, held_out in enumerate(folds):
-            predictions, responses = _zscore(held_out.predictions), _zscore(held_out.observed)
-            streams = np.zeros(len(responses), dtype=int) if held_out.streams is None else held_out.streams
+            fold_null = _IncrementNull(held_out)
+            streams = np.zeros(len(held_out.observed), dtype=int) if held_out.streams is None else held_out.streams
             n_fixed += scheme == "group_swap" and not can_swap_groups(held_out.units)
-            fold_scores[f, 0] = median_correlation((predictions * responses).mean(axis=0))
+            fold_scores[f, 0] = fold_null.score(np.arange(len(streams)))
             for i in range(1, 1 + n_permutations):
                 if scheme == "circular_shift":
                     order = circular_shift_permutation(streams, min_shift, rng)
                 else:
                     order = group_swap_permutation(held_out.units, rng)
-                fold_scores[f, i] = median_correlation((predictions[order] * responses).mean(axis=0))
+                fold_scores[f, i] = fold_null.score(order)
         scores[k] = np.nanmean(fold_scores, axis=0)
     if n_fixed:
         logger.warning(

@@ -34,6 +34,8 @@ PROPERTY_LABELS = {
     SIZE: "log10 parameters",
 }
 ALIGNMENT_LABELS = {"brain": "brain alignment (r)", "behavior": "behavioral alignment (r)"}
+SCORE_SCALES = {"aw2024": "r", "robust": "R² gain over controls"}
+"""What a protocol's brain score measures, for axis labels."""
 
 
 def _dataset_order(datasets) -> list[str]:
@@ -167,7 +169,7 @@ def plot_layer_profiles(layers: pd.DataFrame | None, models: Mapping[str, Mappin
             tuned = bool(models.get(model, {}).get("instruction_tuned"))
             ax.plot(group["relative_depth"], group["score"], color=colors.get(families.get(model, "unknown"), "0.3"),
                     linestyle="--" if tuned else "-", linewidth=1)
-        ax.set(title=dataset, xlabel="relative layer depth", ylabel="brain alignment (r)")
+        ax.set(title=dataset, xlabel="relative layer depth", ylabel=f"brain alignment ({SCORE_SCALES.get(protocol, 'score')})")
     handles = [Line2D([], [], color=c, label=f) for f, c in colors.items()]
     handles += [Line2D([], [], color="0.3", linestyle="-", label="vanilla"),
                 Line2D([], [], color="0.3", linestyle="--", label="instruction-tuned")]
@@ -189,7 +191,8 @@ def plot_protocol_comparison(scores: pd.DataFrame, alignment: str, protocols: tu
         subset = wide[wide["dataset"] == dataset]
         ax.scatter(subset[protocols[0]], subset[protocols[1]], s=25, color="tab:purple", label="model")
         _identity_line(ax)
-        ax.set(title=dataset, xlabel=f"{protocols[0]} score (r)", ylabel=f"{protocols[1]} score (r)")
+        ax.set(title=dataset, xlabel=f"{protocols[0]} score ({SCORE_SCALES[protocols[0]]})",
+               ylabel=f"{protocols[1]} score ({SCORE_SCALES[protocols[1]]})")
     axes[-1].legend(loc="lower right")
     fig.tight_layout()
     return fig
