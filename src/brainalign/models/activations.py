@@ -14,7 +14,6 @@ from typing import Any
 from brainalign.errors import ConfigError
 from brainalign.io import stimuli_checksum
 
-POOLING = "last-token"
 READOUTS = ("aw2024", "unit")
 """``aw2024``: the paper's features and surprisal (:mod:`brainalign.models.paper_readout`);
 ``unit``: each unit's last token in one stream per context group, block outputs."""
@@ -27,9 +26,12 @@ OPTION_DEFAULTS: dict[str, Any] = {
     "device_map": None,
     "dtype_on_disk": "float32",
     "show_progress": False,
+    "word_window": 20,
+    "time_series": False,
 }
 """Defaults of the config's ``extraction`` section (``min_context_tokens`` None: half the context).
-``readout`` is set by the workflow from each protocol's ``readout``."""
+``readout`` is set by the workflow from each protocol's ``readout``, ``time_series`` from the
+dataset's (under aw2024 a time series's words are read from windows of ``word_window`` words)."""
 
 
 def complete_options(options: dict[str, Any] | None) -> dict[str, Any]:
@@ -45,11 +47,30 @@ def complete_options(options: dict[str, Any] | None) -> dict[str, Any]:
         raise ConfigError("extraction.min_context_tokens must be at least 1 (or null for half the context).")
     if int(completed["batch_size"]) < 1:
         raise ConfigError("extraction.batch_size must be at least 1.")
+    if int(completed["word_window"]) < 1:
+        raise ConfigError("extraction.word_window must be at least 1 (the word itself).")
     return completed
 
 
+def reads_word_windows(options: dict[str, Any]) -> bool:
+    """Whether the activations are the aw2024 word windows of a time series (Toneva & Wehbe 2019)."""
+    return options["readout"] == "aw2024" and bool(options["time_series"])
+
+
+def pooling(options: dict[str, Any]) -> str:
+    """Name how a unit's tokens become one vector."""
+    return "mean of the last word's tokens" if reads_word_windows(options) else "last-token"
+
+
 def context_policy(block: dict[str, Any], options: dict[str, Any]) -> str:
-    """Describe how context is built: the group so far, and how long streams are cut."""
+    """Describe how context is built: the group so far (or a word window), and how long streams are cut."""
+    if reads_word_windows(options):
+        return (
+            f"aw2024 word window: per word, the {int(options['word_window'])} words of its context group ending with it "
+            "(fewer at the group's start) joined by single spaces (blank words dropped, no space before .,!?;:), "
+            "tokenized afresh with special tokens; the hooked output averaged over the tokens of the last word "
+            "(special tokens excluded)"
+        )
     if options["readout"] == "aw2024":
         return (
             "aw2024: per unit, the context group's parts so far joined by single spaces (blank parts dropped, "
@@ -102,7 +123,7 @@ def expected_metadata(
         "revision": manifest.get("revision"),
         "kind": kind,
         "dtype": block.get("dtype", "auto"),
-        "pooling": POOLING,
+        "pooling": pooling(options),
         "readout": options["readout"],
         "hooked_module": hooked_module(block, options["readout"]),
         "context_policy": context_policy(block, options),

@@ -1,7 +1,8 @@
 """Per-layer activations of every stimulus unit, with its context group as context.
 
 Two readouts (``extraction.readout``, set per protocol by the workflow) share one loaded
-model: ``aw2024`` reproduces the paper's features (:mod:`brainalign.models.paper_readout`);
+model: ``aw2024`` reproduces the paper's features (:mod:`brainalign.models.paper_readout`;
+for a time series, ``extraction.time_series``, each word's window of ``word_window`` words);
 ``unit``, described below, reads each unit's own last token.
 
 Layer convention (both kinds): layer ``k`` (1..n_layers) is the output of transformer
@@ -39,10 +40,10 @@ from torch import nn
 
 from brainalign.errors import ConfigError
 from brainalign.io import ActivationWriter, read_stimuli
-from brainalign.models.activations import READOUTS, complete_options, expected_metadata
+from brainalign.models.activations import READOUTS, complete_options, expected_metadata, reads_word_windows
 from brainalign.models.forward import Sequence, read_block_states, state_shape
 from brainalign.models.loading import LoadedModel, load_model, read_manifest
-from brainalign.models.paper_readout import paper_state_sequences
+from brainalign.models.paper_readout import paper_state_sequences, word_window_sequences
 from brainalign.models.streams import TokenStream, plan_windows, tokenize_stream, truncated_start
 
 
@@ -87,6 +88,8 @@ def seq2seq_state_sequences(stream: TokenStream, owners: np.ndarray, max_length:
 
 def state_sequences(loaded: LoadedModel, stimuli: pd.DataFrame, prompt_policy: str, options: dict[str, Any]) -> list[Sequence]:
     """All forward passes needed for the activations of every unit under ``options['readout']``."""
+    if reads_word_windows(options):
+        return word_window_sequences(loaded, stimuli, prompt_policy, int(options["word_window"]))
     if options["readout"] == "aw2024":
         return paper_state_sequences(loaded, stimuli, prompt_policy)
     sequences: list[Sequence] = []
@@ -133,6 +136,8 @@ def truncation_policy(loaded: LoadedModel, options: dict[str, Any]) -> str:
     """Describe where long contexts are cut, as resolved for this model."""
     if options["readout"] == "unit":
         return f"unit streams cut into windows of max_length={loaded.max_length} tokens"
+    if reads_word_windows(options):
+        return f"none: every word window must fit the tokenizer's model_max_length={loaded.tokenizer_max_length}"
     if loaded.tokenizer_max_length is None:
         return "none: the tokenizer's model_max_length is unbounded"
     return f"left, at the tokenizer's model_max_length={loaded.tokenizer_max_length} tokens"

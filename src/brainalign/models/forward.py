@@ -9,7 +9,7 @@ memory holds one batch's activations plus the per-unit results.
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 import numpy as np
@@ -33,7 +33,8 @@ class Sequence:
         Positions to read: a block output's position (states) or the position whose
         logits predict ``targets`` (surprisal); in the decoder for seq2seq.
     owners : np.ndarray
-        The unit (row in the output) each read position belongs to.
+        The unit (row in the output) each read position belongs to; a unit's states read
+        at several positions (all in this sequence) are averaged.
     targets : np.ndarray or None
         Token ids predicted at ``positions`` (surprisal only).
     decoder_ids : np.ndarray or None
@@ -130,6 +131,8 @@ def read_block_states(
 ) -> np.ndarray:
     """Return every layer's output at the requested positions, shape (n_layers, n_units, width).
 
+    A unit read at several positions gets their mean (e.g. the tokens of a word).
+
     For seq2seq models under the paper convention the decoder reads the encoder's input
     ids (``decoder_input_ids = input_ids``), and decoder blocks follow the encoder blocks.
     ``out`` (e.g. a disk-backed memmap of :func:`state_shape`) receives the states, so
@@ -144,11 +147,28 @@ def read_block_states(
             reader.rows, reader.cols, owners = _read_index(batch)
             reader.outputs = []
             _run_model(loaded, batch, with_decoder)
+            units, average = _unit_means(owners)
             for layer, picked in enumerate(reader.outputs):
-                states[layer, owners] = picked.numpy()
+                states[layer, units] = average(picked).numpy()
     finally:
         reader.close()
     return states
+
+
+def _unit_means(owners: np.ndarray) -> tuple[np.ndarray, Callable[[torch.Tensor], torch.Tensor]]:
+    """The units read in a batch and a function averaging each unit's read rows.
+
+    A unit read once keeps its row exactly (a sum of one row divided by one).
+    """
+    units, inverse, counts = np.unique(owners, return_inverse=True, return_counts=True)
+    index = torch.from_numpy(inverse.reshape(-1))
+    divisor = torch.from_numpy(counts).float()[:, None]
+
+    def average(picked: torch.Tensor) -> torch.Tensor:
+        sums = torch.zeros((len(units), picked.shape[1]), dtype=picked.dtype).index_add_(0, index, picked)
+        return sums / divisor
+
+    return units, average
 
 
 def _logits(loaded: LoadedModel, hidden: torch.Tensor) -> torch.Tensor:

@@ -15,6 +15,12 @@ group's ids (checked exactly, for every part), its reads come from ONE pass over
 every other part (a tokenization that differs at the boundary, a left-truncated context)
 and every T5 part (its encoder is bidirectional) runs its own context. All passes are
 batched by :mod:`brainalign.models.forward`.
+
+Time series (Wehbe2014) were not scored by that code: the authors' Harry Potter pipeline
+(Toneva & Wehbe 2019) feeds each word with a fixed-length window of the words before it
+(the word included) and averages the hooked output over the tokens of the window's last
+word. :func:`word_window_sequences` builds those windows, joined as ``prepare_context``
+joins parts and tokenized with the same special tokens.
 """
 
 from __future__ import annotations
@@ -75,6 +81,22 @@ def _growing_contexts(parts: list[str]) -> Iterator[list[str]]:
         yield [prepare_context(parts[: index + 1]) for index in range(start, stop)]
 
 
+def fast_encodings(tokenizer, encoded, purpose: str) -> list:
+    """The Rust ``Encoding`` of each text in ``encoded`` (a fast tokenizer's output).
+
+    Raises
+    ------
+    ConfigError
+        When the tokenizer is a slow one (no encodings); ``purpose`` says what needs them.
+    """
+    if encoded.encodings is None:
+        raise ConfigError(
+            f"readout aw2024 {purpose}, but {type(tokenizer).__name__} is a slow tokenizer. "
+            "Use a model whose tokenizer.json is available."
+        )
+    return encoded.encodings
+
+
 def reference_new_tokens(lengths: np.ndarray, overflows: np.ndarray) -> np.ndarray:
     """Per part, the number of new tokens as ``_tokenize_overflow_aware`` counts them.
 
@@ -107,12 +129,7 @@ def paper_contexts(tokenizer, parts: list[str], limit: int | None) -> PaperConte
     ids, lengths, overflows = [], [], []
     for contexts in _growing_contexts(parts):
         encoded = tokenizer(contexts, truncation=limit is not None, max_length=limit)
-        if encoded.encodings is None:
-            raise ConfigError(
-                f"readout aw2024 counts new tokens from a fast tokenizer's overflow, but "
-                f"{type(tokenizer).__name__} is a slow tokenizer. Use a model whose tokenizer.json is available."
-            )
-        for encoding in encoded.encodings:
+        for encoding in fast_encodings(tokenizer, encoded, "counts new tokens from a fast tokenizer's overflow"):
             ids.append(np.asarray(encoding.ids, dtype=np.int64))
             lengths.append(len(encoding.ids))
             overflows.append(sum(len(chunk) for chunk in encoding.overflowing))
@@ -193,8 +210,8 @@ def _merged(ids: np.ndarray, reads: list[Reads], owners: np.ndarray) -> Sequence
     return Sequence(ids, positions, read_owners, targets=targets)
 
 
-def group_contexts(stimuli: pd.DataFrame, loaded: LoadedModel, prompt_policy: str) -> Iterator[tuple[PaperContexts, np.ndarray, list[str]]]:
-    """Yield each context group's paper contexts, its units' rows in ``stimuli`` and their ids.
+def raw_text_groups(stimuli: pd.DataFrame, loaded: LoadedModel, prompt_policy: str) -> Iterator[tuple[list[str], np.ndarray, list[str]]]:
+    """Yield each context group's texts in order, its units' rows in ``stimuli`` and their ids.
 
     Raises
     ------
@@ -208,8 +225,13 @@ def group_contexts(stimuli: pd.DataFrame, loaded: LoadedModel, prompt_policy: st
         )
     for _, group in stimuli.reset_index(drop=True).groupby("context_group", sort=False):
         group = group.sort_values("position")
-        contexts = paper_contexts(loaded.tokenizer, group["text"].astype(str).tolist(), loaded.tokenizer_max_length)
-        yield contexts, group.index.to_numpy(), group["stimulus_id"].astype(str).tolist()
+        yield group["text"].astype(str).tolist(), group.index.to_numpy(), group["stimulus_id"].astype(str).tolist()
+
+
+def group_contexts(stimuli: pd.DataFrame, loaded: LoadedModel, prompt_policy: str) -> Iterator[tuple[PaperContexts, np.ndarray, list[str]]]:
+    """Yield each context group's paper contexts, its units' rows in ``stimuli`` and their ids."""
+    for texts, owners, ids in raw_text_groups(stimuli, loaded, prompt_policy):
+        yield paper_contexts(loaded.tokenizer, texts, loaded.tokenizer_max_length), owners, ids
 
 
 def paper_state_sequences(loaded: LoadedModel, stimuli: pd.DataFrame, prompt_policy: str) -> list[Sequence]:
@@ -242,3 +264,79 @@ def paper_surprisal_sequences(
         no_context[owners] = [len(ids) <= 1 for ids in contexts.ids]
         sequences += plan_sequences(contexts, reads, owners, loaded.kind == "causal")
     return sequences, n_predicted, no_context
+
+
+def word_windows(words: list[str], window: int) -> list[str]:
+    """Per word, the context string of the ``window`` words ending with it (fewer at the group's start)."""
+    return [prepare_context(words[max(0, index - window + 1) : index + 1]) for index in range(len(words))]
+
+
+def last_word_span(context: str, word: str) -> tuple[int, int]:
+    """The characters ``[start, stop)`` of ``word`` (its non-blank text) at the end of ``context``.
+
+    ``prepare_context`` leaves the last part's own text at the end of the joined string
+    (only the space before it may go), so the span is measured from the end.
+    """
+    alone = prepare_context([word])
+    stop = len(context) - (len(alone) - len(alone.rstrip()))
+    return stop - len(alone.strip()), stop
+
+
+def last_word_positions(encoding, span: tuple[int, int]) -> np.ndarray:
+    """Positions of the tokens whose characters overlap ``span``, special tokens excluded.
+
+    Overlap, not containment: a token that carries the separating space with the word's
+    first letters (GPT-2's ``Ġword``, LLaMA's ``▁word``) is the word's token.
+    """
+    start, stop = span
+    return np.array(
+        [
+            position
+            for position, ((first, last), special) in enumerate(zip(encoding.offsets, encoding.special_tokens_mask))
+            if not special and last > start and first < stop
+        ],
+        dtype=np.int64,
+    )
+
+
+def window_sequences(loaded: LoadedModel, words: list[str], owners: np.ndarray, stimulus_ids: list[str], window: int) -> list[Sequence]:
+    """One group's word windows: one sequence per word, read at its last word's tokens.
+
+    Raises
+    ------
+    DataError
+        When a word is blank (its window has no token of its own).
+    ConfigError
+        When a window is longer than the tokenizer's ``model_max_length``.
+    """
+    contexts = word_windows(words, window)
+    encoded = loaded.tokenizer(contexts)
+    encodings = fast_encodings(loaded.tokenizer, encoded, "locates each word's tokens with a fast tokenizer's offsets")
+    limit = loaded.tokenizer_max_length
+    sequences = []
+    for context, word, encoding, owner, stimulus_id in zip(contexts, words, encodings, owners, stimulus_ids):
+        if limit is not None and len(encoding.ids) > limit:
+            raise ConfigError(
+                f"model {loaded.name}: the word window of unit {stimulus_id!r} has {len(encoding.ids)} tokens, over "
+                f"the tokenizer's model_max_length={limit}. Lower extraction.word_window (now {window})."
+            )
+        positions = last_word_positions(encoding, last_word_span(context, word))
+        if not len(positions):
+            raise DataError(
+                f"unit {stimulus_id!r}: its text {word!r} is blank, so its word window has no token of its own. "
+                "Remove blank words from the stimuli table."
+            )
+        sequences.append(Sequence(np.asarray(encoding.ids, dtype=np.int64), positions, np.full(len(positions), owner)))
+    return sequences
+
+
+def word_window_sequences(loaded: LoadedModel, stimuli: pd.DataFrame, prompt_policy: str, window: int) -> list[Sequence]:
+    """All forward passes of the aw2024 features of a time series's words (Toneva & Wehbe 2019).
+
+    Every word's window is its own short sequence, so the passes batch well; the reads of
+    a word (its tokens) are averaged by :func:`brainalign.models.forward.read_block_states`.
+    """
+    sequences: list[Sequence] = []
+    for words, owners, ids in raw_text_groups(stimuli, loaded, prompt_policy):
+        sequences += window_sequences(loaded, words, owners, ids, window)
+    return sequences
