@@ -81,6 +81,21 @@ def model_runtime_block(wildcards):
     return {key: block[key] for key in MODEL_RUNTIME_KEYS if key in block}
 
 
+def extraction_options(wildcards):
+    """The extraction settings plus the one dataset fact they read: whether it is a time
+    series (readout aw2024 then reads word windows). The window is kept for time series
+    only, so editing it reruns no other dataset's extraction."""
+    time_series = config["datasets"][wildcards.dataset]["time_series"]
+    return {
+        **{
+            key: value
+            for key, value in config["extraction"].items()
+            if time_series or key != "word_window"
+        },
+        "time_series": time_series,
+    }
+
+
 def _protocol_settings(protocol, dataset, drop=()):
     """A protocol's settings without the sections a job does not read (the toneva
     pipeline runs on time series only; the readout is the activation file's), plus the
@@ -110,7 +125,7 @@ def protocol_activations(wildcards):
 def protocol_extraction(wildcards):
     """The extraction settings the protocol's activation file must have been made with."""
     return {
-        **config["extraction"],
+        **extraction_options(wildcards),
         "readout": config["protocols"][wildcards.protocol]["readout"],
     }
 

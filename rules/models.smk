@@ -38,7 +38,7 @@ rule extract_activations:
         runtime=runtime_min(120),
     params:
         block=model_runtime_block,
-        options=lookup(dpath="extraction", within=config),
+        options=extraction_options,
         readouts=ACTIVATION_READOUTS,
     script:
         "../workflow/scripts/extract_activations.py"
@@ -66,7 +66,7 @@ rule compute_surprisal:
         runtime=runtime_min(60),
     params:
         block=model_runtime_block,
-        options=lookup(dpath="extraction", within=config),
+        options=extraction_options,
         readouts=SURPRISAL_READOUTS,
     script:
         "../workflow/scripts/compute_surprisal.py"

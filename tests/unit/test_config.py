@@ -11,6 +11,7 @@ import yaml
 from brainalign.config import load_config, suite_datasets, suite_models, validate_config
 from brainalign.encoding import aw2024, robust, toneva
 from brainalign.errors import ConfigError
+from brainalign.models.activations import OPTION_DEFAULTS
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -118,6 +119,14 @@ def test_protocol_defaults_in_the_schema_equal_the_librarys(raw_config):
     robust_schema = dict(schema["properties"]["protocols"]["properties"]["robust"]["properties"])
     robust_schema.pop("readout")  # it picks the activation file the fits read; no fit option
     assert robust_schema == library
+
+
+def test_extraction_defaults_in_the_schema_equal_the_librarys(raw_config):
+    """``readout`` and ``time_series`` are set per job by the workflow, not in the config."""
+    extraction = validate_config(copy.deepcopy(raw_config))["extraction"]
+    set_by_the_workflow = ("readout", "time_series")
+    assert extraction == {k: v for k, v in OPTION_DEFAULTS.items() if k not in set_by_the_workflow}
+    assert extraction["word_window"] == 20
 
 
 def test_unknown_suite_is_named_with_the_defined_ones(raw_config):
