@@ -66,6 +66,19 @@ def test_extract_command_writes_every_layer(model_folder, tmp_path, readout):
     assert read_metadata(out)["readout"] == readout
 
 
+def test_extract_command_reads_word_windows_of_a_time_series(model_folder, tmp_path):
+    stimuli = tmp_path / "stimuli.parquet"
+    frame = pd.DataFrame({"stimulus_id": [f"w{i}" for i in range(len(WORDS))], "context_group": "run1",
+                          "position": range(len(WORDS)), "text": WORDS, "cv_group": "run1", "partition": "all"})
+    write_stimuli(stimuli, frame, {})
+    out = tmp_path / "activations.parquet"
+    _run(["extract", "--model", str(model_folder), "--stimuli", str(stimuli), "--out", str(out), "--device", "cpu",
+          "--readout", "aw2024", "--time-series", "--word-window", "3"])
+    metadata = read_metadata(out)
+    assert "the 3 words of its context group ending with it" in metadata["context_policy"]
+    assert metadata["pooling"] == "mean of the last word's tokens"
+
+
 def test_missing_words_file(tmp_path):
     with pytest.raises(Exception, match="one word per line"):
         cli.read_words(tmp_path / "none.txt")

@@ -43,7 +43,8 @@ def _block(args: argparse.Namespace, source: dict[str, Any]) -> dict[str, Any]:
 
 def _options(args: argparse.Namespace) -> dict[str, Any]:
     return complete_options({"readout": args.readout, "batch_size": args.batch_size, "min_context_tokens": args.min_context_tokens,
-                             "device": args.device, "dtype_on_disk": args.dtype_on_disk, "show_progress": True})
+                             "device": args.device, "dtype_on_disk": args.dtype_on_disk, "show_progress": True,
+                             "time_series": args.time_series, "word_window": args.word_window})
 
 
 def run_extract(args: argparse.Namespace) -> None:
@@ -93,6 +94,14 @@ def _model_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--batch-size", type=int, default=OPTION_DEFAULTS["batch_size"])
     parser.add_argument("--min-context-tokens", type=int, help="minimum context in sliding windows (default: half)")
+    parser.add_argument(
+        "--time-series", action="store_true",
+        help="the units are the words of a time series (Wehbe2014): --readout aw2024 reads word windows",
+    )
+    parser.add_argument(
+        "--word-window", type=int, default=OPTION_DEFAULTS["word_window"],
+        help="words per window under --time-series --readout aw2024, the word included",
+    )
     parser.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
     parser.add_argument("--dtype-on-disk", choices=["float32", "float16"], default="float32")
 
