@@ -24,7 +24,7 @@ import pandas as pd
 import torch
 
 from brainalign.models.activations import complete_options
-from brainalign.models.extraction import group_streams, state_sequences
+from brainalign.models.extraction import state_sequences
 from brainalign.models.fetch import fetch_model
 from brainalign.models.forward import read_block_states
 from brainalign.models.loading import load_model, read_manifest
@@ -60,8 +60,7 @@ def stimuli_passages() -> pd.DataFrame:
 def ours(loaded, stimuli: pd.DataFrame, options: dict) -> tuple[np.ndarray, float, int, int]:
     """Return states, seconds, forward passes and tokens run."""
     start = time.perf_counter()
-    streams, rows = group_streams(stimuli, loaded, "raw")
-    sequences = state_sequences(loaded, streams, rows, options)
+    sequences = state_sequences(loaded, stimuli, "raw", options)
     states = read_block_states(loaded, sequences, len(stimuli), np.float32, options["batch_size"], False)
     return states, time.perf_counter() - start, len(sequences), sum(len(s.input_ids) for s in sequences)
 
