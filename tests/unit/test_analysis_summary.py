@@ -43,3 +43,19 @@ def test_demo_summary_is_labelled(published_analysis, tmp_path):
     brain, behavior, out = published_analysis
     write_summary(out, brain, behavior, tmp_path / "summary.md", demo=True)
     assert "DEMO DATA (simulated)" in (tmp_path / "summary.md").read_text()
+
+
+def test_each_protocol_says_how_its_scores_were_made(published_analysis, tmp_path):
+    brain, behavior, out = published_analysis
+    brain = brain.assign(activation_readout=lambda t: t["protocol"].map({"aw2024": "aw2024"}).fillna("unit"),
+                         split_order="stored", fit_precision="float32", layer_choice="max_per_dataset")
+    behavior = behavior.assign(surprisal_readout="aw2024")
+    write_summary(out, brain, behavior, tmp_path / "summary.md", demo=False)
+    text = (tmp_path / "summary.md").read_text()
+    section = text.split("## Brain alignment, protocol aw2024")[1].split("##")[0]
+    assert "How these scores were made: readout: aw2024; layer rule: max_per_dataset; split order: stored; fit precision: float32." in section
+    assert "How these scores were made: surprisal readout: aw2024." in text.split("## Behavior alignment, protocol aw2024")[1]
+    # Published tables record nothing of the kind, and the summary says so.
+    write_summary(out, brain.drop(columns=["activation_readout", "split_order", "fit_precision", "layer_choice"]),
+                  behavior, tmp_path / "bare.md", demo=False)
+    assert "How these scores were made: not recorded." in (tmp_path / "bare.md").read_text()

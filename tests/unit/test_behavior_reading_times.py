@@ -198,7 +198,8 @@ def test_pipeline_step_matches_direct_scoring(tmp_path):
     times, readers, _ = planted_readers(stimuli, surprisal, 6, beta=4.0, noise_sd=50.0)
     io.write_stimuli(tmp_path / "s.parquet", stimuli, {"dataset": "synthetic"})
     checksum = io.stimuli_checksum(tmp_path / "s.parquet")
-    io.write_surprisal(tmp_path / "p.parquet", surprisal.iloc[::-1], {"model": "m", "stimuli_sha256": checksum})
+    io.write_surprisal(tmp_path / "p.parquet", surprisal.iloc[::-1],
+                       {"model": "m", "stimuli_sha256": checksum, "readout": "unit", "context_policy": "windows"})
     order = np.random.default_rng(0).permutation(len(stimuli))  # responses in another row order
     io.write_responses(tmp_path / "r.parquet", stimuli["stimulus_id"].to_numpy()[order], times[order], readers, {"alignment": "synthetic"})
     fit_reading_times("m", "d", tmp_path / "p.parquet", tmp_path / "s.parquet", tmp_path / "r.parquet", {"n_bootstrap": 30}, tmp_path / "out.tsv")
@@ -206,3 +207,22 @@ def test_pipeline_step_matches_direct_scoring(tmp_path):
     written = io.read_tsv(tmp_path / "out.tsv")
     np.testing.assert_allclose(written["score"], direct["score"], rtol=1e-6)
     assert (written["alignment"] == "synthetic").all() and (written["model"] == "m").all()
+    assert (written["surprisal_readout"] == "unit").all() and (written["surprisal_context_policy"] == "windows").all()
+
+
+def test_each_behavior_row_names_the_surprisal_it_read(tmp_path):
+    from brainalign import io
+    from brainalign.behavior.pipeline import fit_reading_times
+
+    stimuli, surprisal = synthetic_corpus(n_stories=3)
+    times, readers, _ = planted_readers(stimuli, surprisal, 6, beta=4.0, noise_sd=50.0)
+    io.write_stimuli(tmp_path / "s.parquet", stimuli, {"dataset": "synthetic"})
+    checksum = io.stimuli_checksum(tmp_path / "s.parquet")
+    for readout in ("aw2024", "unit"):
+        io.write_surprisal(tmp_path / f"{readout}.parquet", surprisal, {"stimuli_sha256": checksum, "readout": readout})
+    io.write_responses(tmp_path / "r.parquet", stimuli["stimulus_id"].to_numpy(), times, readers, {})
+    fit_reading_times("m", "d", tmp_path / "unit.parquet", tmp_path / "s.parquet", tmp_path / "r.parquet", {"n_bootstrap": 0},
+                      tmp_path / "out.tsv", paper_surprisal_path=tmp_path / "aw2024.parquet")
+    written = io.read_tsv(tmp_path / "out.tsv").set_index("protocol")
+    assert written.loc["aw2024", "surprisal_readout"] == "aw2024"
+    assert written.loc["regression", "surprisal_readout"] == "unit"

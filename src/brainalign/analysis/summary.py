@@ -97,6 +97,33 @@ def _pair_test_lines(pair_tests: pd.DataFrame) -> list[str]:
     return [*lines, ""]
 
 
+HOW_MADE = {
+    "activation_readout": "readout",
+    "activation_hooked_modules": "hooked modules",
+    "activation_context_policy": "context",
+    "activation_truncation": "truncation",
+    "activation_compute_dtype": "compute dtype",
+    "activation_prompt_policy": "prompt policy",
+    "layer_choice": "layer rule",
+    "split_order": "split order",
+    "fit_precision": "fit precision",
+    "surprisal_readout": "surprisal readout",
+    "surprisal_context_policy": "surprisal context",
+}
+"""Score-table columns that say how a protocol's scores were made, and their names in the summary."""
+
+
+def how_made_line(scores: pd.DataFrame) -> str:
+    """One sentence listing the recorded settings of a protocol's scores (every distinct value)."""
+    parts = []
+    for column, label in HOW_MADE.items():
+        if column in scores:
+            values = sorted({str(value) for value in scores[column].dropna() if str(value) not in ("", "NA", "nan")})
+            if values:
+                parts.append(f"{label}: {' | '.join(values)}")
+    return f"How these scores were made: {'; '.join(parts)}." if parts else "How these scores were made: not recorded."
+
+
 def write_summary(
     analysis_dir: str | Path,
     brain: pd.DataFrame,
@@ -141,6 +168,8 @@ def write_summary(
                 f"## {alignment.capitalize()} alignment, protocol {protocol}",
                 "",
                 f"{scores['model'].nunique()} models, datasets: {', '.join(datasets)}.",
+                "",
+                how_made_line(scores),
                 "",
                 "Instruction tuning (instruction-tuned minus vanilla base, percent of the base score):",
                 "",

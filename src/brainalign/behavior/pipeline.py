@@ -44,4 +44,10 @@ def fit_reading_times(
     )
     scores.insert(0, "dataset", dataset)
     scores.insert(0, "model", model)
+    # The paper correlation reads the paper's surprisal, the regression the other readout.
+    paper_path = surprisal_path if paper_surprisal_path is None else paper_surprisal_path
+    facts = {path: io.read_metadata(path) for path in (surprisal_path, paper_path)}
+    sources = [paper_path if protocol == "aw2024" else surprisal_path for protocol in scores["protocol"]]
+    for key in ("readout", "context_policy"):
+        scores[f"surprisal_{key}"] = [facts[source].get(key) for source in sources]
     io.write_tsv(out_path, scores)
