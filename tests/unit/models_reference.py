@@ -15,6 +15,29 @@ import torch
 
 from brainalign.models.streams import plan_windows, tokenize_stream
 
+# Tiny random models of the three families, and the modules the paper's code hooks in each.
+PAPER_BLOCKS = {
+    "gpt2": {
+        "source": {"type": "random", "architecture": "gpt2", "seed": 0, "config": {"n_embd": 32, "n_layer": 2, "n_head": 2}},
+        "kind": "causal", "n_layers": 2, "dtype": "float32",
+    },
+    "llama": {
+        "source": {"type": "random", "architecture": "llama", "seed": 1, "config": {
+            "hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 3, "num_attention_heads": 4, "num_key_value_heads": 2}},
+        "kind": "causal", "n_layers": 3, "dtype": "float32", "aw2024_module": "post_attention_layernorm",
+    },
+    "t5": {
+        "source": {"type": "random", "architecture": "t5", "seed": 2, "config": {
+            "d_model": 32, "d_ff": 64, "num_layers": 2, "num_decoder_layers": 2, "num_heads": 4, "d_kv": 8}},
+        "kind": "seq2seq", "n_layers": 4, "dtype": "float32",
+    },
+}
+HOOKED = {
+    "gpt2": ["transformer.h.{}"],
+    "llama": ["model.layers.{}.post_attention_layernorm"],
+    "t5": ["encoder.block.{}", "decoder.block.{}"],
+}
+
 
 def _blocks(model) -> list[torch.nn.Module]:
     if hasattr(model, "encoder"):
