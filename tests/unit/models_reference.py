@@ -7,7 +7,9 @@ logits, so these share nothing with the batched code but the window plan of long
 
 from __future__ import annotations
 
+import contextlib
 import math
+from collections.abc import Iterator
 
 import numpy as np
 import pandas as pd
@@ -37,6 +39,29 @@ HOOKED = {
     "llama": ["model.layers.{}.post_attention_layernorm"],
     "t5": ["encoder.block.{}", "decoder.block.{}"],
 }
+
+
+@contextlib.contextmanager
+def recorded_outputs(model, hooked: list[str], n_layers: int) -> Iterator[tuple[list[str], dict[str, torch.Tensor]]]:
+    """Hook the paper's module names of every layer; yield (names in layer order, latest output by name)."""
+    names = [pattern.format(i) for pattern in hooked for i in range(n_layers // len(hooked))]
+    captured: dict[str, torch.Tensor] = {}
+    handles = [
+        model.get_submodule(name).register_forward_hook(
+            lambda _m, _a, output, name=name: captured.__setitem__(name, output[0] if isinstance(output, tuple) else output)
+        )
+        for name in names
+    ]
+    try:
+        yield names, captured
+    finally:
+        for handle in handles:
+            handle.remove()
+
+
+def hidden_width(model) -> int:
+    """Width of the model's hidden states (T5: d_model)."""
+    return model.config.d_model if model.config.is_encoder_decoder else model.config.hidden_size
 
 
 def _blocks(model) -> list[torch.nn.Module]:

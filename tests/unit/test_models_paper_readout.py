@@ -28,7 +28,7 @@ from brainalign.models.fetch import fetch_model
 from brainalign.models.loading import load_model, read_manifest
 from brainalign.models.paper_readout import PaperContexts, group_contexts, paper_state_sequences, plan_sequences, state_reads
 from brainalign.models.surprisal import compute_surprisal
-from models_reference import HOOKED
+from models_reference import HOOKED, hidden_width, recorded_outputs
 from models_reference import PAPER_BLOCKS as BLOCKS
 
 WORDS = (
@@ -82,16 +82,8 @@ def _groups(stimuli: pd.DataFrame):
 @torch.inference_mode()
 def naive_paper_loop(model, tokenizer, stimuli: pd.DataFrame, hooked: list[str], n_layers: int):
     """Per part: (input ids, hooked outputs at the last position per layer, reading time)."""
-    names = [pattern.format(i) for pattern in hooked for i in range(n_layers // len(hooked))]
-    captured: dict[str, torch.Tensor] = {}
-    handles = [
-        model.get_submodule(name).register_forward_hook(
-            lambda _m, _a, output, name=name: captured.__setitem__(name, output[0] if isinstance(output, tuple) else output)
-        )
-        for name in names
-    ]
-    ids, states, bits = {}, np.zeros((n_layers, len(stimuli), model.config.d_model if model.config.is_encoder_decoder else model.config.hidden_size)), np.zeros(len(stimuli))
-    try:
+    ids, states, bits = {}, np.zeros((n_layers, len(stimuli), hidden_width(model))), np.zeros(len(stimuli))
+    with recorded_outputs(model, hooked, n_layers) as (names, captured):
         for rows, texts in _groups(stimuli):
             previous = 0
             for part, row in enumerate(rows):
@@ -101,9 +93,6 @@ def naive_paper_loop(model, tokenizer, stimuli: pd.DataFrame, hooked: list[str],
                 for layer, name in enumerate(names):
                     states[layer, row] = captured[name][0, -1].float().numpy()
                 bits[row] = reference_reading_time(output.logits, current)
-    finally:
-        for handle in handles:
-            handle.remove()
     return ids, states, bits
 
 

@@ -22,7 +22,7 @@ from brainalign.models.activations import complete_options, expected_metadata
 from brainalign.models.extraction import extract_activations, state_sequences
 from brainalign.models.fetch import fetch_model
 from brainalign.models.loading import load_model, read_manifest
-from models_reference import HOOKED
+from models_reference import HOOKED, hidden_width, recorded_outputs
 from models_reference import PAPER_BLOCKS as BLOCKS
 
 WINDOW = 4
@@ -36,17 +36,8 @@ OPTIONS = {"batch_size": 3, "device": "cpu", "readout": "aw2024", "time_series":
 @torch.inference_mode()
 def naive_window_loop(model, tokenizer, stimuli: pd.DataFrame, hooked: list[str], n_layers: int):
     """Per word: the hooked outputs averaged over its tokens in its window, and how many tokens it has."""
-    names = [pattern.format(i) for pattern in hooked for i in range(n_layers // len(hooked))]
-    captured: dict[str, torch.Tensor] = {}
-    handles = [
-        model.get_submodule(name).register_forward_hook(
-            lambda _m, _a, output, name=name: captured.__setitem__(name, output[0] if isinstance(output, tuple) else output)
-        )
-        for name in names
-    ]
-    width = model.config.d_model if model.config.is_encoder_decoder else model.config.hidden_size
-    states, n_tokens = np.zeros((n_layers, len(stimuli), width)), np.zeros(len(stimuli), dtype=int)
-    try:
+    states, n_tokens = np.zeros((n_layers, len(stimuli), hidden_width(model))), np.zeros(len(stimuli), dtype=int)
+    with recorded_outputs(model, hooked, n_layers) as (names, captured):
         for _, group in stimuli.groupby("context_group"):
             group = group.sort_values("position")
             words = group["text"].tolist()
@@ -67,9 +58,6 @@ def naive_window_loop(model, tokenizer, stimuli: pd.DataFrame, hooked: list[str]
                 for layer, name in enumerate(names):
                     states[layer, row] = captured[name][0, mine].double().mean(dim=0).numpy()
                 n_tokens[row] = len(mine)
-    finally:
-        for handle in handles:
-            handle.remove()
     return states, n_tokens
 
 
