@@ -80,6 +80,32 @@ def test_adding_a_model_plans_only_its_jobs_and_the_aggregates(run):
     assert planned_jobs(run) == expected
 
 
+def test_add_model_command_plans_only_the_new_models_jobs(run, tmp_path):
+    from brainalign.models.fetch import fetch_model
+
+    checkpoint = tmp_path / "checkpoint" / "manifest.json"
+    source = {"type": "random", "architecture": "llama", "seed": 5,
+              "config": {"hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 2, "num_attention_heads": 2,
+                         "num_key_value_heads": 2, "max_position_embeddings": 128}}
+    fetch_model("checkpoint", {"source": source}, checkpoint)
+    command = [sys.executable, "-m", "brainalign.cli", "add-model", str(checkpoint.parent), "--name", "tiny-llama-tuned",
+               "--base", "tiny-gpt2", "--suite", "tiny"]
+    added = subprocess.run(command, cwd=run, capture_output=True, text=True, env={**os.environ, "PYTHONPATH": str(REPO / "src")})
+    assert added.returncode == 0, added.stderr
+    assert "causal, 2 layers" in added.stdout
+    name = "tiny-llama-tuned"
+    expected = {
+        job("fetch_model", model=name),
+        job("extract_activations", dataset=NEURAL, model=name),
+        job("compute_surprisal", dataset=BEHAVIOR, model=name),
+        job("fit_reading_times", dataset=BEHAVIOR, model=name),
+        *encoding_jobs(NEURAL, name, 2),
+        *(job("compare_with_base", protocol=protocol, dataset=NEURAL, model=name) for protocol in PROTOCOLS),
+        *AGGREGATES,
+    }
+    assert planned_jobs(run) == expected
+
+
 def test_adding_a_dataset_plans_only_its_jobs_and_the_aggregates(run):
     def add_dataset(config):
         block = dict(config["datasets"][NEURAL])

