@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 
 from brainalign.analysis.instruction import instruction_effect, instruction_pairs, pair_changes, summarize_changes
-from brainalign.analysis.stats import bootstrap_mean_ci, sign_flip_test
+from brainalign.stats import multinomial_counts, percentile_interval, sign_flip_test
 from brainalign.analysis.tables import AVERAGE, with_dataset_average
 
 MODELS = {
@@ -66,20 +66,70 @@ def test_dataset_average_is_the_mean_over_the_models_datasets():
     assert set(average["protocol"]) == {"p"}
 
 
-def test_summarize_changes_against_numpy():
-    changes = np.array([0.02, -0.01, 0.03, 0.015, 0.0])
-    pct = np.array([10.0, -4.0, 12.0, 6.0, 0.0])
-    found = summarize_changes(changes, pct, n_resamples=999, seed=2)
-    assert found["mean_change"] == pytest.approx(changes.mean())
-    assert found["mean_pct_change"] == pytest.approx(pct.mean())
-    assert found["n_improved"] == 3 and found["n_pairs"] == 5
-    assert (found["ci_low"], found["ci_high"]) == pytest.approx(bootstrap_mean_ci(pct, 999, 2))
-    # Exact sign flip over 2**5 patterns; the zero change contributes nothing either way.
-    observed = abs(changes.mean())
+def pair_rows(bases: list[str], base_scores: list[float], tuned_scores: list[float]) -> pd.DataFrame:
+    """Rows of pair_changes: one pair per (base, tuned score)."""
+    frame = pd.DataFrame({"model": [f"t{i}" for i in range(len(bases))], "base": bases,
+                          "score_base": base_scores, "score_tuned": tuned_scores})
+    frame["change"] = frame["score_tuned"] - frame["score_base"]
+    frame["pct_change"] = 100 * frame["change"] / frame["score_base"]
+    return frame
+
+
+NESTED = pair_rows(
+    ["b1", "b1", "b1", "b2", "b3", "b3", "b4", "b5"],
+    [0.20, 0.20, 0.20, 0.10, 0.30, 0.30, 0.25, 0.15],
+    [0.22, 0.25, 0.21, 0.11, 0.29, 0.33, 0.27, 0.15],
+)
+
+
+def test_summarize_changes_counts_each_base_once_against_numpy():
+    """Per base: the tuned models' mean against the base score. The effect, its CI over bases and
+    the sign flips over bases, recomputed here by hand."""
+    found = summarize_changes(NESTED, n_resamples=999, seed=2)
+    tuned = np.array([np.mean([0.22, 0.25, 0.21]), 0.11, np.mean([0.29, 0.33]), 0.27, 0.15])
+    base = np.array([0.20, 0.10, 0.30, 0.25, 0.15])
+    assert found["n_pairs"] == 8 and found["n_bases"] == 5 and found["n_improved"] == 6
+    assert found["mean_change"] == pytest.approx(np.mean(tuned - base))
+    assert found["pct_change"] == pytest.approx(100 * (tuned.mean() / base.mean() - 1))
+    assert found["pct_change_paper"] == pytest.approx(NESTED["pct_change"].mean()) and found["pct_note"] == ""
+    draws = np.random.default_rng(2).integers(0, 5, size=(999, 5))  # a naive loop over resampled bases
+    naive = [100 * (tuned[row].mean() / base[row].mean() - 1) for row in draws]
+    low, high = percentile_interval(np.array(naive))
+    assert found["ci_low"] == pytest.approx(low, abs=1.0) and found["ci_high"] == pytest.approx(high, abs=1.0)
+    counts = multinomial_counts(5, 999, np.random.default_rng(2))
+    exact = percentile_interval(100 * ((counts @ tuned) / (counts @ base) - 1))
+    assert (found["ci_low"], found["ci_high"]) == pytest.approx(exact)
+    # Exact sign flips over 2**5 patterns of the base differences.
+    differences = tuned - base
     signs = np.array(np.meshgrid(*[[-1, 1]] * 5)).reshape(5, -1).T
-    expected = np.mean(np.abs((signs * changes).mean(axis=1)) >= observed * (1 - 1e-14))
-    assert found["p_value"] == pytest.approx(expected)
-    assert found["p_value"] == pytest.approx(sign_flip_test(changes, 999, 2))
+    expected = np.mean(np.abs((signs * differences).mean(axis=1)) >= abs(differences.mean()) * (1 - 1e-12))
+    assert found["p_value"] == pytest.approx(expected) == pytest.approx(sign_flip_test(differences, 999, 2))
+    assert found["p_min"] == pytest.approx(2 / 2**5) and found["can_reach_alpha"] is False  # 5 bases: p >= 0.0625
+
+
+def test_duplicating_a_pair_does_not_narrow_the_ci_or_the_p_value():
+    """Adversarial: copies of a pair (same base, same scores) add no information. Treated as
+    independent they would shrink the CI and the p-value; nested in their base they change nothing."""
+    found = summarize_changes(NESTED, n_resamples=999, seed=2)
+    copies = pd.concat([NESTED, *[NESTED.iloc[[3]].assign(model=f"copy{k}") for k in range(6)]], ignore_index=True)
+    padded = summarize_changes(copies, n_resamples=999, seed=2)
+    assert padded["n_pairs"] == 14 and padded["n_bases"] == 5
+    for key in ("mean_change", "pct_change", "ci_low", "ci_high", "change_ci_low", "change_ci_high", "p_value", "p_min"):
+        assert padded[key] == pytest.approx(found[key]), key
+
+
+@pytest.mark.parametrize(("base_scores", "reason"), [
+    ([0.20, 0.10, -0.01, 0.25, 0.15], "<= 0"),
+    ([0.001, -0.0005, 0.0008, 0.02, 0.0002], "<= 0"),
+    ([0.002, 0.0001, 0.0004, 0.03, 0.0003], "t-interval of zero"),
+])
+def test_a_percent_change_of_base_scores_near_or_below_zero_is_refused(base_scores, reason):
+    scores = dict(zip(["b1", "b2", "b3", "b4", "b5"], base_scores))
+    pairs = pair_rows(list(scores), list(scores.values()), [s + 0.01 for s in scores.values()])
+    found = summarize_changes(pairs, n_resamples=200)
+    assert np.isnan(found["pct_change"]) and np.isnan(found["ci_low"]) and np.isnan(found["pct_change_paper"])
+    assert reason in found["pct_note"] and "mean_change" in found["pct_note"]
+    assert found["mean_change"] == pytest.approx(0.01) and found["change_ci_low"] == pytest.approx(0.01)
 
 
 def test_instruction_effect_groups_all_pairs_and_families():
@@ -90,7 +140,10 @@ def test_instruction_effect_groups_all_pairs_and_families():
     effect = instruction_effect(pair_changes(scores, instruction_pairs(MODELS)), n_resamples=500)
     rows = effect.set_index("family")
     assert rows.loc["all", "n_pairs"] == 3 and rows.loc["fa", "n_pairs"] == 2 and rows.loc["fb", "n_pairs"] == 1
-    assert rows.loc["all", "mean_change"] == pytest.approx(np.mean([0.05, 0.02, -0.01]))
-    assert rows.loc["fa", "mean_pct_change"] == pytest.approx(np.mean([25.0, 10.0]))
+    assert rows.loc["all", "n_bases"] == 2 and rows.loc["fa", "n_bases"] == 1
+    assert rows.loc["all", "mean_change"] == pytest.approx(np.mean([0.035, -0.01]))
+    assert rows.loc["fa", "pct_change"] == pytest.approx(100 * (0.235 / 0.20 - 1))
     assert rows.loc["all", "n_improved"] == 2
-    assert np.isnan(rows.loc["fb", "ci_low"]) and np.isnan(rows.loc["fb", "p_value"])  # one pair: no CI, no test
+    # One base: no CI, no test, and p_min says none was possible.
+    assert np.isnan(rows.loc["fa", "ci_low"]) and np.isnan(rows.loc["fa", "p_value"]) and np.isnan(rows.loc["fa", "p_min"])
+    assert rows.loc["all", "p_min"] == pytest.approx(0.5) and not rows.loc["all", "can_reach_alpha"]

@@ -69,11 +69,13 @@ def analyzed(tmp_path_factory):
 def test_analyze_writes_every_table_with_documented_columns(analyzed):
     *_, out = analyzed
     required = {
-        "instruction_effect.tsv": ["protocol", "alignment", "dataset", "family", "n_pairs", "mean_change",
-                                   "mean_pct_change", "ci_low", "ci_high", "p_value", "n_improved"],
+        "instruction_effect.tsv": ["protocol", "alignment", "dataset", "family", "n_pairs", "n_bases", "mean_change",
+                                   "change_ci_low", "change_ci_high", "pct_change", "ci_low", "ci_high", "pct_note",
+                                   "pct_change_paper", "p_value", "p_min", "can_reach_alpha", "p_fdr", "n_improved"],
         "correlations.tsv": ["protocol", "alignment", "dataset", "property", "models", "n", "pearson_r", "p_value",
-                             "p_fdr", "spearman_r", "spearman_p", "ci_low", "ci_high"],
-        "partial_correlations.tsv": ["protocol", "alignment", "dataset", "property", "partial_r", "p_value", "p_fdr"],
+                             "p_min", "can_reach_alpha", "p_fdr", "spearman_r", "spearman_p", "ci_low", "ci_high"],
+        "partial_correlations.tsv": ["protocol", "alignment", "dataset", "property", "partial_r", "p_value", "p_min",
+                                     "can_reach_alpha", "p_fdr"],
         "instruction_pairs.tsv": ["protocol", "alignment", "dataset", "model", "base", "change", "pct_change"],
         "comparison_with_published.tsv": ["alignment", "model", "dataset", "ours", "published", "difference"],
     }
@@ -89,12 +91,16 @@ def test_instruction_effect_matches_a_direct_computation(analyzed):
     row = effect.query("protocol == 'aw2024' and alignment == 'brain' and dataset == 'average' and family == 'all'").iloc[0]
     average = brain[brain["protocol"] == "aw2024"].groupby("model")["score"].mean()
     tuned = [m for m in average.index if m.startswith("tuned")]
-    pct = [100 * (average[m] - average[f"base{m[5]}"]) / average[f"base{m[5]}"] for m in tuned]
-    assert row["n_pairs"] == 8
-    assert row["mean_pct_change"] == pytest.approx(np.mean(pct))
-    assert row["mean_pct_change"] == pytest.approx(5.0, abs=1.0)  # the planted gain
-    assert row["ci_low"] < row["mean_pct_change"] < row["ci_high"]
-    assert row["p_value"] < 0.05 and row["n_improved"] == 8
+    bases = [f"base{m[5]}" for m in tuned]
+    pct = [100 * (average[m] - average[b]) / average[b] for m, b in zip(tuned, bases)]
+    assert row["n_pairs"] == 8 and row["n_bases"] == 4  # two tuned models per base
+    assert row["pct_change"] == pytest.approx(100 * (average[tuned].mean() / average[bases].mean() - 1))
+    assert row["pct_change_paper"] == pytest.approx(np.mean(pct))
+    assert row["pct_change"] == pytest.approx(5.0, abs=1.0)  # the planted gain
+    assert row["ci_low"] < row["pct_change"] < row["ci_high"]
+    # Every base improves: the smallest p that sign flips over 4 bases give, which cannot reach 0.05.
+    assert row["n_improved"] == 8 and row["p_value"] == pytest.approx(row["p_min"]) == pytest.approx(2 / 2**4)
+    assert not row["can_reach_alpha"]
 
 
 def test_correlations_match_scipy_and_fdr_covers_the_family(analyzed):
@@ -114,8 +120,12 @@ def test_correlations_match_scipy_and_fdr_covers_the_family(analyzed):
     sizes = correlations.query("protocol == 'robust' and alignment == 'brain' and dataset == 'average'")
     assert set(sizes.loc[sizes["property"] == "mmlu", "models"]) == {"instruction_tuned"}
     assert set(sizes.loc[sizes["property"] == "log10_parameters", "models"]) == {"instruction_tuned", "all"}
-    family = correlations.query("protocol == 'robust' and alignment == 'brain' and models == 'instruction_tuned'")
-    assert family["p_fdr"].to_numpy() == pytest.approx(stats.false_discovery_control(family["p_value"]))
+    # One FDR family per protocol: every p-value of every table of the analysis.
+    tables = [read_tsv(out / f"{name}.tsv").query("protocol == 'robust'")
+              for name in ("instruction_effect", "correlations", "partial_correlations")]
+    pooled = pd.concat([table[["p_value", "p_fdr"]] for table in tables]).dropna(subset=["p_value"])
+    assert pooled["p_fdr"].to_numpy() == pytest.approx(stats.false_discovery_control(pooled["p_value"]))
+    assert (correlations["p_min"] == 0).all() and correlations["can_reach_alpha"].all()
 
 
 def test_comparison_with_published_is_ours_minus_published(analyzed):
@@ -185,7 +195,8 @@ def test_cli_reanalysis_of_published_numbers_reproduces_the_paper(tmp_path):
     size = correlations.query("property == 'log10_parameters' and models == 'instruction_tuned'").iloc[0]
     # The paper: ~6% average improvement, r = 0.81 with world knowledge (MMLU), r = 0.95 with size.
     assert effect.query("dataset == 'average'")["n_pairs"].iloc[0] == 17
-    assert round(effect.query("dataset == 'average'")["mean_pct_change"].iloc[0]) == 6
+    # The paper's mean of per-pair percent changes; the effect over bases differs (see pct_change).
+    assert round(effect.query("dataset == 'average'")["pct_change_paper"].iloc[0]) == 6
     assert round(mmlu["pearson_r"], 2) == 0.81 and mmlu["p_value"] < 0.001
     assert round(size["pearson_r"], 2) == 0.95
     comparison = read_tsv(tmp_path / "comparison_with_published.tsv")

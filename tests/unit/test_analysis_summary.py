@@ -27,7 +27,8 @@ def test_summary_states_effects_and_correlations_with_their_numbers(published_an
     text = path.read_text()
     effect = read_tsv(out / "instruction_effect.tsv").query(
         "alignment == 'brain' and dataset == 'average' and family == 'all'").iloc[0]
-    assert f"mean over datasets: {effect['mean_pct_change']:+.2f}% (95% CI {effect['ci_low']:+.2f} to" in text
+    assert f"mean over datasets: {effect['pct_change']:+.2f}% (95% CI {effect['ci_low']:+.2f} to" in text
+    assert f"sign flips over {int(effect['n_bases'])} bases p = " in text
     for dataset in ("pereira2018", "blank2014", "wehbe2014", "futrell2018"):
         assert f"- {dataset}: " in text
     mmlu = read_tsv(out / "correlations.tsv").query(

@@ -74,19 +74,6 @@ def test_split_half_ceiling_recovers_planted_reliability():
     assert ceiling == pytest.approx(expected, abs=0.02)
 
 
-def test_bootstrap_pearson_equals_explicit_resampling():
-    rng = np.random.default_rng(3)
-    x, y = rng.normal(size=200), rng.normal(size=200)
-    groups = np.repeat(np.arange(25), 8)
-    counts, index = rt.sentence_bootstrap_counts(groups, 5, seed=0)
-    fast = rt.bootstrap_pearson(x, y, counts, index)
-    for b in range(5):
-        weights = counts[b, index].astype(int)
-        rows = np.repeat(np.arange(200), weights)
-        assert fast[b] == pytest.approx(np.corrcoef(x[rows], y[rows])[0, 1], rel=1e-9)
-        assert rt.bootstrap_mean(x, counts, index)[b] == pytest.approx(x[rows].mean(), rel=1e-9)
-
-
 def test_cross_validated_fit_matches_sklearn():
     rng = np.random.default_rng(4)
     features, groups = rng.normal(size=(120, 3)), np.repeat(["a", "b", "c"], 40)

@@ -13,7 +13,7 @@ from threadpoolctl import threadpool_limits
 
 from brainalign.encoding.banded import fit_predict_banded, standardize_bands
 from brainalign.encoding.cv import grouped_splits
-from brainalign.encoding.metrics import pearson_columns
+from brainalign.stats import pearson_columns
 from brainalign.encoding.robust import choose_layers, fit_controls, fit_robust, resolve_options, sentence_design, time_series_design
 from brainalign.errors import ConfigError, DataError
 

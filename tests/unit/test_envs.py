@@ -25,11 +25,10 @@ CONDA_NAMES = {
     "torch": "pytorch",
     "sklearn": "scikit-learn",
     "yaml": "pyyaml",
-    "mne": "mne-base",
     "matplotlib": "matplotlib-base",
 }
 # Import name -> PyPI distribution, where they differ (for the venv pin check).
-PYPI_NAMES = {"pytorch": "torch", "mne-base": "mne", "matplotlib-base": "matplotlib"}
+PYPI_NAMES = {"pytorch": "torch", "matplotlib-base": "matplotlib"}
 STDLIB = set(sys.stdlib_module_names) | {"__future__"}
 
 

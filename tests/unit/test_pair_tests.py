@@ -10,10 +10,10 @@ import pytest
 
 from brainalign import io
 from brainalign.analysis.pipeline import aggregate_scores
-from brainalign.analysis.stats import with_fdr
 from brainalign.analysis.summary import _pair_test_lines
 from brainalign.encoding.pipeline import chosen_neuroid_scores, compare_with_base
 from brainalign.errors import DataError
+from brainalign.stats import with_fdr
 
 N_FOLDS = 3
 PARTITIONS = ("384sentences", "243sentences")
@@ -183,7 +183,7 @@ def test_fdr_is_benjamini_hochberg_within_each_protocol():
     table = pd.DataFrame(
         [{"protocol": protocol, "p_value": p} for protocol, values in p_values.items() for p in values]
     )
-    adjusted = with_fdr(table, ["protocol"])
+    adjusted = with_fdr({"pairs": table}, ["protocol"])["pairs"]
     for protocol, values in p_values.items():
         values = np.asarray(values)
         order = np.argsort(values)
@@ -199,6 +199,6 @@ def test_a_suite_without_pairs_gets_a_header_only_table_and_says_so(tmp_path):
     io.write_tsv(score, pd.DataFrame([{"model": "m", "dataset": "d", "protocol": "robust", "score": 0.1}]))
     outs = {name: tmp_path / f"{name}.tsv" for name in ("brain", "layers", "behavior", "pairs")}
     aggregate_scores([score], [score], [], [], True, outs["brain"], outs["layers"], outs["behavior"], outs["pairs"])
-    pairs = with_fdr(io.read_tsv(outs["pairs"]), ["protocol"])
+    pairs = with_fdr({"pairs": io.read_tsv(outs["pairs"])}, ["protocol"])["pairs"]
     assert pairs.empty and {"p_value", "p_fdr", "demo"} <= set(pairs.columns)
     assert "- no instruction-tuned/base pairs in this suite" in _pair_test_lines(pairs)

@@ -133,14 +133,15 @@ def test_robust_rows_carry_the_nested_headline_and_the_models_beside_it(tmp_path
     layers = {layer: rng.standard_normal((len(stimuli), 12)) for layer in (1, 2)}
     responses = layers[1][:, :4] @ rng.standard_normal((4, 6)) + np.outer(lengths - lengths.mean(), np.ones(6)) / 3 + rng.standard_normal((len(stimuli), 6))
     neuroids = pd.DataFrame({"neuroid_id": [f"n{i}" for i in range(6)], "subject": np.repeat(["a", "b"], 3)})
-    options = {"n_bootstrap": 0, "n_permutations": 0, "n_band_weights": 6, "n_inner_folds": 3, "controls": ["length", "position"]}
+    options = {"n_bootstrap": 40, "n_permutations": 19, "n_band_weights": 6, "n_inner_folds": 3, "controls": ["length", "position"]}
     paths, folds = [], {}
     for layer, features in layers.items():
         result = fit_robust(features, responses, stimuli, stimuli[["stimulus_id"]], neuroids, options)
         folds[layer] = result.folds
         paths.append(str(tmp_path / f"layer-{layer}.parquet"))
         io.write_table(paths[-1], result.neuroids, io.provenance(
-            layer=layer, score=result.score, folds=result.folds.to_dict(orient="records"), details=result.details, activations=ACTIVATIONS
+            layer=layer, score=result.score, folds=result.folds.to_dict(orient="records"), details=result.details, activations=ACTIVATIONS,
+            ci_low=result.ci_low, ci_high=result.ci_high, p_value=result.p_value
         ))
     ceiling = tmp_path / "ceiling.parquet"
     io.write_table(ceiling, pd.DataFrame({"ceiling": [0.5]}), io.provenance(summary={"ceiling": 0.5}))
@@ -156,3 +157,11 @@ def test_robust_rows_carry_the_nested_headline_and_the_models_beside_it(tmp_path
     per_neuroid = io.read_table(neuroids_out)
     assert {"score", "score_joint", "score_controls", "score_llm", "r", "r_controls"} <= set(per_neuroid.columns)
     assert row["n_neuroids"] == 6
+    # CI and p-value of the nested score: per fold, resample b of the layer chosen there.
+    _, choices = choose_layers(folds)
+    chosen = [folds[layer].set_index("fold").loc[fold] for fold, layer in zip(choices["fold"], choices["layer"])]
+    replicates = np.mean([fold["bootstrap_scores"] for fold in chosen], axis=0)
+    assert (row["ci_low"], row["ci_high"]) == pytest.approx(tuple(np.percentile(replicates, [2.5, 97.5])))
+    permuted = np.mean([fold["permutation_scores"] for fold in chosen], axis=0)
+    assert row["p_value"] == pytest.approx((1 + np.sum(permuted[1:] >= permuted[0])) / 20)
+    assert row["p_min"] == pytest.approx(1 / 20) and not row["can_reach_alpha"]  # 19 permutations cannot give p < 0.05

@@ -1,203 +1,101 @@
-"""Bootstrap, block permutation and paired tests: exactness and calibration under the null."""
+"""Shared statistics (brainalign.stats) against independent computations on the same numbers."""
 
 from __future__ import annotations
 
 import itertools
 
 import numpy as np
+import pandas as pd
 import pytest
+import statsmodels.api as sm
 from scipy import stats
 
-from brainalign.encoding.metrics import r2_columns
-from brainalign.encoding.stats import (
-    HeldOut,
-    _partition_statistic,
-    bootstrap_score_ci,
-    circular_shift_permutation,
-    group_swap_permutation,
-    headline_columns,
-    headline_from_sums,
-    paired_permutation_test,
-    permutation_p_value,
-    unit_sums,
+from brainalign.stats import (
+    bootstrap_indices,
+    bootstrap_mean_ci,
+    bootstrap_pearson_ci,
+    cluster_bootstrap_counts,
+    correlation,
+    fdr_bh,
+    mean_from_counts,
+    partial_correlation,
+    paired_sign_flip_test,
+    pearson_from_counts,
+    sign_flip_p_min,
+    sign_flip_test,
+    weighted_median,
+    with_fdr,
 )
 
 
-def grouped_null_fold(rng, n_groups=12, size=4, n_targets=15, group_effect=2.0):
-    """Independent predictions and responses, both with strong shared group effects."""
-    units = np.repeat(np.arange(n_groups), size)
-    predictions = group_effect * rng.standard_normal(n_groups)[units][:, None] + rng.standard_normal((len(units), n_targets))
-    observed = group_effect * rng.standard_normal(n_groups)[units][:, None] + rng.standard_normal((len(units), n_targets))
-    return HeldOut(predictions, observed, units)
+def test_bootstrap_mean_ci_matches_naive_loop():
+    values = np.random.default_rng(1).normal(0.05, 0.02, size=12)
+    indices = bootstrap_indices(values.size, 2000, seed=3)
+    naive = [np.mean([values[i] for i in row]) for row in indices]
+    expected = np.percentile(naive, [2.5, 97.5])
+    np.testing.assert_allclose(bootstrap_mean_ci(values, 2000, seed=3), expected)
 
 
-def with_baseline(held_out: HeldOut, rng) -> HeldOut:
-    """The same fold with a baseline model whose predictions track the responses loosely."""
-    baseline = 0.5 * held_out.observed + rng.standard_normal(held_out.observed.shape)
-    return HeldOut(held_out.predictions, held_out.observed, held_out.units, baseline=baseline)
+def test_bootstrap_mean_ci_undefined_for_one_value():
+    assert np.isnan(bootstrap_mean_ci(np.array([0.3]))).all()
 
 
-def test_headline_from_unit_sums_equals_the_r2_gain_of_the_rows():
-    rng = np.random.default_rng(0)
-    held_out = grouped_null_fold(rng)
-    held_out.observed += 10.0  # far from 0: the sums must not lose digits
-    _, sums = unit_sums(held_out)
-    own = r2_columns(held_out.predictions, held_out.observed)
-    np.testing.assert_allclose(headline_from_sums(sums.sum(axis=0)), own, atol=1e-10)
-    paired = with_baseline(held_out, rng)
-    _, sums = unit_sums(paired)
-    gain = own - r2_columns(paired.baseline, paired.observed)
-    np.testing.assert_allclose(headline_from_sums(sums.sum(axis=0)), gain, atol=1e-10)
-    np.testing.assert_allclose(headline_columns(paired.predictions, paired.observed, paired.baseline), gain, atol=1e-12)
-
-
-def test_bootstrap_statistic_equals_naive_recomputation_on_a_resample():
-    rng = np.random.default_rng(1)
-    folds = [with_baseline(grouped_null_fold(rng, n_groups=5), rng) for _ in range(2)]
-    sums = [unit_sums(f)[1] for f in folds]
-    fold_of_unit = np.repeat([0, 1], 5)
-    resample = rng.integers(0, 10, size=(1, 10))
-    naive = []
-    for fold, held_out in enumerate(folds):
-        drawn = [u - 5 * fold for u in resample[0] if fold_of_unit[u] == fold]
-        rows = np.concatenate([np.flatnonzero(held_out.units == u) for u in drawn])
-        naive.append(np.nanmedian(headline_columns(held_out.predictions[rows], held_out.observed[rows], held_out.baseline[rows])))
-    assert _partition_statistic(sums, fold_of_unit, resample)[0] == pytest.approx(np.mean(naive))
-
-
-def test_bootstrap_ci_brackets_the_score_and_tracks_the_signal():
+def test_bootstrap_pearson_ci_matches_scipy_loop():
     rng = np.random.default_rng(2)
-    units = np.repeat(np.arange(20), 4)
-    truth = rng.standard_normal((80, 10))
-    folds = [HeldOut(truth + 0.8 * rng.standard_normal((80, 10)), truth, units)]
-    low, high = bootstrap_score_ci([folds], n_bootstrap=300, random_state=0)
-    score = np.median(r2_columns(folds[0].predictions, truth))
-    assert low < score < high
-    assert 0 < high - low < 0.3
+    x = rng.normal(size=15)
+    y = 0.7 * x + rng.normal(size=15)
+    indices = bootstrap_indices(x.size, 500, seed=5)
+    naive = [stats.pearsonr(x[row], y[row]).statistic for row in indices]
+    np.testing.assert_allclose(bootstrap_pearson_ci(x, y, 500, seed=5), np.percentile(naive, [2.5, 97.5]))
 
 
-def test_group_swaps_keep_groups_whole():
-    rng = np.random.default_rng(3)
-    units = np.array([0, 0, 0, 1, 1, 2, 2, 2, 3, 3])
-    order = group_swap_permutation(units, rng)
-    assert sorted(order) == list(range(len(units)))
-    for u in np.unique(units):
-        moved = units[order[units == u]]
-        assert len(set(moved)) == 1 and np.sum(units == moved[0]) == np.sum(units == u)
+@pytest.mark.parametrize("n", [6, 9])
+def test_sign_flip_test_is_exact_enumeration(n):
+    values = np.random.default_rng(n).normal(0.3, 1.0, size=n)
+    observed = abs(values.mean())
+    flipped = [abs(np.mean(values * np.array(signs))) for signs in itertools.product([-1, 1], repeat=n)]
+    # Same tolerance scipy uses for ties in the null distribution.
+    expected = np.mean(np.array(flipped) >= observed * (1 - 1e-14))
+    assert sign_flip_test(values, n_resamples=10_000) == pytest.approx(expected)
 
 
-def test_circular_shifts_move_each_stream_within_itself_by_at_least_the_minimum():
-    rng = np.random.default_rng(3)
-    streams = np.repeat(["a", "b", "c"], [50, 31, 1])
-    for _ in range(20):
-        order = circular_shift_permutation(streams, 10, rng)
-        assert sorted(order) == list(range(len(streams)))
-        np.testing.assert_array_equal(streams[order], streams)
-        for start, n in ((0, 50), (50, 31)):
-            shift = (order[start] - start) % n
-            assert 10 <= shift <= n - 10
-            np.testing.assert_array_equal(order[start : start + n], start + (np.arange(n) + shift) % n)
-        assert order[-1] == len(streams) - 1  # a one-row stream cannot move
+def test_sign_flip_test_detects_planted_shift_and_not_noise():
+    rng = np.random.default_rng(0)
+    assert sign_flip_test(rng.normal(1.0, 0.3, size=20), n_resamples=2000) < 0.01
+    p_null = [sign_flip_test(rng.normal(0, 1, size=15), n_resamples=999, seed=s) for s in range(40)]
+    # Under the null hypothesis, p-values are roughly uniform: not concentrated near zero.
+    assert 0.3 < np.mean(p_null) < 0.7
 
 
-def test_group_permutation_p_values_are_uniform_under_the_null_and_row_shuffles_are_not():
-    """200 null datasets: the block scheme is calibrated, the naive row shuffle is not.
+def test_fdr_bh_known_example_and_nan():
+    p = np.array([0.01, 0.04, 0.03, 0.005, np.nan])
+    # By hand: sorted 0.005, 0.01, 0.03, 0.04 (m = 4) -> 0.02, 0.02, 0.04, 0.04.
+    np.testing.assert_allclose(fdr_bh(p), [0.02, 0.04, 0.04, 0.02, np.nan])
 
-    The data have strong group effects in both predictions and responses, so a row-level
-    shuffle underestimates the null variance; the same tolerance must reject it, which
-    shows that the calibration check has the power to catch a broken scheme.
-    """
+
+def test_correlation_matches_scipy_and_is_nan_for_constant_input():
     rng = np.random.default_rng(4)
-    block_p, row_p = [], []
-    for seed in range(200):
-        folds = [grouped_null_fold(rng), grouped_null_fold(rng)]
-        block_p.append(permutation_p_value([folds], n_permutations=99, random_state=seed)[0])
-        row_folds = [HeldOut(f.predictions, f.observed, np.arange(len(f.units))) for f in folds]
-        row_p.append(permutation_p_value([row_folds], n_permutations=99, random_state=seed)[0])
-    block_p, row_p = np.array(block_p), np.array(row_p)
-    # Binomial(200, 0.05): P(X > 21) < 1e-3 and P(X < 3) < 3e-3.
-    assert 3 <= np.sum(block_p <= 0.05) <= 21
-    assert stats.kstest(block_p, "uniform").pvalue > 0.01
-    # A calibrated scheme exceeds 25 with probability < 1e-4.
-    assert np.sum(row_p <= 0.05) > 25
-    assert stats.kstest(row_p, "uniform").pvalue < 0.01
+    x, y = rng.normal(size=10), rng.normal(size=10)
+    found = correlation(x, y)
+    assert found["pearson_r"] == pytest.approx(stats.pearsonr(x, y).statistic)
+    assert found["p_value"] == pytest.approx(stats.pearsonr(x, y).pvalue)
+    assert found["spearman_r"] == pytest.approx(stats.spearmanr(x, y).statistic)
+    assert found["spearman_p"] == pytest.approx(stats.spearmanr(x, y).pvalue)
+    assert np.isnan(correlation(np.ones(10), y)["pearson_r"])
 
 
-def test_circular_shift_p_values_are_uniform_for_autocorrelated_null_series():
-    rng = np.random.default_rng(5)
-    p_values = []
-    for seed in range(200):
-        folds = []
-        for _ in range(2):
-            noise = rng.standard_normal((2, 120, 8))
-            series = np.apply_along_axis(lambda x: np.convolve(x, np.ones(5) / 5, mode="same"), 1, noise)
-            folds.append(HeldOut(series[0], series[1], np.arange(120) // 20))
-        p_values.append(permutation_p_value([folds], n_permutations=99, scheme="circular_shift", min_shift=10, random_state=seed)[0])
-    p_values = np.array(p_values)
-    assert 3 <= np.sum(p_values <= 0.05) <= 21
-    assert stats.kstest(p_values, "uniform").pvalue > 0.01
-
-
-def smoothed_noise(rng, n_rows: int, n_targets: int, width: int = 5) -> np.ndarray:
-    """Autocorrelated noise: white noise under a moving average of ``width`` rows."""
-    noise = rng.standard_normal((n_rows + width - 1, n_targets))
-    return np.stack([np.convolve(column, np.ones(width) / width, mode="valid") for column in noise.T], axis=1)
-
-
-def null_layout(layout: str, rng) -> list[list[HeldOut]]:
-    """Independent autocorrelated predictions and responses in the fold layout of a dataset.
-
-    pereira: 2 partitions x 2 folds of passages of 3-4 sentences; blank: stories of unequal
-    length (120-200 TRs), one per held-out fold; wehbe: 4 runs of 150 TRs, one per fold,
-    resampling units of 20 TRs.
-    """
-    partitions = []
-    if layout == "pereira":
-        for _ in range(2):
-            folds = []
-            for _ in range(2):
-                sizes = rng.choice([3, 4], size=12)
-                units = np.repeat(np.arange(12), sizes)
-                folds.append(HeldOut(rng.standard_normal((len(units), 10)), rng.standard_normal((len(units), 10)), units))
-            partitions.append(folds)
-        return partitions
-    lengths = rng.integers(120, 201, size=4) if layout == "blank" else np.full(4, 150)
-    folds = []
-    for length in lengths:
-        units = np.zeros(length, dtype=int) if layout == "blank" else np.arange(length) // 20
-        folds.append(HeldOut(smoothed_noise(rng, length, 10), smoothed_noise(rng, length, 10), units, np.zeros(length, dtype=int)))
-    return [folds]
-
-
-@pytest.mark.parametrize(("layout", "scheme"), [("pereira", "group_swap"), ("blank", "circular_shift"), ("wehbe", "circular_shift")])
-def test_pure_noise_gives_uniform_p_values_under_every_dataset_layout(layout, scheme):
-    rng = np.random.default_rng(11)
-    p_values = np.array([
-        permutation_p_value(null_layout(layout, rng), n_permutations=99, scheme=scheme, min_shift=20, random_state=seed)[0]
-        for seed in range(200)
-    ])
-    assert np.all(np.isfinite(p_values))
-    # Binomial(200, 0.05): P(X > 21) < 1e-3 and P(X < 3) < 3e-3.
-    assert 3 <= np.sum(p_values <= 0.05) <= 21
-    assert stats.kstest(p_values, "uniform").pvalue > 0.01
-
-
-def test_group_swaps_of_unequal_stories_give_no_p_value_and_say_why(caplog):
-    folds = null_layout("blank", np.random.default_rng(12))[0]
-    with caplog.at_level("WARNING", logger="brainalign.encoding.stats"):
-        p_value, null = permutation_p_value([folds], n_permutations=20, scheme="group_swap")
-    assert np.isnan(p_value) and np.isnan(null).all()
-    assert "in 4 of 4 folds no two groups have the same size" in caplog.text and "circular_shift" in caplog.text
-
-
-def test_a_permutation_that_changes_nothing_ties_with_the_observed_score():
-    """float32 inputs, every 'shift' the identity (one-row streams): p is 1, not 1/(n+1)."""
-    rng = np.random.default_rng(13)
-    predictions, observed = rng.standard_normal((2, 40, 7)).astype(np.float32)
-    folds = [HeldOut(predictions, observed, np.arange(40), np.arange(40))]
-    p_value, null = permutation_p_value([folds], n_permutations=50, scheme="circular_shift", min_shift=5)
-    assert p_value == 1.0
-    assert np.all(null == null[0])
+def test_partial_correlation_matches_formula_and_regression_t_test():
+    rng = np.random.default_rng(6)
+    z = rng.normal(size=30)
+    x = z + 0.5 * rng.normal(size=30)
+    y = z + 0.3 * x + rng.normal(size=30)
+    r, p = partial_correlation(x, y, z)
+    r_xy, r_xz, r_yz = (stats.pearsonr(a, b).statistic for a, b in ((x, y), (x, z), (y, z)))
+    formula = (r_xy - r_xz * r_yz) / np.sqrt((1 - r_xz**2) * (1 - r_yz**2))
+    assert r == pytest.approx(formula)
+    # The partial correlation's test is the t-test of x's coefficient in y ~ 1 + z + x.
+    fit = sm.OLS(y, sm.add_constant(np.column_stack([z, x]))).fit()
+    assert p == pytest.approx(fit.pvalues[2])
 
 
 def test_paired_test_equals_exact_sign_flip_enumeration():
@@ -205,11 +103,11 @@ def test_paired_test_equals_exact_sign_flip_enumeration():
     groups = np.repeat(np.arange(8), 5)
     a = rng.standard_normal(40) + 0.3
     b = rng.standard_normal(40)
-    difference, p_value = paired_permutation_test(a, b, groups, n_permutations=10_000)
+    difference, p_value, n_groups = paired_sign_flip_test(a, b, groups, n_permutations=10_000)
     per_group = np.array([np.mean(a[groups == g] - b[groups == g]) for g in range(8)])
     flips = np.array(list(itertools.product([-1, 1], repeat=8)))
     null = (flips * per_group).mean(axis=1)
-    assert difference == pytest.approx(per_group.mean())
+    assert difference == pytest.approx(per_group.mean()) and n_groups == 8
     assert p_value == pytest.approx(np.mean(np.abs(null) >= abs(per_group.mean()) - 1e-12))
 
 
@@ -218,35 +116,54 @@ def test_paired_test_detects_a_shift_and_ignores_nan_pairs():
     a = rng.standard_normal(60)
     b = a - 0.5 + 0.1 * rng.standard_normal(60)
     a[0] = np.nan
-    difference, p_value = paired_permutation_test(a, b, n_permutations=2000)
+    difference, p_value, _ = paired_sign_flip_test(a, b, n_permutations=2000)
     assert difference == pytest.approx(np.nanmean(a - b))
     assert p_value < 0.01
-    assert paired_permutation_test(a, a, n_permutations=500)[1] == pytest.approx(1.0)
+    assert paired_sign_flip_test(a, a, n_permutations=500)[1] == pytest.approx(1.0)
 
 
-def controls_driven_fold(rng, increment_weight: float = 0.0, n_groups=12, size=4, n_targets=15) -> HeldOut:
-    """Responses = a controls signal + group effects + noise; the baseline predicts the controls
-    signal imperfectly; the model adds to it an increment of its own (group effects, noise)
-    that carries ``increment_weight`` times the responses' noise (0: the null)."""
-    units = np.repeat(np.arange(n_groups), size)
-    signal = np.outer(rng.standard_normal(len(units)), rng.uniform(0.5, 1.0, n_targets))
-    noise = 1.5 * rng.standard_normal(n_groups)[units][:, None] + rng.standard_normal((len(units), n_targets))
-    observed = signal + noise
-    baseline = 0.9 * signal + 0.2 * rng.standard_normal(signal.shape)
-    increment = 0.3 * rng.standard_normal(n_groups)[units][:, None] + 0.3 * rng.standard_normal(signal.shape)
-    return HeldOut(baseline + increment + increment_weight * noise, observed, units, baseline=baseline)
+@pytest.mark.parametrize("n", [3, 5, 9])
+def test_sign_flips_reach_exactly_p_min(n):
+    """Values all of one sign give the smallest attainable p, 2 / 2**n; any other values more."""
+    values = np.random.default_rng(n).normal(0.4, 1.0, size=n)
+    values[0] = -abs(values[0])
+    assert sign_flip_test(values) > sign_flip_p_min(n)
+    extreme = np.abs(values) + 0.1
+    assert sign_flip_test(extreme) == pytest.approx(sign_flip_p_min(n)) == pytest.approx(2 / 2**n)
+    assert sign_flip_p_min(5) == 0.0625 and sign_flip_p_min(20, 999) == pytest.approx(2 / 1000)
+    assert np.isnan(sign_flip_p_min(1))
 
 
-def test_the_gain_over_a_baseline_has_uniform_p_values_under_the_null_and_detects_a_real_increment():
-    rng = np.random.default_rng(14)
-    null_p = np.array([
-        permutation_p_value([[controls_driven_fold(rng), controls_driven_fold(rng)]], n_permutations=99, random_state=seed)[0]
-        for seed in range(200)
-    ])
-    assert 3 <= np.sum(null_p <= 0.05) <= 21
-    assert stats.kstest(null_p, "uniform").pvalue > 0.01
-    planted = [[controls_driven_fold(rng, increment_weight=0.5) for _ in range(2)]]
-    p_value, _ = permutation_p_value(planted, n_permutations=99)
-    assert p_value == pytest.approx(0.01)
-    low, high = bootstrap_score_ci(planted, n_bootstrap=300)
-    assert 0 < low < high
+def test_cluster_bootstrap_from_sums_equals_a_naive_resample():
+    rng = np.random.default_rng(9)
+    clusters = np.repeat(np.arange(15), rng.integers(1, 6, size=15))
+    x = rng.normal(size=len(clusters))
+    y = 0.5 * x + rng.normal(size=len(clusters))
+    counts, index = cluster_bootstrap_counts(clusters, 30, seed=2)
+    for b in (0, 17):
+        rows = np.concatenate([np.flatnonzero(clusters == c) for c, k in enumerate(counts[b]) for _ in range(int(k))])
+        assert pearson_from_counts(x, y, counts, index)[b] == pytest.approx(stats.pearsonr(x[rows], y[rows]).statistic)
+        assert mean_from_counts(x, counts, index)[b] == pytest.approx(x[rows].mean())
+
+
+def test_weighted_median_equals_the_median_of_the_repeated_values():
+    rng = np.random.default_rng(10)
+    values = rng.normal(size=(50, 9))
+    values[rng.random(values.shape) < 0.2] = np.nan
+    weights = rng.integers(0, 4, size=values.shape).astype(float)
+    expected = []
+    for row, weight in zip(values, weights):
+        repeated = np.repeat(row, weight.astype(int))
+        repeated = repeated[np.isfinite(repeated)]
+        expected.append(np.median(repeated) if repeated.size else np.nan)
+    np.testing.assert_allclose(weighted_median(values, weights), expected)
+
+
+def test_fdr_pools_every_table_within_a_family():
+    first = pd.DataFrame({"protocol": ["a", "a", "b"], "p_value": [0.01, 0.04, 0.03]})
+    second = pd.DataFrame({"protocol": ["a", "b"], "p_value": [0.02, np.nan], "can_reach_alpha": [True, None]})
+    adjusted = with_fdr({"first": first, "second": second}, ["protocol"])
+    pooled_a = fdr_bh(np.array([0.01, 0.04, 0.02]))
+    np.testing.assert_allclose(adjusted["first"]["p_fdr"], [pooled_a[0], pooled_a[1], 0.03])
+    np.testing.assert_allclose(adjusted["second"]["p_fdr"], [pooled_a[2], np.nan])
+    assert list(adjusted["second"].columns) == ["protocol", "p_value", "can_reach_alpha", "p_fdr"]

@@ -8,7 +8,7 @@ from pathlib import Path
 
 from brainalign.analysis.published import PUBLISHED_DIR, load_models_file
 from brainalign.analysis.run import analyze
-from brainalign.analysis.stats import N_RESAMPLES
+from brainalign.stats import N_RESAMPLES
 from brainalign.analysis.tables import read_scores
 from brainalign.errors import ConfigError
 

@@ -2,8 +2,7 @@
 
 The paper correlates over the instruction-tuned models (MMLU and BBH were measured only
 for them); we report that set and, where it differs, every model that has the property.
-Benjamini-Hochberg FDR runs over one family of tests: every (dataset, property) for a
-given protocol, alignment kind and model set.
+Their p-values enter the study's FDR family (:func:`brainalign.analysis.run.analyze`).
 """
 
 from __future__ import annotations
@@ -13,7 +12,7 @@ from collections.abc import Mapping
 import numpy as np
 import pandas as pd
 
-from brainalign.analysis.stats import N_RESAMPLES, bootstrap_pearson_ci, correlation, partial_correlation, with_fdr
+from brainalign.stats import N_RESAMPLES, bootstrap_pearson_ci, correlation, partial_correlation
 
 SIZE = "log10_parameters"
 MMLU_CATEGORIES = ("stem", "humanities", "social_sciences", "others")
@@ -70,7 +69,7 @@ def _model_subsets(table: pd.DataFrame, column: str) -> list[tuple[str, pd.DataF
 def property_correlations(
     scores: pd.DataFrame, properties: pd.DataFrame, n_resamples: int = N_RESAMPLES, seed: int = 0
 ) -> pd.DataFrame:
-    """Correlate scores with every property, per protocol and dataset, with FDR-corrected p-values.
+    """Correlate scores with every property, per protocol and dataset.
 
     Parameters
     ----------
@@ -82,7 +81,7 @@ def property_correlations(
     Returns
     -------
     DataFrame
-        Columns protocol, dataset, property, models, n, pearson_r, p_value, p_fdr,
+        Columns protocol, dataset, property, models, n, pearson_r, p_value,
         spearman_r, spearman_p, ci_low, ci_high (bootstrap CI of Pearson r over models).
     """
     joined = scores.join(properties, on="model")
@@ -96,21 +95,19 @@ def property_correlations(
                              "n": len(subset), **correlation(x, y), "ci_low": low, "ci_high": high})
     columns = ["protocol", "dataset", "property", "models", "n", "pearson_r", "p_value", "spearman_r",
                "spearman_p", "ci_low", "ci_high"]
-    table = pd.DataFrame(rows, columns=columns)
-    return with_fdr(table, ["protocol", "models"])
+    return pd.DataFrame(rows, columns=columns)
 
 
 def partial_correlations(scores: pd.DataFrame, properties: pd.DataFrame, covariate: str = SIZE) -> pd.DataFrame:
     """Correlate scores with each property controlling for a covariate (log size by default).
 
-    Computed over instruction-tuned models that have both the property and the covariate;
-    FDR over (dataset, property) within each protocol.
+    Computed over instruction-tuned models that have both the property and the covariate.
 
     Returns
     -------
     DataFrame
         Columns protocol, dataset, property, covariate, models, n, pearson_r (zero-order),
-        partial_r, p_value, p_fdr.
+        partial_r, p_value.
     """
     joined = scores.join(properties, on="model")
     joined = joined[joined["instruction_tuned"]]
@@ -128,5 +125,5 @@ def partial_correlations(scores: pd.DataFrame, properties: pd.DataFrame, covaria
                          "models": "instruction_tuned", "n": len(subset),
                          "pearson_r": correlation(x, y)["pearson_r"], "partial_r": r, "p_value": p})
     columns = ["protocol", "dataset", "property", "covariate", "models", "n", "pearson_r", "partial_r", "p_value"]
-    return with_fdr(pd.DataFrame(rows, columns=columns), ["protocol"])
+    return pd.DataFrame(rows, columns=columns)
 

@@ -1,8 +1,22 @@
 """The instruction-tuning effect: each instruction-tuned model against its vanilla base.
 
 A pair is (instruction-tuned model, its ``base``). Several instruction-tuned models may
-share a base; each forms its own pair (the paper's 17 pairs over 8 bases). Changes are
-tuned minus base; percent changes are relative to the base score.
+share a base (the paper's 17 pairs over 8 bases, 6 of them on t5-xl), so pairs are not
+independent: they share the base's score. The inference therefore treats the base as the
+unit: per base, the mean score of its instruction-tuned models and the base's score; the
+effect is the mean over bases of their difference (``mean_change``) and the ratio of the
+mean tuned score to the mean base score (``pct_change``, in percent), both with cluster
+bootstrap CIs that resample whole bases, and a sign-flip test over bases. A base with six
+tuned models counts once, so adding a seventh that scores like the six does not narrow
+any CI or p-value.
+
+``pct_change_paper`` is the paper's computation, the mean over pairs of per-pair percent
+changes, kept for comparison with the published number; it carries no CI or p-value.
+
+A percent change needs a base score clearly above zero (robust scores can be at or below
+zero): it is refused, with the reason in ``pct_note``, when any base score is <= 0 or when
+the mean base score is within its own 95% t-interval of zero (Fieller: the CI of a ratio
+whose denominator may be zero is unbounded). ``mean_change`` is reported either way.
 """
 
 from __future__ import annotations
@@ -13,7 +27,17 @@ from collections.abc import Mapping
 import numpy as np
 import pandas as pd
 
-from brainalign.analysis.stats import N_RESAMPLES, bootstrap_mean_ci, sign_flip_test
+from scipy import stats
+
+from brainalign.stats import (
+    CONFIDENCE,
+    N_RESAMPLES,
+    multinomial_counts,
+    percentile_interval,
+    reach_columns,
+    sign_flip_p_min,
+    sign_flip_test,
+)
 
 log = logging.getLogger(__name__)
 
@@ -74,28 +98,86 @@ def pair_changes(scores: pd.DataFrame, pairs: pd.DataFrame) -> pd.DataFrame:
     return merged[columns].sort_values(["protocol", "dataset", "family", "model"]).reset_index(drop=True)
 
 
-def summarize_changes(changes: np.ndarray, pct_changes: np.ndarray, n_resamples: int = N_RESAMPLES, seed: int = 0) -> dict:
-    """Mean change over pairs with bootstrap CIs, the sign-flip p-value and the improvement count.
+def per_base(pairs: pd.DataFrame) -> pd.DataFrame:
+    """One row per base: its score, the mean score of its instruction-tuned models, the pairs.
 
-    ``ci_low``/``ci_high`` bound the mean percent change (the headline number);
-    ``change_ci_low``/``change_ci_high`` the mean absolute change. The p-value tests a zero
-    mean absolute change.
+    Parameters
+    ----------
+    pairs : DataFrame
+        Rows of :func:`pair_changes` of one protocol and dataset.
     """
-    changes = np.asarray(changes, dtype=np.float64)
-    pct_changes = np.asarray(pct_changes, dtype=np.float64)
-    change_ci = bootstrap_mean_ci(changes, n_resamples, seed)
-    pct_ci = bootstrap_mean_ci(pct_changes, n_resamples, seed)
+    return pairs.groupby("base", sort=True).agg(
+        score_base=("score_base", "first"), score_tuned=("score_tuned", "mean"), n_pairs=("model", "size")
+    )
+
+
+def percent_refusal(base_scores: np.ndarray, confidence: float = CONFIDENCE) -> str:
+    """Why a percent change of these base scores would mislead, or "" when it would not."""
+    if (base_scores <= 0).any():
+        return (f"not computed: base score {base_scores.min():.4g} <= 0, so a percent change has no meaning; "
+                "read mean_change")
+    if len(base_scores) >= 2:
+        half_width = stats.t.ppf(0.5 + confidence / 2, len(base_scores) - 1) * stats.sem(base_scores)
+        if base_scores.mean() - half_width <= 0:
+            return (f"not computed: the mean base score {base_scores.mean():.4g} is within its {confidence:.0%} "
+                    "t-interval of zero, so the ratio's CI is unbounded; read mean_change")
+    return ""
+
+
+def summarize_changes(pairs: pd.DataFrame, n_resamples: int = N_RESAMPLES, seed: int = 0) -> dict:
+    """The effect over bases with cluster bootstrap CIs, the sign-flip test and the improvement count.
+
+    Parameters
+    ----------
+    pairs : DataFrame
+        Rows of :func:`pair_changes` (``base``, ``score_base``, ``score_tuned``, ``change``,
+        ``pct_change``) of one protocol and dataset.
+    n_resamples, seed : int
+        Bootstrap resamples and sign-flip permutations (exact when 2**n_bases <= n_resamples).
+
+    Returns
+    -------
+    dict
+        ``n_pairs``, ``n_bases``, ``mean_change`` (mean over bases of the tuned-minus-base
+        difference) with ``change_ci_low``/``change_ci_high``, ``pct_change`` (ratio of means,
+        percent) with ``ci_low``/``ci_high``, ``pct_note``, ``pct_change_paper``,
+        ``p_value`` (sign flips of the base differences), ``p_min``, ``can_reach_alpha``,
+        ``n_improved`` (pairs with a positive change). CIs need two bases, the test two.
+    """
+    bases = per_base(pairs)
+    tuned, base = bases["score_tuned"].to_numpy(np.float64), bases["score_base"].to_numpy(np.float64)
+    differences = tuned - base
+    note = percent_refusal(base) if len(bases) else ""
+    change_ci = pct_ci = (np.nan, np.nan)
+    if len(bases) >= 2:
+        counts = multinomial_counts(len(bases), n_resamples, np.random.default_rng(seed))
+        change_ci = percentile_interval(counts @ differences / len(bases))
+        if not note:
+            pct_ci = percentile_interval(100 * ((counts @ tuned) / (counts @ base) - 1))
+    p_value = sign_flip_test(differences, n_resamples, seed)
+    refused = bool(note) or not len(bases)
     return {
-        "n_pairs": changes.size,
-        "mean_change": float(changes.mean()) if changes.size else np.nan,
+        "n_pairs": len(pairs),
+        "n_bases": len(bases),
+        "mean_change": float(differences.mean()) if len(bases) else np.nan,
         "change_ci_low": change_ci[0],
         "change_ci_high": change_ci[1],
-        "mean_pct_change": float(pct_changes.mean()) if changes.size else np.nan,
+        "pct_change": np.nan if refused else float(100 * (tuned.mean() / base.mean() - 1)),
         "ci_low": pct_ci[0],
         "ci_high": pct_ci[1],
-        "p_value": sign_flip_test(changes, n_resamples, seed),
-        "n_improved": int((changes > 0).sum()),
+        "pct_note": note,
+        "pct_change_paper": np.nan if refused else float(pairs["pct_change"].mean()),
+        "p_value": p_value,
+        **reach_columns(p_value, sign_flip_p_min(len(bases), n_resamples)),
+        "n_improved": int((pairs["change"] > 0).sum()),
     }
+
+
+EFFECT_COLUMNS = [
+    "protocol", "dataset", "family", "n_pairs", "n_bases", "mean_change", "change_ci_low", "change_ci_high",
+    "pct_change", "ci_low", "ci_high", "pct_note", "pct_change_paper", "p_value", "p_min", "can_reach_alpha",
+    "n_improved",
+]  # fmt: skip
 
 
 def instruction_effect(pair_table: pd.DataFrame, n_resamples: int = N_RESAMPLES, seed: int = 0) -> pd.DataFrame:
@@ -104,16 +186,13 @@ def instruction_effect(pair_table: pd.DataFrame, n_resamples: int = N_RESAMPLES,
     Returns
     -------
     DataFrame
-        Columns protocol, dataset, family (``all`` or a family name), and the fields of
-        :func:`summarize_changes`.
+        Columns :data:`EFFECT_COLUMNS`: protocol, dataset, family (``all`` or a family name),
+        and the fields of :func:`summarize_changes`.
     """
     rows = []
     for (protocol, dataset), group in pair_table.groupby(["protocol", "dataset"], sort=True):
         subsets = [(ALL_FAMILIES, group), *group.groupby("family", sort=True)]
         for family, subset in subsets:
-            summary = summarize_changes(subset["change"], subset["pct_change"], n_resamples, seed)
+            summary = summarize_changes(subset, n_resamples, seed)
             rows.append({"protocol": protocol, "dataset": dataset, "family": family, **summary})
-    columns = ["protocol", "dataset", "family", "n_pairs", "mean_change", "change_ci_low", "change_ci_high",
-               "mean_pct_change", "ci_low", "ci_high", "p_value", "n_improved"]
-    return pd.DataFrame(rows, columns=columns)
-
+    return pd.DataFrame(rows, columns=EFFECT_COLUMNS)

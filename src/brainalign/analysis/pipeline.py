@@ -10,7 +10,6 @@ import pandas as pd
 from brainalign import io
 from brainalign.analysis.published import load_models_file
 from brainalign.analysis.run import analyze
-from brainalign.analysis.stats import with_fdr
 from brainalign.analysis.summary import write_summary
 from brainalign.analysis.tables import KEY_COLUMNS, PAIR_TEST_COLUMNS, SCORE_COLUMNS, read_scores
 from brainalign.errors import DataError
@@ -57,12 +56,13 @@ def analyze_scores(
     """Run the study's analysis on the suite's scores, compare them with the published
     numbers in ``published_dir``, and write the summary.
 
-    The per-pair tests get Benjamini-Hochberg FDR p-values within each protocol.
+    The per-pair tests join the study's FDR family (see :mod:`brainalign.analysis.run`).
     """
     brain, behavior = io.read_tsv(brain_path), io.read_tsv(behavior_path)
     out_dir = Path(effect_out).parent
-    analyze(brain, behavior, dict(models), out_dir, published_dir=published_dir)
-    pair_tests = with_fdr(io.read_tsv(pairs_path), ["protocol"])
+    pair_tests = analyze(
+        brain, behavior, dict(models), out_dir, published_dir=published_dir, pair_tests=io.read_tsv(pairs_path)
+    )
     io.write_tsv(pair_tests_out, pair_tests)
     write_summary(out_dir, brain, behavior, summary_out, demo, pair_tests)
 

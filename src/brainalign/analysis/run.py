@@ -3,13 +3,25 @@
 Outputs in ``out_dir``:
 
 - ``instruction_pairs.tsv``: one row per (alignment, protocol, dataset, pair).
-- ``instruction_effect.tsv``: mean change over pairs with bootstrap CIs and sign-flip p-values,
-  over all pairs (family ``all``) and per family; ``dataset = average`` is the per-model mean
-  over datasets (added when a protocol has at least two datasets).
+- ``instruction_effect.tsv``: the effect over bases (pairs nested in their bases) with
+  cluster bootstrap CIs and sign-flip p-values over bases, over all pairs (family ``all``)
+  and per family; ``dataset = average`` is the per-model mean over datasets (added when a
+  protocol has at least two datasets).
 - ``correlations.tsv``: Pearson/Spearman correlations of alignment with model properties,
-  bootstrap CIs over models, FDR-corrected p-values.
+  bootstrap CIs over models.
 - ``partial_correlations.tsv``: the same controlling for log10 parameters.
 - ``comparison_with_published.tsv``: ours minus the paper's numbers (protocol aw2024).
+
+Every table with a ``p_value`` carries ``p_min`` (the smallest p-value its test can give:
+0 for the analytic t-tests of correlations, 2 / 2**n for exact sign flips over n units),
+``can_reach_alpha`` (whether ``p_min`` < :data:`brainalign.stats.ALPHA`) and ``p_fdr``.
+The FDR family is every p-value the analysis reports under one protocol: the instruction
+effects (all datasets, families and alignment kinds), the correlations and partial
+correlations (all datasets, properties and model sets), and the per-pair tests against the
+base when given; Benjamini-Hochberg over that family, so a reader of one protocol's
+results has every test counted once. Protocols are separate families because they are
+separate analyses of the same question (the paper's and the leakage-free one). Spearman
+p-values are a robustness check of the Pearson test, not further tests, and stay out.
 """
 
 from __future__ import annotations
@@ -23,7 +35,7 @@ import pandas as pd
 from brainalign.analysis.correlations import model_properties, partial_correlations, property_correlations
 from brainalign.analysis.instruction import instruction_effect, instruction_pairs, pair_changes
 from brainalign.analysis.published import PUBLISHED_DIR, compare_with_published, published_scores
-from brainalign.analysis.stats import N_RESAMPLES
+from brainalign.stats import N_RESAMPLES, reach_columns, with_fdr
 from brainalign.analysis.tables import validate_scores, with_dataset_average
 from brainalign.io import write_tsv
 
@@ -45,7 +57,8 @@ def analyze(
     published_dir: str | Path | None = PUBLISHED_DIR,
     n_resamples: int = N_RESAMPLES,
     seed: int = 0,
-) -> None:
+    pair_tests: pd.DataFrame | None = None,
+) -> pd.DataFrame | None:
     """Compute every statistic of the study and write the tables listed in the module docstring.
 
     Parameters
@@ -62,6 +75,13 @@ def analyze(
         Folder with the published score tables; None skips the comparison (empty table).
     n_resamples, seed : int
         Bootstrap and permutation settings.
+    pair_tests : DataFrame or None
+        Per-pair paired tests (``results/scores/brain_pairs.tsv``), part of the FDR family.
+
+    Returns
+    -------
+    DataFrame or None
+        ``pair_tests`` with ``p_fdr`` added (None when not given).
     """
     out_dir = Path(out_dir)
     validated = {
@@ -78,11 +98,29 @@ def analyze(
     correlations = {a: property_correlations(scores, properties, n_resamples, seed) for a, scores in tables.items()}
     partial = {alignment: partial_correlations(scores, properties) for alignment, scores in tables.items()}
 
+    tested = {
+        "instruction_effect": _stack(effects),
+        "correlations": with_analytic_p_min(_stack(correlations)),
+        "partial_correlations": with_analytic_p_min(_stack(partial)),
+    }
+    if pair_tests is not None:
+        tested["pair_tests"] = pair_tests
+    tested = with_fdr(tested, ["protocol"])
     write_tsv(out_dir / "instruction_pairs.tsv", _stack(pair_tables))
-    write_tsv(out_dir / "instruction_effect.tsv", _stack(effects))
-    write_tsv(out_dir / "correlations.tsv", _stack(correlations))
-    write_tsv(out_dir / "partial_correlations.tsv", _stack(partial))
+    for name in ("instruction_effect", "correlations", "partial_correlations"):
+        write_tsv(out_dir / f"{name}.tsv", tested[name])
     write_tsv(out_dir / "comparison_with_published.tsv", _published_comparison(validated, published_dir))
+    return tested.get("pair_tests")
+
+
+def with_analytic_p_min(table: pd.DataFrame) -> pd.DataFrame:
+    """Insert ``p_min`` and ``can_reach_alpha`` after ``p_value`` for an analytic test (any p > 0
+    is reachable)."""
+    reach = pd.DataFrame(
+        [reach_columns(p, 0.0) for p in table["p_value"]], index=table.index, columns=["p_min", "can_reach_alpha"]
+    )
+    at = table.columns.get_loc("p_value") + 1
+    return pd.concat([table.iloc[:, :at], reach, table.iloc[:, at:]], axis=1)
 
 
 def _published_comparison(validated: Mapping[str, pd.DataFrame], published_dir: str | Path | None) -> pd.DataFrame:

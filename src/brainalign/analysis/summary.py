@@ -11,6 +11,7 @@ from brainalign.analysis.correlations import SIZE
 from brainalign.analysis.instruction import ALL_FAMILIES
 from brainalign.analysis.tables import AVERAGE
 from brainalign.io import read_tsv, write_text
+from brainalign.stats import ALPHA
 
 DEMO_BANNER = "> **DEMO DATA (simulated)**: these numbers come from the demo suite's simulated data and say nothing about real brains or models."
 
@@ -23,12 +24,26 @@ def _signed(value: float, digits: int = 2) -> str:
     return "NA" if not np.isfinite(value) else f"{value:+.{digits}f}"
 
 
+def reach_clause(row: pd.Series, n_units: int, units: str) -> str:
+    """``; 5 subject blocks: sign flips cannot give p < 0.0625`` where the row's test cannot reach
+    alpha (``can_reach_alpha`` false), else ""."""
+    if str(row.get("can_reach_alpha")).lower() != "false":
+        return ""
+    return f"; {n_units} {units}: sign flips cannot give p < {_number(row['p_min'])}"
+
+
 def effect_sentence(row: pd.Series) -> str:
-    """One dataset's instruction-tuning effect, e.g. ``+6.07% (95% CI +2.88 to +9.64; ...)``."""
+    """One dataset's instruction-tuning effect over bases, e.g. ``+6.07% (95% CI +2.88 to +9.64%; ...)``."""
+    if isinstance(row.get("pct_note"), str) and row["pct_note"]:
+        percent = f"percent change {row['pct_note']}"
+    else:
+        percent = (f"{_signed(row['pct_change'])}% (95% CI {_signed(row['ci_low'])} to {_signed(row['ci_high'])}%; "
+                   f"the paper's mean of per-pair percent changes: {_signed(row['pct_change_paper'])}%)")
     return (
-        f"{_signed(row['mean_pct_change'])}% (95% CI {_signed(row['ci_low'])} to {_signed(row['ci_high'])}%; "
-        f"mean change {_signed(row['mean_change'], 4)}, sign-flip p = {_number(row['p_value'])}; "
-        f"{int(row['n_improved'])}/{int(row['n_pairs'])} pairs improve)"
+        f"{percent}; mean change over bases {_signed(row['mean_change'], 4)} "
+        f"(95% CI {_signed(row['change_ci_low'], 4)} to {_signed(row['change_ci_high'], 4)}), "
+        f"sign flips over {int(row['n_bases'])} bases p = {_number(row['p_value'])}, FDR p = {_number(row['p_fdr'])}"
+        f"{reach_clause(row, int(row['n_bases']), 'bases')}; {int(row['n_improved'])}/{int(row['n_pairs'])} pairs improve"
     )
 
 
@@ -79,6 +94,7 @@ def pair_test_sentence(row: pd.Series) -> str:
         f"{row['model']} vs {row['base']}: mean score difference {_signed(row['mean_difference'], 4)} "
         f"(median score {_number(row['score_model'])} vs {_number(row['score_base'])}), p = {_number(row['p_value'])}, "
         f"FDR p = {_number(row['p_fdr'])}; {int(row['n_neuroids'])} neuroids in {int(row['n_groups'])} {row['group_by']} blocks"
+        f"{reach_clause(row, int(row['n_groups']), str(row['group_by']) + ' blocks')}"
     )
 
 
@@ -90,8 +106,10 @@ def _pair_test_lines(pair_tests: pd.DataFrame) -> list[str]:
     ]
     if pair_tests.empty:
         return [*lines, "- no instruction-tuned/base pairs in this suite", ""]
-    significant = int((pair_tests["p_fdr"] < 0.05).sum())
-    lines.append(f"- {significant}/{len(pair_tests)} (pair, dataset) tests at FDR p < 0.05")
+    significant = int((pair_tests["p_fdr"] < ALPHA).sum())
+    unreachable = int((pair_tests["can_reach_alpha"].astype(str).str.lower() == "false").sum())
+    lines.append(f"- {significant}/{len(pair_tests)} (pair, dataset) tests at FDR p < {ALPHA}; "
+                 f"{unreachable} of them cannot reach p < {ALPHA} with so few blocks, whatever the data")
     for dataset, rows in pair_tests.groupby("dataset", sort=True):
         lines += [f"  - {dataset}: {pair_test_sentence(row)}" for _, row in rows.sort_values("model").iterrows()]
     return [*lines, ""]
@@ -156,8 +174,12 @@ def write_summary(
         lines += [DEMO_BANNER, ""]
     lines += [
         "Scores are raw (not ceiling-normalized); the dataset average is each model's mean over the datasets it "
-        "has. CIs are percentile bootstraps over pairs or models; paired p-values are two-sided sign-flip "
-        "permutation tests; FDR is Benjamini-Hochberg within each protocol, alignment kind and model set.",
+        "has. Instruction-tuned models are nested in their bases: the effect counts each base once (its tuned "
+        "models averaged), its CIs resample whole bases and its p-values flip the signs of whole bases; the "
+        "percent change is the ratio of the mean tuned score to the mean base score. Correlation CIs resample "
+        "models. FDR is Benjamini-Hochberg over every p-value of a protocol (effects, correlations, pair tests). "
+        "A sign-flip test over n units cannot give p < 2/2^n: where that is above "
+        f"{ALPHA}, the line says so, and a large p there is no evidence against an effect.",
         "",
     ]
     for alignment, table in (("brain", brain), ("behavior", behavior)):

@@ -36,10 +36,14 @@ PAIR_TEST_COLUMNS = (
     "r_base",
     "mean_difference",
     "p_value",
+    "p_min",
+    "can_reach_alpha",
 )
 """Columns of a paired test of an instruction-tuned model against its base, one row per file:
 medians of each model's headline score (the protocol's per-neuroid score) and r over the
-paired neuroids, and the mean paired difference of the headline."""
+paired neuroids, the mean paired difference of the headline, and the sign-flip p-value over
+``n_groups`` blocks with the smallest p-value those flips can give (``p_min``) and whether it is
+below the study's alpha (``can_reach_alpha``)."""
 
 
 def validate_scores(frame: pd.DataFrame, source: str, models: Mapping[str, Mapping]) -> pd.DataFrame:

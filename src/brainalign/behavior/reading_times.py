@@ -34,9 +34,16 @@ import pandas as pd
 from scipy import stats
 
 from brainalign import io
-from brainalign.analysis.stats import percentile_interval
-from brainalign.encoding.metrics import pearson_columns
 from brainalign.errors import ConfigError, DataError
+from brainalign.stats import (
+    clustered_mean_p_value,
+    cluster_bootstrap_counts,
+    mean_from_counts,
+    pearson_columns,
+    pearson_from_counts,
+    percentile_interval,
+    reach_columns,
+)
 
 PROTOCOLS = ("aw2024", "regression")
 DEFAULT_OPTIONS: dict[str, Any] = {
@@ -61,6 +68,7 @@ number of previous words whose surprisal enters the regression."""
 RESULT_COLUMNS = [
     "protocol", "alignment", "score", "r", "n_words", "ceiling", "ceiling_status", "normalized_score",
     "ci_low", "ci_high", "delta_loglik", "delta_loglik_ci_low", "delta_loglik_ci_high", "p_value",
+    "p_min", "can_reach_alpha",
 ]  # fmt: skip
 
 
@@ -155,53 +163,6 @@ def reader_mean(reading_times: np.ndarray) -> np.ndarray:
         return np.where(counts > 0, totals / np.maximum(counts, 1), np.nan)
 
 
-def sentence_bootstrap_counts(groups: np.ndarray, n_bootstrap: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
-    """Resample sentences with replacement.
-
-    Returns
-    -------
-    counts : ndarray of shape (n_bootstrap, n_sentences), how often each sentence is drawn
-    index : ndarray of shape (n_words,), each word's sentence column in ``counts``
-    """
-    _, index = np.unique(groups, return_inverse=True)
-    n_groups = index.max() + 1
-    rng = np.random.default_rng(seed)
-    counts = rng.multinomial(n_groups, np.full(n_groups, 1.0 / n_groups), size=n_bootstrap).astype(np.float64)
-    return counts, index
-
-
-def bootstrap_pearson(x: np.ndarray, y: np.ndarray, counts: np.ndarray, index: np.ndarray) -> np.ndarray:
-    """Pearson r of (x, y) on every sentence-bootstrap sample, from per-sentence sums."""
-    x = x - x.mean()
-    y = y - y.mean()
-    moments = np.stack([np.ones_like(x), x, y, x * x, y * y, x * y], axis=1)
-    per_sentence = np.zeros((counts.shape[1], moments.shape[1]))
-    np.add.at(per_sentence, index, moments)
-    n, sx, sy, sxx, syy, sxy = (counts @ per_sentence).T
-    cov = sxy - sx * sy / n
-    with np.errstate(invalid="ignore", divide="ignore"):
-        return cov / np.sqrt((sxx - sx**2 / n) * (syy - sy**2 / n))
-
-
-def bootstrap_mean(values: np.ndarray, counts: np.ndarray, index: np.ndarray) -> np.ndarray:
-    """Mean of ``values`` on every sentence-bootstrap sample."""
-    sums = np.bincount(index, weights=values, minlength=counts.shape[1])
-    sizes = np.bincount(index, minlength=counts.shape[1]).astype(np.float64)
-    return (counts @ sums) / (counts @ sizes)
-
-
-def clustered_mean_p_value(values: np.ndarray, index: np.ndarray) -> float:
-    """Two-sided p-value that the mean of ``values`` is zero, with sentence-clustered errors."""
-    sums = np.bincount(index, weights=values)
-    sizes = np.bincount(index).astype(np.float64)
-    mean = sums.sum() / sizes.sum()
-    n_groups = len(sums)
-    if n_groups < 2:
-        return float("nan")
-    variance = n_groups / (n_groups - 1) * np.sum((sums - mean * sizes) ** 2) / sizes.sum() ** 2
-    return float(2 * stats.norm.sf(abs(mean) / np.sqrt(variance))) if variance > 0 else float("nan")
-
-
 def cross_validated_fit(features: np.ndarray, target: np.ndarray, groups: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Leave-one-group-out OLS (with intercept).
 
@@ -243,8 +204,8 @@ def score_aw2024(words: pd.DataFrame, mean_rt: np.ndarray, options: dict) -> dic
     if keep.sum() < 3:
         raise DataError(f"only {int(keep.sum())} words have both surprisal and a reading time; nothing to score.")
     r, p_value = stats.pearsonr(x, y)
-    counts, index = sentence_bootstrap_counts(words[options["sentence_column"]].to_numpy()[keep], options["n_bootstrap"], options["seed"])
-    low, high = percentile_interval(np.abs(bootstrap_pearson(x, y, counts, index)), options["confidence"])
+    counts, index = cluster_bootstrap_counts(words[options["sentence_column"]].to_numpy()[keep], options["n_bootstrap"], options["seed"])
+    low, high = percentile_interval(np.abs(pearson_from_counts(x, y, counts, index)), options["confidence"])
     return {"score": abs(float(r)), "r": float(r), "n_words": int(keep.sum()), "ci_low": low, "ci_high": high, "p_value": float(p_value)}
 
 
@@ -269,10 +230,10 @@ def score_regression(words: pd.DataFrame, mean_rt: np.ndarray, options: dict) ->
     r_full = pearson_columns(full_prediction[:, None], y[:, None])[0]
     r_base = pearson_columns(base_prediction[:, None], y[:, None])[0]
     gain = full_loglik - base_loglik
-    counts, index = sentence_bootstrap_counts(words[options["sentence_column"]].to_numpy()[keep], options["n_bootstrap"], options["seed"])
-    delta_r = bootstrap_pearson(full_prediction, y, counts, index) - bootstrap_pearson(base_prediction, y, counts, index)
+    counts, index = cluster_bootstrap_counts(words[options["sentence_column"]].to_numpy()[keep], options["n_bootstrap"], options["seed"])
+    delta_r = pearson_from_counts(full_prediction, y, counts, index) - pearson_from_counts(base_prediction, y, counts, index)
     low, high = percentile_interval(delta_r, options["confidence"])
-    ll_low, ll_high = percentile_interval(bootstrap_mean(gain, counts, index), options["confidence"])
+    ll_low, ll_high = percentile_interval(mean_from_counts(gain, counts, index), options["confidence"])
     return {
         "score": float(r_full - r_base), "r": float(r_full), "n_words": int(keep.sum()), "ci_low": low, "ci_high": high,
         "delta_loglik": float(gain.mean()), "delta_loglik_ci_low": ll_low, "delta_loglik_ci_high": ll_high,
@@ -361,6 +322,8 @@ def score_reading_times(
     for protocol, result in results.items():
         row = {column: np.nan for column in RESULT_COLUMNS} | result
         row.update(protocol=protocol, alignment=options["alignment"], ceiling=ceiling, ceiling_status=ceiling_status)
+        # Every protocol's p-value is analytic (t-test of r, cluster-robust z, likelihood ratio): any p > 0.
+        row.update(reach_columns(row["p_value"], 0.0))
         # The ceiling bounds a correlation with the mean time; the regressions' gains have none.
         row["normalized_score"] = row["score"] / ceiling if protocol == "aw2024" else np.nan
         rows.append(row)

@@ -38,7 +38,7 @@ import numpy as np
 import pandas as pd
 from sklearn.model_selection import ShuffleSplit
 
-from brainalign.encoding.metrics import pearson_columns
+from brainalign.stats import pearson_columns
 from brainalign.encoding.result import EncodingResult
 from brainalign.errors import ConfigError, DataError
 

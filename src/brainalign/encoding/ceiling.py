@@ -28,7 +28,7 @@ import numpy as np
 import pandas as pd
 
 from brainalign.encoding.aw2024 import kernel_prediction_operator, partition_splits, resolve_options, split_order
-from brainalign.encoding.metrics import pearson_columns
+from brainalign.stats import pearson_columns
 from brainalign.encoding.toneva import outer_splits, resolve_toneva_options
 from brainalign.errors import ConfigError, DataError
 

@@ -17,11 +17,11 @@ from brainalign import io
 from brainalign.analysis.tables import PAIR_TEST_COLUMNS
 from brainalign.encoding.aw2024 import fit_aw2024, resolve_options
 from brainalign.encoding.ceiling import compute_ceiling as ceiling_of
-from brainalign.encoding.robust import choose_layers, fit_robust
+from brainalign.encoding.robust import choose_layers, fit_robust, fold_inference
 from brainalign.encoding.robust import fit_controls as fit_controls_only
-from brainalign.encoding.stats import paired_permutation_test
 from brainalign.errors import ConfigError, DataError
 from brainalign.models.activations import expected_metadata
+from brainalign.stats import paired_sign_flip_test, reach_columns, sign_flip_p_min
 
 logger = logging.getLogger(__name__)
 PROTOCOL_FITS = {"aw2024": fit_aw2024, "robust": fit_robust}
@@ -143,8 +143,10 @@ def score_model(
     layer is chosen per outer fold on that fold's training data (inner CV of the headline),
     and the score is the mean held-out headline of the chosen layers, with the joint,
     controls-only and LLM-only R^2 and the r-scale scores of the same choice beside it
-    (``score_joint`` ...); ``layer``, the CI and the p-value are those of the layer chosen
-    in most folds. Either way the row keeps the max over layers (``score_max_layer`` at
+    (``score_joint`` ...), and the CI and p-value of that nested score (each fold's crossed
+    bootstrap and permutation scores of the layer chosen there, :func:`fold_inference`);
+    ``layer`` is the layer chosen in most folds. ``aw2024`` rows carry the CI and p-value of
+    the layer of most folds. Either way the row keeps the max over layers (``score_max_layer`` at
     ``max_layer``) beside the chosen score, and says how the score was made
     (:func:`provenance_columns`). ``neuroids_out`` gets each neuroid's measures under the
     same choice (see :func:`chosen_neuroid_scores`), the input of the paired tests between
@@ -169,6 +171,7 @@ def score_model(
     layers["normalized_score"] = layers["score"] / ceiling
     best = int(layers.loc[layers["score"].idxmax(), "layer"])
     if protocol == "robust":
+        _check_same_resampling(fits, model, dataset)
         per_layer_folds = {layer: pd.DataFrame(meta["folds"]) for layer, meta in fits.items()}
         nested, choices = choose_layers(per_layer_folds)
         score, companions = nested["score"], {name: value for name, value in nested.items() if name != "score"}
@@ -178,6 +181,11 @@ def score_model(
         companions, layer_choice = {}, layer_rule
     chosen = int(pd.Series(choices["layer"]).mode().iloc[0])
     meta = fits[chosen]
+    if protocol == "robust":
+        inference = fold_inference(choices, float(meta["details"]["confidence_level"]))
+    else:
+        inference = {key: _float(meta.get(key)) for key in ("ci_low", "ci_high", "p_value")}
+        inference["p_min"] = _float((meta.get("details") or {}).get("p_min"))
     neuroid_scores = chosen_neuroid_scores(path_of, choices, HEADLINE_MEASURE[protocol])
     row = {
         "model": model,
@@ -194,9 +202,10 @@ def score_model(
         "score_max_layer": float(layers["score"].max()),
         "ceiling": ceiling,
         "normalized_score": float(score) / ceiling,
-        "ci_low": _float(meta.get("ci_low")),
-        "ci_high": _float(meta.get("ci_high")),
-        "p_value": _float(meta.get("p_value")),
+        "ci_low": inference["ci_low"],
+        "ci_high": inference["ci_high"],
+        "p_value": inference["p_value"],
+        **reach_columns(inference["p_value"], inference["p_min"]),
         # A neuroid scored in several partitions counts once.
         "n_neuroids": int(neuroid_scores.loc[neuroid_scores["score"].notna(), "neuroid_id"].nunique()),
         **provenance_columns(meta),
@@ -208,6 +217,20 @@ def score_model(
     )
     io.write_tsv(layers_out, layers)
     io.write_tsv(model_out, pd.DataFrame([row]))
+
+
+def _check_same_resampling(fits: Mapping[int, Mapping[str, Any]], model: str, dataset: str) -> None:
+    """Require every layer's bootstrap and permutation draws to be the same (same subjects,
+    counts, scheme and seed), so that the chosen layers' fold scores pair up resample by resample."""
+    settings = {
+        layer: json.dumps((meta.get("details") or {}).get("resampling"), sort_keys=True) for layer, meta in fits.items()
+    }
+    if len(set(settings.values())) > 1:
+        raise DataError(
+            f"{model} on {dataset}: the robust layer fits were made with different resampling settings or subjects "
+            f"({sorted(set(settings.values()))[:2]}); rerun fit_encoding for every layer of this model with the "
+            "current options"
+        )
 
 
 def partition_scores(meta: Mapping[str, Any]) -> dict[str, float]:
@@ -365,7 +388,7 @@ def compare_with_base(
     defined = paired["score_model"].notna() & paired["score_base"].notna()
     if not defined.any():
         raise DataError(f"{model_path} / {base_path}: no neuroid has a score for both models; nothing to compare")
-    difference, p_value = paired_permutation_test(
+    difference, p_value, n_groups = paired_sign_flip_test(
         paired["score_model"].to_numpy(),
         paired["score_base"].to_numpy(),
         groups.to_numpy(),
@@ -378,7 +401,7 @@ def compare_with_base(
         "model": model,
         "base": base,
         "group_by": options["group_by"],
-        "n_groups": int(groups[defined].nunique()),
+        "n_groups": n_groups,
         "n_neuroids": int(defined.sum()),
         "score_model": float(paired.loc[defined, "score_model"].median()),
         "score_base": float(paired.loc[defined, "score_base"].median()),
@@ -386,6 +409,7 @@ def compare_with_base(
         "r_base": float(paired.loc[defined, "r_base"].median()),
         "mean_difference": difference,
         "p_value": p_value,
+        **reach_columns(p_value, sign_flip_p_min(n_groups, int(options["n_permutations"]))),
     }
     logger.info("%s vs %s on %s (%s): mean score difference %+.4f, p = %.4g", model, base, dataset, protocol, difference, p_value)
     io.write_tsv(out_path, pd.DataFrame([row], columns=PAIR_TEST_COLUMNS))

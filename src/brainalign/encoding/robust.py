@@ -27,9 +27,11 @@ rows without units get zeros, and the LLM band and the word-rate band get FIR de
 ``test_score`` of a fold is the median over neuroids of the headline on the held-out
 rows, ``inner_score`` the median of the same gain in inner-CV R^2 at the chosen penalties
 (training rows only), so that :func:`choose_layers` picks a layer without looking at test
-data. The score of a layer is the mean over folds, then over partitions. Its bootstrap
-CI and permutation p-value come from :mod:`stats`, on the held-out predictions of the
-joint and the controls-only models.
+data. The score of a layer is the mean over folds, then over partitions. Every fold
+keeps its crossed bootstrap scores (subjects x stimulus groups) and permutation scores
+(:mod:`resampling`, on the held-out predictions of the joint and the controls-only
+models), so that the CI and p-value of any layer choice, the nested one included, are
+those of the score reported (:func:`fold_inference`).
 """
 
 from __future__ import annotations
@@ -48,17 +50,19 @@ from scipy import sparse
 from brainalign.encoding.banded import BandedFit, fit_predict_banded
 from brainalign.encoding.controls import control_bands, index_within_group, word_counts
 from brainalign.encoding.cv import protocol_splits
-from brainalign.encoding.metrics import pearson_columns, r2_columns
-from brainalign.encoding.result import EncodingResult
-from brainalign.encoding.stats import (
-    PERMUTATION_SCHEMES,
+from brainalign.encoding.metrics import r2_columns
+from brainalign.encoding.resampling import (
     HeldOut,
-    bootstrap_score_ci,
+    fold_bootstrap_scores,
+    fold_permutation_scores,
     headline_columns,
     median_over_neuroids,
-    permutation_p_value,
+    score_interval,
+    score_p_value,
 )
+from brainalign.encoding.result import EncodingResult
 from brainalign.errors import ConfigError, DataError
+from brainalign.stats import PERMUTATION_SCHEMES, monte_carlo_p_min, pearson_columns
 
 logger = logging.getLogger(__name__)
 
@@ -87,7 +91,7 @@ OPTIONS_SCHEMA: dict[str, Any] = {
         "oasm_width": {"type": "number", "exclusiveMinimum": 0, "default": 1.0, "description": "Gaussian width of the OASM band in position units (sentences or TRs)."},
         "n_band_weights": {"type": "integer", "minimum": 1, "default": 20, "description": "Band-weight candidates of the banded-ridge random search (corners, equal weights, Dirichlet draws)."},
         "block_trs": {"type": "integer", "minimum": 1, "default": 20, "description": "Time series: resampling block (bootstrap), in TRs; every circular shift (permutation) is at least this many rows."},
-        "n_bootstrap": {"type": "integer", "minimum": 0, "default": 1000, "description": "Bootstrap resamples of cv groups/blocks for the CI (0 skips)."},
+        "n_bootstrap": {"type": "integer", "minimum": 0, "default": 1000, "description": "Crossed bootstrap resamples (subjects and cv groups/blocks drawn independently) for the CI (0 skips)."},
         "confidence_level": {"type": "number", "exclusiveMinimum": 0, "exclusiveMaximum": 1, "default": 0.95, "description": "Level of the bootstrap CI."},
         "n_permutations": {"type": "integer", "minimum": 0, "default": 1000, "description": "Block permutations for the p-value (0 skips)."},
         "random_state": {"type": "integer", "default": 0, "description": "Seed of band-weight candidates, bootstrap and permutations."},
@@ -284,6 +288,8 @@ SCORE_COLUMNS = {
 }
 """Score of a layer (or of a nested choice) -> the fold column it averages (``test_<measure>``
 holds the median over neuroids of a fold measure)."""
+RESAMPLING_COLUMNS = ("bootstrap_scores", "permutation_scores")
+"""Fold-table columns holding each fold's crossed bootstrap and permutation scores (lists)."""
 
 
 def fit_fold(
@@ -471,11 +477,14 @@ def fit_robust(
     features = np.asarray(features, dtype=np.float64)
     responses = np.asarray(responses, dtype=np.float64)
     design = _design(features, responses, stimuli, response_rows, neuroids, options)
+    subject_names, subject_of_neuroid = np.unique(neuroids["subject"].astype(str).to_numpy(), return_inverse=True)
     fold_tables, neuroid_tables, held_out, details_partitions = [], [], [], {}
     with himalaya_backend(options["backend"]):
         for partition, rows, keep, n_non_finite, n_constant in _partitions(design, responses):
             controls_fit = None if controls is None else _stored_controls(controls, partition, design["row_ids"][rows], neuroids, keep)
             fitted = fit_partition(design, rows, responses[np.ix_(rows, np.flatnonzero(keep))], options, controls_fit)
+            for fold in fitted["held_out"]:
+                fold.subjects = subject_of_neuroid[keep]
             fold_tables.append(fitted["folds"].assign(partition=partition))
             neuroid_tables.append(neuroid_table(neuroids, keep, partition, fitted))
             held_out.append(fitted["held_out"])
@@ -487,6 +496,12 @@ def fit_robust(
             }
     folds = pd.concat(fold_tables, ignore_index=True)
     folds = folds[["partition", "fold"] + [c for c in folds.columns if c not in ("partition", "fold")]]
+    bootstrap = fold_bootstrap_scores(held_out, len(subject_names), options["n_bootstrap"], options["random_state"])
+    folds["bootstrap_scores"] = _per_fold(bootstrap)
+    permutation = fold_permutation_scores(
+        held_out, options["n_permutations"], options["permutation"], options["block_trs"], options["random_state"]
+    )
+    folds["permutation_scores"] = _per_fold(permutation) if permutation is not None else None
     scores = layer_scores(folds)
 
     low, high = int(folds["alphas_at_low_edge"].sum()), int(folds["alphas_at_high_edge"].sum())
@@ -498,10 +513,7 @@ def fit_robust(
             "(grid 1e%s..1e%s); widen protocols.robust.alphas if this is more than a few percent",
             low, n_neuroid_fits, high, options["alphas"]["min_exp"], options["alphas"]["max_exp"],
         )
-    ci_low, ci_high = bootstrap_score_ci(held_out, options["n_bootstrap"], options["confidence_level"], options["random_state"])
-    p_value, _ = permutation_p_value(
-        held_out, options["n_permutations"], options["permutation"], options["block_trs"], options["random_state"]
-    )
+    inference = fold_inference(folds, options["confidence_level"])
     details = {
         **{name: value for name, value in scores.items() if name != "score"},
         "score_inner": float(folds.groupby("partition", sort=False)["inner_score"].mean().mean()),
@@ -514,16 +526,63 @@ def fit_robust(
         "alphas_at_high_edge": high,
         "n_units_without_response_row": design["n_units_without_row"],
         "partitions": details_partitions,
+        "confidence_level": options["confidence_level"],
+        "resampling": {
+            "subjects": list(subject_names),
+            "n_bootstrap": options["n_bootstrap"],
+            "n_permutations": options["n_permutations"],
+            "permutation": options["permutation"],
+            "random_state": options["random_state"],
+        },
+        "p_min": inference["p_min"],
     }
     return EncodingResult(
         neuroids=pd.concat(neuroid_tables, ignore_index=True),
         folds=folds,
         score=scores["score"],
-        ci_low=ci_low,
-        ci_high=ci_high,
-        p_value=p_value,
+        ci_low=inference["ci_low"],
+        ci_high=inference["ci_high"],
+        p_value=inference["p_value"],
         details=details,
     )
+
+
+def _per_fold(partitions: list[np.ndarray]) -> list[list[float]]:
+    """One list of scores per fold row (partitions in order, folds in order), for the fold table."""
+    return [row.tolist() for scores in partitions for row in scores]
+
+
+def fold_inference(folds: pd.DataFrame, confidence_level: float) -> dict[str, float]:
+    """CI, p-value and smallest attainable p of the score made of these folds (one row per
+    (partition, fold), possibly each from another layer).
+
+    Parameters
+    ----------
+    folds : DataFrame
+        ``partition``, ``fold``, ``bootstrap_scores`` and ``permutation_scores`` (lists, or
+        None without permutations) of the fold of the layer reported there.
+    confidence_level : float
+
+    Returns
+    -------
+    dict with ``ci_low``, ``ci_high``, ``p_value``, ``p_min``
+    """
+    missing = [column for column in RESAMPLING_COLUMNS if column not in folds]
+    if missing:
+        raise DataError(
+            f"the robust layer fits lack the per-fold {missing}, which the CI and p-value of the reported score "
+            "are made from: they were written by an earlier version; rerun fit_encoding for this model"
+        )
+    by_partition = [group for _, group in folds.groupby("partition", sort=False)]
+    bootstrap = [np.array(part["bootstrap_scores"].tolist(), dtype=np.float64).reshape(len(part), -1) for part in by_partition]
+    permutation = None
+    if not folds["permutation_scores"].isna().any():
+        permutation = [np.array(part["permutation_scores"].tolist(), dtype=np.float64) for part in by_partition]
+    ci_low, ci_high = score_interval(bootstrap, confidence_level)
+    p_value = score_p_value(permutation)
+    n_permutations = 0 if permutation is None else permutation[0].shape[1] - 1
+    p_min = monte_carlo_p_min(n_permutations) if np.isfinite(p_value) else np.nan
+    return {"ci_low": ci_low, "ci_high": ci_high, "p_value": p_value, "p_min": p_min}
 
 
 HEADLINE = "score = R^2(joint) - R^2(controls only), held out, per neuroid and fold; median over neuroids, mean over folds and partitions"
@@ -635,13 +694,16 @@ def choose_layers(per_layer_folds: dict[int, pd.DataFrame]) -> tuple[dict[str, f
         partitions); ``score`` is the nested headline.
     choices : DataFrame
         One row per (partition, fold): ``layer``, ``inner_score`` and the chosen layer's
-        fold columns. ``choices.attrs`` holds ``max_over_layers_score`` (the best layer's
+        fold columns (the scores and, where the fits have them, ``RESAMPLING_COLUMNS``).
+        ``choices.attrs`` holds ``max_over_layers_score`` (the best layer's
         headline chosen on test data, optimistic, for comparison) and
         ``max_over_layers_layer``.
     """
     if not per_layer_folds:
         raise ConfigError("choose_layers needs the fold tables of at least one layer")
-    columns = ["partition", "fold", "inner_score", *SCORE_COLUMNS.values()]
+    # The resampling scores travel with the chosen folds: the CI and p-value of the choice.
+    resampled = [c for c in RESAMPLING_COLUMNS if all(c in table for table in per_layer_folds.values())]
+    columns = ["partition", "fold", "inner_score", *SCORE_COLUMNS.values(), *resampled]
     stacked = pd.concat(
         [table.reindex(columns=columns).assign(layer=layer) for layer, table in per_layer_folds.items()],
         ignore_index=True,

@@ -36,7 +36,7 @@ from sklearn.decomposition import PCA
 from sklearn.model_selection import KFold
 
 from brainalign.encoding.aw2024 import median_absolute_deviation
-from brainalign.encoding.metrics import pearson_columns
+from brainalign.stats import pearson_columns
 from brainalign.encoding.result import EncodingResult
 from brainalign.errors import ConfigError, DataError
 

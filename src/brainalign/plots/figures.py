@@ -92,7 +92,7 @@ def plot_instruction_scatter(pairs: pd.DataFrame, alignment: str, protocol: str)
 
 
 def plot_percent_change(effect: pd.DataFrame, alignment: str, protocol: str) -> Figure:
-    """Mean percent change over pairs per dataset (all families) with its bootstrap 95% CI."""
+    """Percent change of the mean tuned over the mean base score per dataset (all families), 95% CI over bases."""
     title = f"Instruction-tuning effect on {alignment} alignment ({protocol})"
     rows = effect[effect["family"] == "all"].set_index("dataset")
     if rows.empty:
@@ -101,11 +101,11 @@ def plot_percent_change(effect: pd.DataFrame, alignment: str, protocol: str) -> 
     fig, (ax,) = _panels(1, title)
     fig.set_size_inches(1.3 * len(rows) + 3.5, PANEL_SIZE[1] + 0.4)
     x = np.arange(len(rows))
-    mean = rows["mean_pct_change"].to_numpy(dtype=float)
+    mean = rows["pct_change"].to_numpy(dtype=float)
     # Bars without a CI (a single pair) get no error bar rather than a misleading zero-width one.
     errors = np.nan_to_num(np.vstack([mean - rows["ci_low"].to_numpy(float), rows["ci_high"].to_numpy(float) - mean]))
-    ax.bar(x, mean, color="tab:blue", alpha=0.8, label="mean over pairs")
-    ax.errorbar(x, mean, yerr=errors, fmt="none", ecolor="black", capsize=4, label="95% bootstrap CI")
+    ax.bar(x, mean, color="tab:blue", alpha=0.8, label="mean tuned / mean base over bases")
+    ax.errorbar(x, mean, yerr=errors, fmt="none", ecolor="black", capsize=4, label="95% bootstrap CI over bases")
     tops = np.fmax(mean, rows["ci_high"].to_numpy(float))
     for position, top, (_, row) in zip(x, tops, rows.iterrows()):
         ax.annotate(f"p = {row['p_value']:.2g}\n{int(row['n_improved'])}/{int(row['n_pairs'])} improve",
