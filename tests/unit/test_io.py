@@ -115,3 +115,32 @@ def test_uncreatable_folder_is_a_clear_error(tmp_path):
     blocker.write_text("not a folder")
     with pytest.raises(DataError, match="cannot create the output folder"):
         io.write_text(blocker / "sub" / "x.txt", "x")
+
+
+def test_brainscore_scalar_score_file_is_read(tmp_path):
+    import xarray as xr
+
+    from brainalign.datasets.netcdf import read_score
+
+    path = tmp_path / "ceiling_Pereira2018_243sentences-linear.nc"
+    score = xr.DataArray(0.35, attrs={"identifier": "Pereira2018.243sentences-linear", "error_low": 0.33})
+    score.to_netcdf(path)  # unnamed, as Brain-Score's write_netcdf stores a Score
+    assert read_score(path) == 0.35
+    aggregated = tmp_path / "aggregated.nc"
+    xr.DataArray([0.4, 0.02], coords={"aggregation": ["center", "error"]}, dims=["aggregation"], name="data").to_netcdf(aggregated)
+    assert read_score(aggregated) == 0.4
+
+
+def test_per_neuroid_score_file_is_refused_as_a_ceiling(tmp_path):
+    import xarray as xr
+
+    from brainalign.datasets.netcdf import read_score
+    from brainalign.errors import DataError
+
+    path = tmp_path / "ceiling_raw_Pereira2018_243sentences-linear.nc"
+    xr.DataArray([0.3, 0.4], dims=["neuroid"]).to_netcdf(path)
+    with pytest.raises(DataError, match=r"per-neuroid raw_ file"):
+        read_score(path)
+    (tmp_path / "broken.nc").write_bytes(b"not netcdf")
+    with pytest.raises(DataError, match=r"(?s)broken\.nc is not a readable netCDF score.*download it again"):
+        read_score(tmp_path / "broken.nc")

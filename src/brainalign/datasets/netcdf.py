@@ -52,6 +52,41 @@ def open_assembly(path: str | os.PathLike) -> xr.DataArray:
     return array.transpose(*ASSEMBLY_DIMS)
 
 
+def read_score(path: str | os.PathLike) -> float:
+    """Read a Brain-Score ``Score`` file (e.g. a precomputed ceiling) as one number.
+
+    Brain-Score writes a scalar ``Score`` as a netCDF file whose single data variable is 0-d
+    (unnamed, so ``__xarray_dataarray_variable__``); a score with an ``aggregation`` dim
+    (``center``, ``error``) is read at ``center``.
+
+    Raises
+    ------
+    DataError
+        The file is not readable netCDF, or holds no single scalar score.
+    """
+    path = Path(path)
+    try:
+        with xr.open_dataset(path) as dataset:
+            dataset = dataset.load()
+    except (OSError, ValueError, RuntimeError) as error:
+        raise DataError(
+            f"{path} is not a readable netCDF score ({error}). Delete it and download it again "
+            "(`snakemake download_dataset`)."
+        ) from error
+    names = list(dataset.data_vars)
+    if len(names) != 1:
+        raise DataError(f"{path}: expected one data variable (a Brain-Score Score), found {names}.")
+    score = dataset[names[0]]
+    if "aggregation" in score.dims and "center" in score.coords.get("aggregation", []):
+        score = score.sel(aggregation="center")
+    if score.ndim != 0:
+        raise DataError(
+            f"{path}: the score has dims {dict(score.sizes)}; a precomputed ceiling is one number. "
+            "Is this the ceiling file (ceiling_*.nc) and not its per-neuroid raw_ file?"
+        )
+    return float(score.values)
+
+
 def require_coords(array: xr.DataArray, dim: str, names: Iterable[str], path: str | os.PathLike) -> None:
     """Raise :class:`DataError` naming the coordinates along ``dim`` that ``array`` lacks."""
     missing = [n for n in names if n not in array.coords or array.coords[n].dims != (dim,)]
