@@ -147,9 +147,11 @@ def encoding_options(wildcards):
 
 
 def controls_options(wildcards):
-    """The robust settings the controls-only fit reads (not its statistics)."""
+    """The robust settings the controls-only fit reads (not its statistics, nor the ceiling's)."""
     statistics = ("n_bootstrap", "confidence_level", "n_permutations", "block_trs")
-    return _protocol_settings("robust", wildcards.dataset, drop=statistics)
+    return _protocol_settings(
+        "robust", wildcards.dataset, drop=(*statistics, "ceiling")
+    )
 
 
 def controls_fit(wildcards):
@@ -160,10 +162,26 @@ def controls_fit(wildcards):
 
 
 def ceiling_options(wildcards):
-    """The paper protocol's settings (the ceiling uses its metric) plus the dataset facts;
-    the ceiling fits responses, not activations, so the fit precision does not apply."""
+    """The settings of a protocol's ceiling plus the dataset facts. aw2024: the paper's
+    metric (the ceiling fits responses, not activations, so the fit precision does not
+    apply); robust: its folds and ridge, without the control bands, delays and statistics.
+    """
+    if wildcards.protocol == "aw2024":
+        return _protocol_settings(
+            "aw2024", wildcards.dataset, drop=("layer_rule", "fit_precision")
+        )
+    # One band (the pool): no band-weight search, so neither its candidates nor their seed.
+    not_read = (
+        "controls",
+        "oasm_width",
+        "delays",
+        "n_band_weights",
+        "random_state",
+        "block_trs",
+    )
+    statistics = ("n_bootstrap", "confidence_level", "n_permutations")
     return _protocol_settings(
-        "aw2024", wildcards.dataset, drop=("layer_rule", "fit_precision")
+        "robust", wildcards.dataset, drop=(*not_read, *statistics)
     )
 
 
