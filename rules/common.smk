@@ -31,6 +31,10 @@ BEHAVIOR_READOUTS = {
     "regression": config["protocols"]["robust"]["readout"],
 }
 SURPRISAL_READOUTS = sorted(set(BEHAVIOR_READOUTS.values()))
+# Bits per word, a next-word loss comparable across tokenizers, is read on the Natural Stories text.
+NEXT_WORD_DATASETS = [
+    d for d in BEHAVIOR_DATASETS if config["datasets"][d]["reader"] == "futrell2018"
+]
 FIGURES = figure_names(
     PROTOCOLS if NEURAL_DATASETS else [],
     ["aw2024", "regression"] if BEHAVIOR_DATASETS else [],
@@ -256,6 +260,20 @@ def behavior_scores():
         "results/behavior/{dataset}/{model}.tsv",
         dataset=BEHAVIOR_DATASETS,
         model=MODELS,
+    )
+
+
+def next_word_surprisal():
+    """Every model's surprisal on the suite's first Natural Stories dataset under the
+    regression's readout (each model's own stream), for bits per word; none without one.
+    """
+    if not NEXT_WORD_DATASETS:
+        return []
+    return expand(
+        "results/surprisal/{dataset}/{model}.{readout}.parquet",
+        dataset=NEXT_WORD_DATASETS[0],
+        model=MODELS,
+        readout=BEHAVIOR_READOUTS["regression"],
     )
 
 

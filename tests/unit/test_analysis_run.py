@@ -74,6 +74,8 @@ def test_analyze_writes_every_table_with_documented_columns(analyzed):
         "correlations.tsv": ["protocol", "alignment", "dataset", "property", "models", "n", "pearson_r", "p_value",
                              "p_fdr", "spearman_r", "spearman_p", "ci_low", "ci_high"],
         "partial_correlations.tsv": ["protocol", "alignment", "dataset", "property", "partial_r", "p_value", "p_fdr"],
+        "family_correlations.tsv": ["protocol", "alignment", "dataset", "property", "models", "method", "family",
+                                    "covariates", "n", "n_families", "pearson_r", "p_value", "p_fdr"],
         "instruction_pairs.tsv": ["protocol", "alignment", "dataset", "model", "base", "change", "pct_change"],
         "comparison_with_published.tsv": ["alignment", "model", "dataset", "ours", "published", "difference"],
     }

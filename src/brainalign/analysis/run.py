@@ -9,6 +9,8 @@ Outputs in ``out_dir``:
 - ``correlations.tsv``: Pearson/Spearman correlations of alignment with model properties,
   bootstrap CIs over models, FDR-corrected p-values.
 - ``partial_correlations.tsv``: the same controlling for log10 parameters.
+- ``family_correlations.tsv``: the same within families, adjusted for family (and log10
+  parameters), and with each family left out.
 - ``comparison_with_published.tsv``: ours minus the paper's numbers (protocol aw2024).
 """
 
@@ -20,7 +22,12 @@ from pathlib import Path
 
 import pandas as pd
 
-from brainalign.analysis.correlations import model_properties, partial_correlations, property_correlations
+from brainalign.analysis.correlations import (
+    family_correlations,
+    model_properties,
+    partial_correlations,
+    property_correlations,
+)
 from brainalign.analysis.instruction import instruction_effect, instruction_pairs, pair_changes
 from brainalign.analysis.published import PUBLISHED_DIR, compare_with_published, published_scores
 from brainalign.analysis.stats import N_RESAMPLES
@@ -45,6 +52,7 @@ def analyze(
     published_dir: str | Path | None = PUBLISHED_DIR,
     n_resamples: int = N_RESAMPLES,
     seed: int = 0,
+    bits: pd.Series | None = None,
 ) -> None:
     """Compute every statistic of the study and write the tables listed in the module docstring.
 
@@ -62,6 +70,9 @@ def analyze(
         Folder with the published score tables; None skips the comparison (empty table).
     n_resamples, seed : int
         Bootstrap and permutation settings.
+    bits : Series or None
+        Model -> bits per word on Natural Stories (:func:`correlations.bits_per_word`), a
+        property beside the metadata; None leaves it out.
     """
     out_dir = Path(out_dir)
     validated = {
@@ -70,18 +81,20 @@ def analyze(
     }
     tables = {alignment: with_dataset_average(scores) for alignment, scores in validated.items()}
     pairs = instruction_pairs(models)
-    properties = model_properties(models)
+    properties = model_properties(models, bits)
     log.info("analysis over %d models, %d instruction-tuned/base pairs", len(models), len(pairs))
 
     pair_tables = {alignment: pair_changes(scores, pairs) for alignment, scores in tables.items()}
     effects = {alignment: instruction_effect(table, n_resamples, seed) for alignment, table in pair_tables.items()}
     correlations = {a: property_correlations(scores, properties, n_resamples, seed) for a, scores in tables.items()}
     partial = {alignment: partial_correlations(scores, properties) for alignment, scores in tables.items()}
+    by_family = {alignment: family_correlations(scores, properties) for alignment, scores in tables.items()}
 
     write_tsv(out_dir / "instruction_pairs.tsv", _stack(pair_tables))
     write_tsv(out_dir / "instruction_effect.tsv", _stack(effects))
     write_tsv(out_dir / "correlations.tsv", _stack(correlations))
     write_tsv(out_dir / "partial_correlations.tsv", _stack(partial))
+    write_tsv(out_dir / "family_correlations.tsv", _stack(by_family))
     write_tsv(out_dir / "comparison_with_published.tsv", _published_comparison(validated, published_dir))
 
 
