@@ -95,6 +95,20 @@ def test_each_partition_scores_its_own_subjects():
     assert summary["ceiling"] == pytest.approx(np.mean([summary["partitions"][p]["ceiling"] for p in ("exp1", "exp2")]))
 
 
+def test_time_series_ceiling_uses_the_measured_trs_of_contiguous_folds():
+    responses, _, _, neuroids = shared_signal_subjects(0.6, n_rows=200, n_groups=10, n_subjects=4, n_voxels=6, seed=3)
+    runs = np.repeat(["r1", "r2", "r3", "r4"], 50)
+    rows = pd.DataFrame({"stimulus_id": [f"tr{i}" for i in range(200)], "run": runs,
+                         "time": np.tile(np.arange(50.0), 4), "trimmed": np.tile(np.arange(50) < 3, 4)})
+    responses[rows["trimmed"].to_numpy()] = np.nan  # run edges without a kept measurement
+    stimuli = pd.DataFrame({"stimulus_id": [f"w{i}" for i in range(200)], "response_id": rows["stimulus_id"],
+                            "context_group": runs, "position": np.tile(np.arange(50), 4), "text": "word",
+                            "cv_group": runs, "partition": "all"})
+    table, summary = compute_robust_ceiling(responses, stimuli, rows, neuroids, {**FAST, "time_series": True})
+    assert summary["cv_groups"] == "runs (contiguous blocks)" and len(table) == 24
+    assert 0.6 - 0.08 <= summary["ceiling"] <= 0.6 + 0.02
+
+
 def test_one_subject_is_refused():
     responses, stimuli, rows, neuroids = shared_signal_subjects(0.5, n_subjects=1)
     with pytest.raises(Exception, match="1 subject"):
