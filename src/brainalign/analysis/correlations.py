@@ -18,8 +18,6 @@ Natural Stories text, ``bits_per_word`` computed by the workflow (:func:`bits_pe
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-
-import logging
 from pathlib import Path
 
 import numpy as np
@@ -30,8 +28,6 @@ from brainalign import io
 from brainalign.analysis.stats import N_RESAMPLES, bootstrap_pearson_ci, correlation, partial_correlation, with_fdr
 from brainalign.encoding.metrics import pearson_columns
 from brainalign.errors import DataError
-
-log = logging.getLogger(__name__)
 
 SIZE = "log10_parameters"
 MMLU_CATEGORIES = ("stem", "humanities", "social_sciences", "others")
@@ -83,7 +79,7 @@ def model_properties(models: Mapping[str, Mapping], bits: pd.Series | None = Non
     return frame
 
 
-def present_properties(properties: pd.DataFrame, names=(*PROPERTIES, BITS_PER_WORD)) -> list[str]:
+def present_properties(properties: pd.DataFrame, names: Sequence[str] = (*PROPERTIES, BITS_PER_WORD)) -> list[str]:
     """The properties among ``names`` that the property table has a column for, in that order."""
     return [name for name in names if name in properties.columns]
 
@@ -241,29 +237,33 @@ def family_dummies(families: pd.Series) -> np.ndarray:
 
 
 def _family_rows(subset: pd.DataFrame, prop: str) -> list[dict]:
-    """Within-family, family-adjusted and leave-one-family-out correlations of score with ``prop``."""
+    """Within-family, leave-one-family-out and family-adjusted correlations of score with ``prop``."""
     families = subset["family"].fillna("unknown").astype(str)
-    n_families = families.nunique()
     rows = []
     for family in sorted(families.unique()):
-        inside = subset[families == family]
+        inside, outside = subset[families == family], subset[families != family]
         if len(inside) >= MIN_MODELS:
-            result = correlation(inside[prop].to_numpy(), inside["score"].to_numpy())
-            rows.append({"method": "within_family", "family": family, "covariates": "", "n": len(inside),
-                         "n_families": 1, "pearson_r": result["pearson_r"], "p_value": result["p_value"]})
-        outside = subset[families != family]
-        if n_families > 1 and len(outside) >= MIN_MODELS:
-            result = correlation(outside[prop].to_numpy(), outside["score"].to_numpy())
-            rows.append({"method": "leave_family_out", "family": family, "covariates": "", "n": len(outside),
-                         "n_families": n_families - 1, "pearson_r": result["pearson_r"], "p_value": result["p_value"]})
-    adjusted = subset.dropna(subset=[SIZE]) if prop != SIZE else subset
-    adjusted_families = families[adjusted.index]
-    covariates = [family_dummies(adjusted_families)] + ([] if prop == SIZE else [adjusted[[SIZE]].to_numpy()])
-    result = adjusted_correlation(adjusted[prop].to_numpy(), adjusted["score"].to_numpy(), np.hstack(covariates))
-    named = "family" if prop == SIZE else f"family + {SIZE}"
-    rows.append({"method": "family_adjusted", "family": "", "covariates": named, "n": len(adjusted), "n_families": adjusted_families.nunique(),
-                 "pearson_r": result["pearson_r"], "p_value": result["p_value"]})
-    return rows
+            rows.append(_plain_row("within_family", family, inside, prop, n_families=1))
+        if len(outside) >= MIN_MODELS:  # never with a single family: nothing is left outside it
+            rows.append(_plain_row("leave_family_out", family, outside, prop, n_families=families.nunique() - 1))
+    return [*rows, _adjusted_row(subset, families, prop)]
+
+
+def _plain_row(method: str, family: str, models: pd.DataFrame, prop: str, n_families: int) -> dict:
+    """Pearson r of score with ``prop`` over ``models``."""
+    result = correlation(models[prop].to_numpy(), models["score"].to_numpy())
+    return {"method": method, "family": family, "covariates": "", "n": len(models), "n_families": n_families,
+            "pearson_r": result["pearson_r"], "p_value": result["p_value"]}
+
+
+def _adjusted_row(subset: pd.DataFrame, families: pd.Series, prop: str) -> dict:
+    """Partial r of score with ``prop`` given family dummies and, for any other property, log size."""
+    models = subset if prop == SIZE else subset.dropna(subset=[SIZE])
+    covariates = [family_dummies(families[models.index])] + ([] if prop == SIZE else [models[[SIZE]].to_numpy()])
+    result = adjusted_correlation(models[prop].to_numpy(), models["score"].to_numpy(), np.hstack(covariates))
+    return {"method": "family_adjusted", "family": "", "covariates": "family" if prop == SIZE else f"family + {SIZE}",
+            "n": len(models), "n_families": families[models.index].nunique(),
+            "pearson_r": result["pearson_r"], "p_value": result["p_value"]}
 
 
 FAMILY_COLUMNS = ["protocol", "dataset", "property", "models", "method", "family", "covariates", "n", "n_families",
