@@ -17,6 +17,7 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
 from matplotlib.lines import Line2D  # noqa: E402
+from matplotlib.ticker import MaxNLocator  # noqa: E402
 
 from brainalign.analysis.correlations import SIZE, model_properties  # noqa: E402
 from brainalign.analysis.tables import AVERAGE, validate_scores, with_dataset_average  # noqa: E402
@@ -202,7 +203,7 @@ DECOMPOSITION = {
     "score_joint": ("joint (LLM + controls)", "tab:purple"),
     "score_controls": ("controls only", "tab:gray"),
     "score_llm": ("LLM only", "tab:blue"),
-    "score": ("headline: joint - controls", "tab:orange"),
+    "score": ("headline: gain of joint over controls", "tab:orange"),
 }
 """The robust protocol's held-out R^2 measures shown per model, and their legend labels and colours."""
 
@@ -224,7 +225,7 @@ def plot_robust_decomposition(scores: pd.DataFrame) -> Figure:
     datasets = _dataset_order(scores["dataset"])
     n_models = scores["model"].nunique()
     fig, axes = _panels(len(datasets), title)
-    fig.set_size_inches(4.2 * len(datasets), 1.0 + 0.45 * n_models)
+    fig.set_size_inches(5.0 * len(datasets), 1.0 + 0.45 * n_models)
     height = 0.8 / len(DECOMPOSITION)
     for ax, dataset in zip(axes, datasets):
         rows = scores[scores["dataset"] == dataset].sort_values("model", ascending=False)
@@ -234,6 +235,7 @@ def plot_robust_decomposition(scores: pd.DataFrame) -> Figure:
                     color=color, label=label)
         ax.set_yticks(y, [f"{model} (layer {int(layer)})" for model, layer in zip(rows["model"], rows["layer"])])
         ax.axvline(0, color="black", linewidth=0.8)
+        ax.xaxis.set_major_locator(MaxNLocator(nbins=4))
         ax.set(title=dataset, xlabel="held-out R² (median over neuroids)")
     handles, labels = axes[0].get_legend_handles_labels()
     # Reversed so that the legend lists the bars top-down as each group draws them.
