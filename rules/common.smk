@@ -311,3 +311,10 @@ def runtime_min(base_min):
         return base_min * attempt
 
     return by_attempt
+
+
+def ceiling_runtime(wildcards, attempt):
+    """Minutes of a ceiling job, growing with each retry: the robust ceiling fits a ridge
+    with inner CV per subject pool and fold (about 45 s per pool on Pereira2018's 384
+    sentences on 2 CPU cores; some 400 pools per partition)."""
+    return (720 if wildcards.protocol == "robust" else 120) * attempt

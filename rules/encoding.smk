@@ -17,7 +17,7 @@ rule compute_ceiling:
     threads: 2
     resources:
         mem_mb=memory_mb(16000),
-        runtime=runtime_min(120),
+        runtime=ceiling_runtime,
     params:
         options=ceiling_options,
     script:
