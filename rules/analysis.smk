@@ -7,6 +7,7 @@ rule analyze:
         behavior="results/scores/behavior.tsv",
         pairs="results/scores/brain_pairs.tsv",
         published=multiext(f"{PUBLISHED}/", "brain.tsv", "behavior.tsv"),
+        surprisal=next_word_surprisal(),
     output:
         effect=report(
             "results/analysis/instruction_effect.tsv",
@@ -21,6 +22,7 @@ rule analyze:
             category="Analysis",
         ),
         partial="results/analysis/partial_correlations.tsv",
+        family="results/analysis/family_correlations.tsv",
         published="results/analysis/comparison_with_published.tsv",
         summary=report(
             "results/summary.md",
@@ -53,6 +55,7 @@ rule analyze_published:
             category="Published numbers (Aw et al. 2024)",
         ),
         correlations="results/analysis/published/correlations.tsv",
+        family="results/analysis/published/family_correlations.tsv",
     log:
         "logs/analyze_published/analyze_published.log",
     conda:

@@ -31,6 +31,10 @@ BEHAVIOR_READOUTS = {
     "regression": config["protocols"]["robust"]["readout"],
 }
 SURPRISAL_READOUTS = sorted(set(BEHAVIOR_READOUTS.values()))
+# Bits per word, a next-word loss comparable across tokenizers, is read on the Natural Stories text.
+NEXT_WORD_DATASETS = [
+    d for d in BEHAVIOR_DATASETS if config["datasets"][d]["reader"] == "futrell2018"
+]
 FIGURES = figure_names(
     PROTOCOLS if NEURAL_DATASETS else [],
     ["aw2024", "regression"] if BEHAVIOR_DATASETS else [],
@@ -147,9 +151,11 @@ def encoding_options(wildcards):
 
 
 def controls_options(wildcards):
-    """The robust settings the controls-only fit reads (not its statistics)."""
+    """The robust settings the controls-only fit reads (not its statistics, nor the ceiling's)."""
     statistics = ("n_bootstrap", "confidence_level", "n_permutations", "block_trs")
-    return _protocol_settings("robust", wildcards.dataset, drop=statistics)
+    return _protocol_settings(
+        "robust", wildcards.dataset, drop=(*statistics, "ceiling")
+    )
 
 
 def controls_fit(wildcards):
@@ -160,10 +166,26 @@ def controls_fit(wildcards):
 
 
 def ceiling_options(wildcards):
-    """The paper protocol's settings (the ceiling uses its metric) plus the dataset facts;
-    the ceiling fits responses, not activations, so the fit precision does not apply."""
+    """The settings of a protocol's ceiling plus the dataset facts. aw2024: the paper's
+    metric (the ceiling fits responses, not activations, so the fit precision does not
+    apply); robust: its folds and ridge, without the control bands, delays and statistics.
+    """
+    if wildcards.protocol == "aw2024":
+        return _protocol_settings(
+            "aw2024", wildcards.dataset, drop=("layer_rule", "fit_precision")
+        )
+    # One band (the pool): no band-weight search, so neither its candidates nor their seed.
+    not_read = (
+        "controls",
+        "oasm_width",
+        "delays",
+        "n_band_weights",
+        "random_state",
+        "block_trs",
+    )
+    statistics = ("n_bootstrap", "confidence_level", "n_permutations")
     return _protocol_settings(
-        "aw2024", wildcards.dataset, drop=("layer_rule", "fit_precision")
+        "robust", wildcards.dataset, drop=(*not_read, *statistics)
     )
 
 
@@ -241,6 +263,20 @@ def behavior_scores():
     )
 
 
+def next_word_surprisal():
+    """Every model's surprisal on the suite's first Natural Stories dataset under the
+    regression's readout (each model's own stream), for bits per word; none without one.
+    """
+    if not NEXT_WORD_DATASETS:
+        return []
+    return expand(
+        "results/surprisal/{dataset}/{model}.{readout}.parquet",
+        dataset=NEXT_WORD_DATASETS[0],
+        model=MODELS,
+        readout=BEHAVIOR_READOUTS["regression"],
+    )
+
+
 def suite_model_blocks():
     """The suite's model blocks, for the aggregate analysis only."""
     return suite_models(config)
@@ -275,3 +311,10 @@ def runtime_min(base_min):
         return base_min * attempt
 
     return by_attempt
+
+
+def ceiling_runtime(wildcards, attempt):
+    """Minutes of a ceiling job, growing with each retry: the robust ceiling fits a ridge
+    with inner CV per subject pool and fold (about 45 s per pool on Pereira2018's 384
+    sentences on 2 CPU cores; some 400 pools per partition)."""
+    return (720 if wildcards.protocol == "robust" else 120) * attempt

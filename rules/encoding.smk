@@ -1,4 +1,5 @@
-# Stage 3: noise ceilings and one encoding fit per dataset x model x layer x protocol.
+# Stage 3: noise ceilings (one per protocol: each normalises its own scores) and one
+# encoding fit per dataset x model x layer x protocol.
 
 
 rule compute_ceiling:
@@ -6,17 +7,17 @@ rule compute_ceiling:
         stimuli="results/stimuli/{dataset}.parquet",
         responses="results/responses/{dataset}.parquet",
     output:
-        "results/ceiling/{dataset}.parquet",
+        "results/ceiling/{protocol}/{dataset}.parquet",
     log:
-        "logs/compute_ceiling/{dataset}.log",
+        "logs/compute_ceiling/{protocol}/{dataset}.log",
     benchmark:
-        "benchmarks/compute_ceiling/{dataset}.tsv"
+        "benchmarks/compute_ceiling/{protocol}/{dataset}.tsv"
     conda:
         "../envs/encoding.yaml"
     threads: 2
     resources:
         mem_mb=memory_mb(16000),
-        runtime=runtime_min(120),
+        runtime=ceiling_runtime,
     params:
         options=ceiling_options,
     script:

@@ -4,7 +4,7 @@
 rule score_model:
     input:
         layers=layer_fits,
-        ceiling="results/ceiling/{dataset}.parquet",
+        ceiling="results/ceiling/{protocol}/{dataset}.parquet",
     output:
         model="results/scores/{protocol}/{dataset}/{model}.tsv",
         layers="results/scores/{protocol}/{dataset}/{model}.layers.tsv",

@@ -117,7 +117,7 @@ def test_adding_a_dataset_plans_only_its_jobs_and_the_aggregates(run):
     expected = {
         job("prepare_stimuli", dataset="tiny-passages-b"),
         job("prepare_responses", dataset="tiny-passages-b"),
-        job("compute_ceiling", dataset="tiny-passages-b"),
+        *(job("compute_ceiling", protocol=protocol, dataset="tiny-passages-b") for protocol in PROTOCOLS),
         job("fit_controls", dataset="tiny-passages-b"),
         *(job("extract_activations", dataset="tiny-passages-b", model=model) for model in LAYERS),
         *(jobs for model, n in LAYERS.items() for jobs in encoding_jobs("tiny-passages-b", model, n)),
@@ -133,11 +133,12 @@ def test_changing_one_protocol_setting_plans_only_that_protocol(run):
     assert planned_jobs(run) == expected | pair_jobs(NEURAL, protocols=("robust",)) | AGGREGATES
 
 
-def test_changing_the_ceiling_reruns_only_the_ceiling_and_the_scores(run):
-    edit_config(run, lambda config: config["protocols"]["aw2024"].setdefault("ceiling", {}).update(n_bootstraps=20))
-    scores = {job("score_model", protocol=p, dataset=NEURAL, model=model) for p in PROTOCOLS for model in LAYERS}
-    expected = {job("compute_ceiling", dataset=NEURAL)} | scores | pair_jobs(NEURAL) | AGGREGATES
-    assert planned_jobs(run) == expected
+@pytest.mark.parametrize("protocol", PROTOCOLS)
+def test_changing_a_protocols_ceiling_reruns_only_that_ceiling_and_its_scores(run, protocol):
+    edit_config(run, lambda config: config["protocols"][protocol].setdefault("ceiling", {}).update(n_bootstraps=20))
+    scores = {job("score_model", protocol=protocol, dataset=NEURAL, model=model) for model in LAYERS}
+    ceiling = job("compute_ceiling", protocol=protocol, dataset=NEURAL)
+    assert planned_jobs(run) == {ceiling} | scores | pair_jobs(NEURAL, protocols=(protocol,)) | AGGREGATES
 
 
 def test_changing_a_pair_test_setting_reruns_only_the_pair_tests(run):

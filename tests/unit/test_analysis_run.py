@@ -76,6 +76,9 @@ def test_analyze_writes_every_table_with_documented_columns(analyzed):
                              "p_min", "can_reach_alpha", "p_fdr", "spearman_r", "spearman_p", "ci_low", "ci_high"],
         "partial_correlations.tsv": ["protocol", "alignment", "dataset", "property", "partial_r", "p_value", "p_min",
                                      "can_reach_alpha", "p_fdr"],
+        "family_correlations.tsv": ["protocol", "alignment", "dataset", "property", "models", "method", "family",
+                                    "covariates", "n", "n_families", "pearson_r", "p_value", "p_min", "can_reach_alpha",
+                                    "p_fdr"],
         "instruction_pairs.tsv": ["protocol", "alignment", "dataset", "model", "base", "change", "pct_change"],
         "comparison_with_published.tsv": ["alignment", "model", "dataset", "ours", "published", "difference"],
     }
@@ -122,7 +125,7 @@ def test_correlations_match_scipy_and_fdr_covers_the_family(analyzed):
     assert set(sizes.loc[sizes["property"] == "log10_parameters", "models"]) == {"instruction_tuned", "all"}
     # One FDR family per protocol: every p-value of every table of the analysis.
     tables = [read_tsv(out / f"{name}.tsv").query("protocol == 'robust'")
-              for name in ("instruction_effect", "correlations", "partial_correlations")]
+              for name in ("instruction_effect", "correlations", "partial_correlations", "family_correlations")]
     pooled = pd.concat([table[["p_value", "p_fdr"]] for table in tables]).dropna(subset=["p_value"])
     assert pooled["p_fdr"].to_numpy() == pytest.approx(stats.false_discovery_control(pooled["p_value"]))
     assert (correlations["p_min"] == 0).all() and correlations["can_reach_alpha"].all()

@@ -10,6 +10,7 @@ import yaml
 
 from brainalign.config import load_config, suite_datasets, suite_models, validate_config
 from brainalign.encoding import aw2024, robust, toneva
+from brainalign.encoding.ceiling import CEILING_DEFAULTS
 from brainalign.errors import ConfigError
 from brainalign.models.activations import OPTION_DEFAULTS
 
@@ -118,7 +119,9 @@ def test_protocol_defaults_in_the_schema_equal_the_librarys(raw_config):
     schema = yaml.safe_load((REPO / "workflow" / "schemas" / "config.schema.yaml").read_text())
     robust_schema = dict(schema["properties"]["protocols"]["properties"]["robust"]["properties"])
     robust_schema.pop("readout")  # it picks the activation file the fits read; no fit option
+    robust_schema.pop("ceiling")  # the ceiling's draws, read by the ceiling only (below)
     assert robust_schema == library
+    assert protocols["robust"]["ceiling"] == protocols["aw2024"]["ceiling"] == CEILING_DEFAULTS
 
 
 def test_extraction_defaults_in_the_schema_equal_the_librarys(raw_config):

@@ -138,3 +138,29 @@ def test_a_suite_without_pairs_gets_a_message_figure(tmp_path):
     assert built["layer_profiles_aw2024"].axes[0].texts[0].get_text() == "no per-layer scores for this protocol"
     paths = figures.save_figure(built["instruction_scatter_brain_aw2024"], tmp_path, "empty", demo=False)
     assert all(path.stat().st_size > 0 for path in paths)
+
+
+def test_robust_decomposition_bars_carry_each_models_measures(tmp_path):
+    rng = np.random.default_rng(3)
+    rows = [{"model": m, "dataset": d, "protocol": "robust", "layer": layer,
+             **{column: rng.uniform(-0.05, 0.4) for column in figures.DECOMPOSITION}}
+            for layer, m in enumerate(("m1", "m2", "m3"), start=2) for d in ("D1", "D2")]
+    scores = pd.DataFrame(rows)
+    fig = figures.plot_robust_decomposition(scores)
+    assert [ax.get_title() for ax in fig.axes] == ["D1", "D2"]
+    for ax, dataset in zip(fig.axes, ("D1", "D2")):
+        expected = scores[scores["dataset"] == dataset].sort_values("model", ascending=False)
+        widths = [patch.get_width() for patch in ax.patches]
+        # One bar per model for each measure, measure after measure.
+        assert widths == pytest.approx(expected[list(figures.DECOMPOSITION)].to_numpy().T.ravel())
+        assert [label.get_text() for label in ax.get_yticklabels()] == ["m3 (layer 4)", "m2 (layer 3)", "m1 (layer 2)"]
+    assert {text.get_text() for text in fig.legends[0].texts} == {label for label, _ in figures.DECOMPOSITION.values()}
+    paths = figures.save_figure(fig, tmp_path, "decomposition", demo=False)
+    assert all(path.stat().st_size > 1000 for path in paths)
+
+
+def test_robust_decomposition_is_named_for_robust_suites_and_says_what_it_lacks():
+    assert "decomposition_brain_robust" in figures.figure_names(["aw2024", "robust"], [])
+    assert "decomposition_brain_robust" not in figures.figure_names(["aw2024"], [])
+    fig = figures.plot_robust_decomposition(pd.DataFrame({"model": ["m"], "dataset": ["D"], "score": [0.1]}))
+    assert "no robust scores with ['layer', 'score_joint'" in fig.axes[0].texts[0].get_text()

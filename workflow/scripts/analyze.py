@@ -19,4 +19,5 @@ run_step(
     effect_out=snakemake.output.effect,
     pair_tests_out=snakemake.output.pair_tests,
     summary_out=snakemake.output.summary,
+    surprisal_paths=list(snakemake.input.surprisal),
 )

@@ -1,4 +1,4 @@
-"""The dataset's noise ceiling, computed once and cached."""
+"""The dataset's noise ceiling under one protocol, computed once and cached."""
 
 import _package_path  # noqa: F401
 
@@ -8,6 +8,7 @@ from brainalign.workflow import run_step
 run_step(
     snakemake,
     compute_ceiling,
+    protocol=snakemake.wildcards.protocol,
     stimuli_path=snakemake.input.stimuli,
     responses_path=snakemake.input.responses,
     options=snakemake.params.options,

@@ -6,6 +6,7 @@ import argparse
 import logging
 from pathlib import Path
 
+from brainalign.analysis.correlations import bits_per_word
 from brainalign.analysis.published import PUBLISHED_DIR, load_models_file
 from brainalign.analysis.run import analyze
 from brainalign.stats import N_RESAMPLES
@@ -38,6 +39,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--figures", type=Path, help="also draw the figures into this folder")
     parser.add_argument("--summary", type=Path, help="also write the markdown summary to this file")
     parser.add_argument("--demo", action="store_true", help="label figures and summary as simulated demo data")
+    parser.add_argument("--surprisal", type=Path, nargs="+", help="surprisal files on Natural Stories, one per model "
+                        "(results/surprisal/futrell2018/<model>.unit.parquet): adds bits_per_word to the properties")
     parser.set_defaults(func=run_analyze)
 
 
@@ -63,7 +66,8 @@ def run_analyze(args: argparse.Namespace) -> None:
     selected, registry = resolve_models(args)
     brain = read_scores(args.brain_scores, selected, registry)
     behavior = read_scores(args.behavior_scores, selected, registry)
-    analyze(brain, behavior, selected, args.out, args.published, args.n_resamples, args.seed)
+    bits = bits_per_word(args.surprisal) if args.surprisal else None
+    analyze(brain, behavior, selected, args.out, args.published, args.n_resamples, args.seed, bits)
     if args.figures is not None:
         from brainalign.plots.figures import plot_figures  # matplotlib only when figures are asked for
 

@@ -2,17 +2,22 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
+
 from brainalign import io
+from brainalign.analysis.correlations import bits_per_word
 from brainalign.analysis.published import load_models_file
 from brainalign.analysis.run import analyze
 from brainalign.analysis.summary import write_summary
 from brainalign.analysis.tables import KEY_COLUMNS, PAIR_TEST_COLUMNS, SCORE_COLUMNS, read_scores
 from brainalign.errors import DataError
+
+log = logging.getLogger(__name__)
 
 
 def aggregate_scores(
@@ -52,16 +57,24 @@ def analyze_scores(
     effect_out: str | Path,
     pair_tests_out: str | Path,
     summary_out: str | Path,
+    surprisal_paths: Sequence[str | Path] = (),
 ) -> None:
     """Run the study's analysis on the suite's scores, compare them with the published
     numbers in ``published_dir``, and write the summary.
 
     The per-pair tests join the study's FDR family (see :mod:`brainalign.analysis.run`).
+    ``surprisal_paths`` (one file per model, on the Natural Stories text) give each model's
+    bits per word, a property beside the metadata; none: the property is left out.
     """
     brain, behavior = io.read_tsv(brain_path), io.read_tsv(behavior_path)
     out_dir = Path(effect_out).parent
+    if surprisal_paths:
+        bits = bits_per_word(surprisal_paths)
+    else:
+        bits = None
+        log.info("no Natural Stories (futrell2018 reader) dataset in the suite: bits_per_word is not a model property")
     pair_tests = analyze(
-        brain, behavior, dict(models), out_dir, published_dir=published_dir, pair_tests=io.read_tsv(pairs_path)
+        brain, behavior, dict(models), out_dir, published_dir=published_dir, pair_tests=io.read_tsv(pairs_path), bits=bits
     )
     io.write_tsv(pair_tests_out, pair_tests)
     write_summary(out_dir, brain, behavior, summary_out, demo, pair_tests)

@@ -10,14 +10,16 @@ Outputs in ``out_dir``:
 - ``correlations.tsv``: Pearson/Spearman correlations of alignment with model properties,
   bootstrap CIs over models.
 - ``partial_correlations.tsv``: the same controlling for log10 parameters.
+- ``family_correlations.tsv``: the same within families, adjusted for family (and log10
+  parameters), and with each family left out.
 - ``comparison_with_published.tsv``: ours minus the paper's numbers (protocol aw2024).
 
 Every table with a ``p_value`` carries ``p_min`` (the smallest p-value its test can give:
 0 for the analytic t-tests of correlations, 2 / 2**n for exact sign flips over n units),
 ``can_reach_alpha`` (whether ``p_min`` < :data:`brainalign.stats.ALPHA`) and ``p_fdr``.
 The FDR family is every p-value the analysis reports under one protocol: the instruction
-effects (all datasets, families and alignment kinds), the correlations and partial
-correlations (all datasets, properties and model sets), and the per-pair tests against the
+effects (all datasets, families and alignment kinds), the correlations, partial and family
+correlations (all datasets, properties, model sets and methods), and the per-pair tests against the
 base when given; Benjamini-Hochberg over that family, so a reader of one protocol's
 results has every test counted once. Protocols are separate families because they are
 separate analyses of the same question (the paper's and the leakage-free one). Spearman
@@ -32,7 +34,12 @@ from pathlib import Path
 
 import pandas as pd
 
-from brainalign.analysis.correlations import model_properties, partial_correlations, property_correlations
+from brainalign.analysis.correlations import (
+    family_correlations,
+    model_properties,
+    partial_correlations,
+    property_correlations,
+)
 from brainalign.analysis.instruction import instruction_effect, instruction_pairs, pair_changes
 from brainalign.analysis.published import PUBLISHED_DIR, compare_with_published, published_scores
 from brainalign.stats import N_RESAMPLES, reach_columns, with_fdr
@@ -58,6 +65,7 @@ def analyze(
     n_resamples: int = N_RESAMPLES,
     seed: int = 0,
     pair_tests: pd.DataFrame | None = None,
+    bits: pd.Series | None = None,
 ) -> pd.DataFrame | None:
     """Compute every statistic of the study and write the tables listed in the module docstring.
 
@@ -77,6 +85,9 @@ def analyze(
         Bootstrap and permutation settings.
     pair_tests : DataFrame or None
         Per-pair paired tests (``results/scores/brain_pairs.tsv``), part of the FDR family.
+    bits : Series or None
+        Model -> bits per word on Natural Stories (:func:`correlations.bits_per_word`), a
+        property beside the metadata; None leaves it out.
 
     Returns
     -------
@@ -90,24 +101,26 @@ def analyze(
     }
     tables = {alignment: with_dataset_average(scores) for alignment, scores in validated.items()}
     pairs = instruction_pairs(models)
-    properties = model_properties(models)
+    properties = model_properties(models, bits)
     log.info("analysis over %d models, %d instruction-tuned/base pairs", len(models), len(pairs))
 
     pair_tables = {alignment: pair_changes(scores, pairs) for alignment, scores in tables.items()}
     effects = {alignment: instruction_effect(table, n_resamples, seed) for alignment, table in pair_tables.items()}
     correlations = {a: property_correlations(scores, properties, n_resamples, seed) for a, scores in tables.items()}
     partial = {alignment: partial_correlations(scores, properties) for alignment, scores in tables.items()}
+    by_family = {alignment: family_correlations(scores, properties) for alignment, scores in tables.items()}
 
     tested = {
         "instruction_effect": _stack(effects),
         "correlations": with_analytic_p_min(_stack(correlations)),
         "partial_correlations": with_analytic_p_min(_stack(partial)),
+        "family_correlations": with_analytic_p_min(_stack(by_family)),
     }
     if pair_tests is not None:
         tested["pair_tests"] = pair_tests
     tested = with_fdr(tested, ["protocol"])
     write_tsv(out_dir / "instruction_pairs.tsv", _stack(pair_tables))
-    for name in ("instruction_effect", "correlations", "partial_correlations"):
+    for name in ("instruction_effect", "correlations", "partial_correlations", "family_correlations"):
         write_tsv(out_dir / f"{name}.tsv", tested[name])
     write_tsv(out_dir / "comparison_with_published.tsv", _published_comparison(validated, published_dir))
     return tested.get("pair_tests")

@@ -68,6 +68,24 @@ def _effect_lines(effect: pd.DataFrame) -> list[str]:
     return lines
 
 
+def _family_lines(family: pd.DataFrame, dataset: str) -> list[str]:
+    """MMLU and size against alignment adjusted for family, and the range with one family left out."""
+    rows = family[(family["dataset"] == dataset) & (family["models"] == "instruction_tuned")]
+    lines = []
+    for prop, label in (("mmlu", "MMLU"), (SIZE, "log10 parameters")):
+        adjusted = rows[(rows["property"] == prop) & (rows["method"] == "family_adjusted")]
+        if adjusted.empty:
+            continue
+        row = adjusted.iloc[0]
+        left_out = rows[(rows["property"] == prop) & (rows["method"] == "leave_family_out")]["pearson_r"]
+        spread = f"; r {_number(left_out.min())} to {_number(left_out.max())} with one family left out"
+        spread = spread if len(left_out) else ""
+        lines.append(f"- {label} adjusted for {row['covariates'].replace(SIZE, 'log10 parameters')}: partial r = "
+                     f"{_number(row['pearson_r'])}, p = {_number(row['p_value'])} (n = {int(row['n'])} models in "
+                     f"{int(row['n_families'])} families){spread}")
+    return lines
+
+
 def _correlation_lines(correlations: pd.DataFrame, partial: pd.DataFrame, dataset: str) -> list[str]:
     rows = correlations[correlations["dataset"] == dataset]
     has_category = rows["property"].eq("bbh_world_knowledge").any()
@@ -169,6 +187,7 @@ def write_summary(
     effect = read_tsv(analysis_dir / "instruction_effect.tsv")
     correlations = read_tsv(analysis_dir / "correlations.tsv")
     partial = read_tsv(analysis_dir / "partial_correlations.tsv")
+    family = read_tsv(analysis_dir / "family_correlations.tsv")
     lines = ["# Instruction tuning and alignment: summary", ""]
     if demo:
         lines += [DEMO_BANNER, ""]
@@ -202,6 +221,7 @@ def write_summary(
                 "",
                 *_correlation_lines(correlations[(correlations["alignment"] == alignment) & (correlations["protocol"] == protocol)],
                                     partial[(partial["alignment"] == alignment) & (partial["protocol"] == protocol)], dataset),
+                *_family_lines(family[(family["alignment"] == alignment) & (family["protocol"] == protocol)], dataset),
                 "",
             ]
     write_text(out_path, "\n".join(lines))

@@ -22,6 +22,7 @@ splits.
 from __future__ import annotations
 
 import warnings
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -35,12 +36,14 @@ from brainalign.errors import ConfigError, DataError
 CEILING_DEFAULTS: dict[str, Any] = {"n_subsamples": 10, "n_holdouts": 5, "n_bootstraps": 100, "seed": 0}
 
 
-def resolve_ceiling_options(options: dict | None) -> dict[str, Any]:
-    """Return the ``ceiling`` section of the options with defaults; refuse unknown keys."""
+def resolve_ceiling_options(options: dict | None, protocol: str = "aw2024") -> dict[str, Any]:
+    """Return the ``ceiling`` section of a protocol's options with defaults; refuse unknown keys."""
     section = dict((options or {}).get("ceiling") or {})
     unknown = sorted(set(section) - set(CEILING_DEFAULTS))
     if unknown:
-        raise ConfigError(f"protocols.aw2024.ceiling: unknown option(s) {unknown}; accepted: {sorted(CEILING_DEFAULTS)}.")
+        raise ConfigError(
+            f"protocols.{protocol}.ceiling: unknown option(s) {unknown}; accepted: {sorted(CEILING_DEFAULTS)}."
+        )
     return {**CEILING_DEFAULTS, **section}
 
 
@@ -107,20 +110,28 @@ def subject_subsets(subjects: list, size: int, n_subsamples: int, rng: np.random
     return ordered
 
 
-def holdout_correlations(
-    responses: np.ndarray,
-    subject_of: np.ndarray,
-    grams: dict,
-    splits: list[tuple[np.ndarray, np.ndarray]],
-    settings: dict[str, Any],
+def holdout_scores(
+    subjects: list, settings: dict[str, Any], score_pool: Callable[[list, Any], np.ndarray]
 ) -> dict[int, dict[Any, list[np.ndarray]]]:
-    """r per (split, neuroid) of each held-out subject predicted from its pool, per pool size.
+    """Score per (split, neuroid) of each held-out subject predicted from the rest of its pool, per pool size.
+
+    Brain-Score's draws: per pool size, :func:`subject_subsets` (from one ``RandomState(seed)``),
+    then ``n_holdouts`` held-out members drawn with replacement per pool (from a second one).
+
+    Parameters
+    ----------
+    subjects : list
+        The subjects, sorted.
+    settings : dict
+        :func:`resolve_ceiling_options`.
+    score_pool : callable
+        ``score_pool(others, subject)``: the held-out score of ``subject``'s neuroids predicted
+        from the subjects ``others``, an array of shape (n_splits, n_subject_neuroids).
 
     Returns
     -------
     collected : {pool size: {subject: [array (n_splits, n_subject_neuroids), ...]}}
     """
-    subjects = sorted(grams, key=str)
     subset_rng = np.random.RandomState(settings["seed"])
     holdout_rng = np.random.RandomState(settings["seed"])
     collected: dict[int, dict[Any, list[np.ndarray]]] = {}
@@ -130,15 +141,31 @@ def holdout_correlations(
             members = sorted(set(subset), key=str)
             held_out = holdout_rng.choice(np.array(members, dtype=object), size=settings["n_holdouts"])
             for subject in sorted(set(held_out), key=str):
-                pool_gram = sum(grams[s] for s in members if s != subject)
-                target = responses[:, subject_of == subject]
-                r = np.full((len(splits), target.shape[1]), np.nan)
-                for index, (train, test) in enumerate(splits):
-                    operator = kernel_prediction_operator(pool_gram, train, test)[0]
-                    mean = target[train].mean(axis=0)
-                    r[index] = pearson_columns(operator @ (target[train] - mean) + mean, target[test])
-                collected[size].setdefault(subject, []).append(r)
+                others = [s for s in members if s != subject]
+                collected[size].setdefault(subject, []).append(score_pool(others, subject))
     return collected
+
+
+def holdout_correlations(
+    responses: np.ndarray,
+    subject_of: np.ndarray,
+    grams: dict,
+    splits: list[tuple[np.ndarray, np.ndarray]],
+    settings: dict[str, Any],
+) -> dict[int, dict[Any, list[np.ndarray]]]:
+    """:func:`holdout_scores` with Brain-Score's metric: OLS on the pool, Pearson r per neuroid."""
+
+    def correlations(others: list, subject: Any) -> np.ndarray:
+        pool_gram = sum(grams[s] for s in others)
+        target = responses[:, subject_of == subject]
+        r = np.full((len(splits), target.shape[1]), np.nan)
+        for index, (train, test) in enumerate(splits):
+            operator = kernel_prediction_operator(pool_gram, train, test)[0]
+            mean = target[train].mean(axis=0)
+            r[index] = pearson_columns(operator @ (target[train] - mean) + mean, target[test])
+        return r
+
+    return holdout_scores(sorted(grams, key=str), settings, correlations)
 
 
 def extrapolate(collected: dict[int, dict[Any, list[np.ndarray]]], subjects: list, settings: dict[str, Any]) -> dict[Any, np.ndarray]:
@@ -201,7 +228,7 @@ def compute_ceiling(
         One row per (partition, neuroid): ``partition``, ``neuroid_id``, ``subject``, ``ceiling``.
     summary : dict
         ``ceiling`` (mean over partitions of the median over neuroids), ``method``,
-        ``n_subjects``, per-partition ceilings and the settings.
+        ``measure`` (``r``), ``n_subjects``, per-partition ceilings and the settings.
     """
     options = dict(options or {})
     settings = resolve_ceiling_options(options)
@@ -224,30 +251,61 @@ def compute_ceiling(
         complete = np.isfinite(block).all(axis=0)
         block = block[:, complete]
         subject_of = neuroids["subject"].to_numpy()[complete]
-        subjects = sorted(pd.unique(subject_of), key=str)
-        if len(subjects) < 2:
-            raise DataError(f"ceiling: partition {name!r} has {len(subjects)} subject(s); the extrapolation needs at least 2.")
+        subjects = pool_subjects(subject_of, name)
         grams = {s: block[:, subject_of == s] @ block[:, subject_of == s].T for s in subjects}
         collected = holdout_correlations(block, subject_of, grams, splits, settings)
         ceilings = extrapolate(collected, subjects, settings)
-        table = neuroids.loc[complete, ["neuroid_id", "subject"]].reset_index(drop=True)
-        table.insert(0, "partition", name)
-        table["ceiling"] = np.nan
-        for subject in subjects:
-            table.loc[subject_of == subject, "ceiling"] = ceilings[subject]
+        table, per_partition[str(name)] = partition_ceilings(neuroids[complete], name, ceilings)
         tables.append(table)
-        per_partition[str(name)] = {
-            "ceiling": float(np.nanmedian(table["ceiling"])),
-            "n_subjects": len(subjects),
-            "n_neuroids": int(complete.sum()),
-            "n_neuroids_failed_fit": int(table["ceiling"].isna().sum()),
-        }
     summary = {
-        "ceiling": float(np.mean([p["ceiling"] for p in per_partition.values()])),
+        **dataset_ceiling(per_partition),
         "method": "brainscore_extrapolation",
+        "measure": "r",
         "n_subjects": int(neuroids["subject"].nunique()),
-        "partitions": per_partition,
         "split_order": None if protocol["time_series"] else split_order(stimuli),
         "settings": settings,
     }
     return pd.concat(tables, ignore_index=True), summary
+
+
+def pool_subjects(subject_of: np.ndarray, partition: str) -> list:
+    """The sorted subjects of a partition's scored neuroids; refuse fewer than two."""
+    subjects = sorted(pd.unique(subject_of), key=str)
+    if len(subjects) < 2:
+        raise DataError(
+            f"ceiling: partition {partition!r} has {len(subjects)} subject(s); the extrapolation needs at least 2."
+        )
+    return subjects
+
+
+def partition_ceilings(
+    neuroids: pd.DataFrame, partition: str, ceilings: dict[Any, np.ndarray]
+) -> tuple[pd.DataFrame, dict]:
+    """One partition's per-neuroid table and summary from :func:`extrapolate`'s per-subject ceilings.
+
+    Parameters
+    ----------
+    neuroids : DataFrame
+        ``neuroid_id`` and ``subject`` of the partition's scored neuroids, in column order.
+    partition : str
+    ceilings : dict of subject -> array
+        Each subject's neuroids' ceilings, in the order of its neuroids in ``neuroids``.
+    """
+    table = neuroids[["neuroid_id", "subject"]].reset_index(drop=True)
+    table.insert(0, "partition", partition)
+    table["ceiling"] = np.nan
+    subject_of = table["subject"].to_numpy()
+    for subject, values in ceilings.items():
+        table.loc[subject_of == subject, "ceiling"] = values
+    summary = {
+        "ceiling": float(np.nanmedian(table["ceiling"])),
+        "n_subjects": len(ceilings),
+        "n_neuroids": len(table),
+        "n_neuroids_failed_fit": int(table["ceiling"].isna().sum()),
+    }
+    return table, summary
+
+
+def dataset_ceiling(per_partition: dict[str, dict]) -> dict[str, Any]:
+    """The dataset's ceiling (mean over partitions of their median over neuroids) and the partitions'."""
+    return {"ceiling": float(np.mean([p["ceiling"] for p in per_partition.values()])), "partitions": per_partition}

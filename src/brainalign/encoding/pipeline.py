@@ -19,12 +19,16 @@ from brainalign.encoding.aw2024 import fit_aw2024, resolve_options
 from brainalign.encoding.ceiling import compute_ceiling as ceiling_of
 from brainalign.encoding.robust import choose_layers, fit_robust, fold_inference
 from brainalign.encoding.robust import fit_controls as fit_controls_only
+from brainalign.encoding.robust_ceiling import compute_robust_ceiling
 from brainalign.errors import ConfigError, DataError
 from brainalign.models.activations import expected_metadata
 from brainalign.stats import paired_sign_flip_test, reach_columns, sign_flip_p_min
 
 logger = logging.getLogger(__name__)
 PROTOCOL_FITS = {"aw2024": fit_aw2024, "robust": fit_robust}
+PROTOCOL_CEILINGS = {"aw2024": ceiling_of, "robust": compute_robust_ceiling}
+"""Each protocol's noise ceiling: Brain-Score's (r of OLS on shuffle splits) and the robust
+protocol's own (held-out R^2 of grouped-CV ridge), both extrapolated over subjects."""
 HEADLINE_MEASURE = {"aw2024": "r", "robust": "score"}
 """The per-neuroid measure (``<measure>_fold_<k>`` in a layer's neuroid table) that each
 protocol's score aggregates: aw2024 the paper's Pearson r, robust the held-out R^2 gain."""
@@ -51,18 +55,23 @@ def load_encoding_inputs(
 
 
 def compute_ceiling(
-    stimuli_path: str | Path, responses_path: str | Path, options: Mapping[str, Any], out_path: str | Path
+    protocol: str,
+    stimuli_path: str | Path,
+    responses_path: str | Path,
+    options: Mapping[str, Any],
+    out_path: str | Path,
 ) -> None:
-    """Compute a dataset's noise ceiling once; write per-neuroid values and the summary."""
+    """Compute a dataset's noise ceiling under a protocol once; write per-neuroid values and the summary."""
     stimuli, responses, rows, neuroids = load_encoding_inputs(stimuli_path, responses_path)
-    table, summary = ceiling_of(responses, stimuli, rows, neuroids, dict(options))
+    table, summary = PROTOCOL_CEILINGS[protocol](responses, stimuli, rows, neuroids, dict(options))
     io.write_table(out_path, table, io.provenance(summary=summary, stimuli_sha256=io.stimuli_checksum(stimuli_path)))
 
 
-def ceiling_value(path: str | Path) -> float:
-    """Return the dataset-level ceiling recorded in a ceiling file."""
-    value = io.read_metadata(path)["summary"]["ceiling"]
-    return np.nan if value is None else float(value)
+def ceiling_value(path: str | Path) -> tuple[float, str | None]:
+    """Return the dataset-level ceiling recorded in a ceiling file and its measure (``r``, ``R^2``)."""
+    summary = io.read_metadata(path)["summary"]
+    value = summary["ceiling"]
+    return (np.nan if value is None else float(value)), summary.get("measure")
 
 
 def fit_controls(
@@ -137,7 +146,7 @@ def score_model(
     layer_rule: str = "max_per_dataset",
     committed_layer: int | None = None,
 ) -> None:
-    """Choose the model's layer and normalise by the ceiling (never clipped).
+    """Choose the model's layer and normalise by the protocol's own ceiling (never clipped).
 
     ``aw2024`` chooses by ``layer_rule`` (see :func:`aw2024_layer_choice`). ``robust``: the
     layer is chosen per outer fold on that fold's training data (inner CV of the headline),
@@ -150,9 +159,11 @@ def score_model(
     ``max_layer``) beside the chosen score, and says how the score was made
     (:func:`provenance_columns`). ``neuroids_out`` gets each neuroid's measures under the
     same choice (see :func:`chosen_neuroid_scores`), the input of the paired tests between
-    models.
+    models. ``normalized_score = score / ceiling`` with ``ceiling_path`` the protocol's own
+    ceiling (:data:`PROTOCOL_CEILINGS`; ``ceiling_measure`` says its scale: r for aw2024,
+    held-out R^2 for robust, whose headline is an R^2 gain).
     """
-    ceiling = ceiling_value(ceiling_path)
+    ceiling, ceiling_measure = ceiling_value(ceiling_path)
     metadata = [io.read_metadata(path) for path in layer_paths]
     fits = {int(meta["layer"]): meta for meta in metadata}
     path_of = {int(meta["layer"]): path for meta, path in zip(metadata, layer_paths)}
@@ -201,6 +212,7 @@ def score_model(
         "max_layer": best,
         "score_max_layer": float(layers["score"].max()),
         "ceiling": ceiling,
+        "ceiling_measure": ceiling_measure,
         "normalized_score": float(score) / ceiling,
         "ci_low": inference["ci_low"],
         "ci_high": inference["ci_high"],

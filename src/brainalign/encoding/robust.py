@@ -254,7 +254,7 @@ def _order_by_unit(units: np.ndarray) -> np.ndarray:
     return np.argsort(pd.factorize(units)[0], kind="stable")
 
 
-def _fold_splits(cv_groups: np.ndarray, options: dict[str, Any]) -> list[tuple[np.ndarray, np.ndarray, list]]:
+def fold_splits(cv_groups: np.ndarray, options: dict[str, Any]) -> list[tuple[np.ndarray, np.ndarray, list]]:
     """Outer (train, test) splits of a partition, each with its inner splits of the training rows."""
     time_series = options["time_series"]
     splits = protocol_splits(cv_groups, options["n_outer_folds"], time_series, options["trim_trs"])
@@ -315,7 +315,7 @@ def controls_partition(design: dict[str, Any], rows: np.ndarray, responses: np.n
     controls = [band[rows] for band in design["controls"].values()]
     predictions = np.full(responses.shape, np.nan)
     inner_scores = []
-    for train, test, inner in _fold_splits(design["cv_groups"][rows], options):
+    for train, test, inner in fold_splits(design["cv_groups"][rows], options):
         fit = fit_fold(controls, responses, train, test, inner, options)
         predictions[test] = fit.predictions
         inner_scores.append(fit.inner_scores)
@@ -352,7 +352,7 @@ def fit_partition(
     llm = design["llm"][rows]
     controls = [band[rows] for band in design["controls"].values()]
     units, streams = design["units"][rows], design["streams"][rows]
-    folds = _fold_splits(design["cv_groups"][rows], options)
+    folds = fold_splits(design["cv_groups"][rows], options)
     if controls and controls_fit is None:
         controls_fit = controls_partition(design, rows, responses, options)
     if controls:
@@ -476,11 +476,11 @@ def fit_robust(
     options = resolve_options(options)
     features = np.asarray(features, dtype=np.float64)
     responses = np.asarray(responses, dtype=np.float64)
-    design = _design(features, responses, stimuli, response_rows, neuroids, options)
+    design = build_design(features, responses, stimuli, response_rows, neuroids, options)
     subject_names, subject_of_neuroid = np.unique(neuroids["subject"].astype(str).to_numpy(), return_inverse=True)
     fold_tables, neuroid_tables, held_out, details_partitions = [], [], [], {}
     with himalaya_backend(options["backend"]):
-        for partition, rows, keep, n_non_finite, n_constant in _partitions(design, responses):
+        for partition, rows, keep, n_non_finite, n_constant in scored_partitions(design, responses):
             controls_fit = None if controls is None else _stored_controls(controls, partition, design["row_ids"][rows], neuroids, keep)
             fitted = fit_partition(design, rows, responses[np.ix_(rows, np.flatnonzero(keep))], options, controls_fit)
             for fold in fitted["held_out"]:
@@ -589,7 +589,7 @@ HEADLINE = "score = R^2(joint) - R^2(controls only), held out, per neuroid and f
 HEADLINE_WITHOUT_CONTROLS = "score = R^2 of the LLM band alone (no control bands), held out, per neuroid and fold; median over neuroids, mean over folds and partitions"
 
 
-def _design(
+def build_design(
     features: np.ndarray, responses: np.ndarray, stimuli: pd.DataFrame, response_rows: pd.DataFrame, neuroids: pd.DataFrame, options: dict[str, Any]
 ) -> dict[str, Any]:
     """Check the inputs against each other and build the bands of the design."""
@@ -608,7 +608,9 @@ def _design(
     return design
 
 
-def _partitions(design: dict[str, Any], responses: np.ndarray) -> Iterator[tuple[str, np.ndarray, np.ndarray, int, int]]:
+def scored_partitions(
+    design: dict[str, Any], responses: np.ndarray
+) -> Iterator[tuple[str, np.ndarray, np.ndarray, int, int]]:
     """Per partition: its measured rows, the neuroids scored there, and the counts of those left out."""
     for partition in pd.unique(design["partitions"]):
         rows = np.flatnonzero((design["partitions"] == partition) & design["measured"])
@@ -645,10 +647,10 @@ def fit_controls(
     if not options["controls"]:
         raise ConfigError("fit_controls: protocols.robust.controls is empty, so there is no controls-only model to fit")
     responses = np.asarray(responses, dtype=np.float64)
-    design = _design(np.zeros((len(stimuli), 0)), responses, stimuli, response_rows, neuroids, options)
+    design = build_design(np.zeros((len(stimuli), 0)), responses, stimuli, response_rows, neuroids, options)
     tables = []
     with himalaya_backend(options["backend"]):
-        for partition, rows, keep, _, _ in _partitions(design, responses):
+        for partition, rows, keep, _, _ in scored_partitions(design, responses):
             fit = controls_partition(design, rows, responses[np.ix_(rows, np.flatnonzero(keep))], options)
             columns = {"partition": partition, "neuroid_id": neuroids["neuroid_id"].astype(str).to_numpy()[keep]}
             columns.update({f"inner_score_fold_{fold}": values for fold, values in enumerate(fit["inner_scores"])})

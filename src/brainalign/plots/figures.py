@@ -17,6 +17,7 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
 from matplotlib.lines import Line2D  # noqa: E402
+from matplotlib.ticker import MaxNLocator  # noqa: E402
 
 from brainalign.analysis.correlations import SIZE, model_properties  # noqa: E402
 from brainalign.analysis.tables import AVERAGE, validate_scores, with_dataset_average  # noqa: E402
@@ -198,6 +199,51 @@ def plot_protocol_comparison(scores: pd.DataFrame, alignment: str, protocols: tu
     return fig
 
 
+DECOMPOSITION = {
+    "score_joint": ("joint (LLM + controls)", "tab:purple"),
+    "score_controls": ("controls only", "tab:gray"),
+    "score_llm": ("LLM only", "tab:blue"),
+    "score": ("headline: gain of joint over controls", "tab:orange"),
+}
+"""The robust protocol's held-out R^2 measures shown per model, and their legend labels and colours."""
+
+
+def plot_robust_decomposition(scores: pd.DataFrame) -> Figure:
+    """Per model at its chosen layer, the robust headline beside the joint, controls-only and
+    LLM-only held-out R^2 it is made from; one panel per dataset, one group of bars per model.
+
+    Parameters
+    ----------
+    scores : DataFrame
+        Robust rows of the brain score table (``model``, ``dataset``, ``layer`` and the
+        :data:`DECOMPOSITION` columns).
+    """
+    title = "Robust protocol: what the held-out R² gain is made of (chosen layer)"
+    missing = [column for column in ("layer", *DECOMPOSITION) if column not in scores.columns]
+    if scores.empty or missing:
+        return message_figure(title, f"no robust scores with {missing or list(DECOMPOSITION)}")
+    datasets = _dataset_order(scores["dataset"])
+    n_models = scores["model"].nunique()
+    fig, axes = _panels(len(datasets), title)
+    fig.set_size_inches(5.0 * len(datasets), 1.0 + 0.45 * n_models)
+    height = 0.8 / len(DECOMPOSITION)
+    for ax, dataset in zip(axes, datasets):
+        rows = scores[scores["dataset"] == dataset].sort_values("model", ascending=False)
+        y = np.arange(len(rows))
+        for k, (column, (label, color)) in enumerate(DECOMPOSITION.items()):
+            ax.barh(y + (k - (len(DECOMPOSITION) - 1) / 2) * height, rows[column].to_numpy(float), height,
+                    color=color, label=label)
+        ax.set_yticks(y, [f"{model} (layer {int(layer)})" for model, layer in zip(rows["model"], rows["layer"])])
+        ax.axvline(0, color="black", linewidth=0.8)
+        ax.xaxis.set_major_locator(MaxNLocator(nbins=4))
+        ax.set(title=dataset, xlabel="held-out R² (median over neuroids)")
+    handles, labels = axes[0].get_legend_handles_labels()
+    # Reversed so that the legend lists the bars top-down as each group draws them.
+    fig.legend(handles[::-1], labels[::-1], loc="upper center", bbox_to_anchor=(0.5, 0.0), ncol=len(DECOMPOSITION))
+    fig.tight_layout()
+    return fig
+
+
 def stamp_demo(fig: Figure) -> None:
     """Mark a figure as simulated data, visibly and in print."""
     fig.text(0.5, 0.5, DEMO_LABEL, ha="center", va="center", rotation=25, fontsize=28, color="red", alpha=0.3,
@@ -236,6 +282,8 @@ def figure_names(brain_protocols: Sequence[str], behavior_protocols: Sequence[st
         if protocols:
             names.append(f"protocols_{alignment}")
     names += [f"layer_profiles_{protocol}" for protocol in sorted(brain_protocols)]
+    if "robust" in brain_protocols:
+        names.append("decomposition_brain_robust")
     return names
 
 
@@ -272,6 +320,8 @@ def study_figures(
     for protocol in sorted(brain["protocol"].unique()):
         subset = None if brain_layers is None else brain_layers[brain_layers["protocol"] == protocol]
         figures[f"layer_profiles_{protocol}"] = plot_layer_profiles(subset, models, protocol)
+    if "robust" in set(brain["protocol"]):
+        figures["decomposition_brain_robust"] = plot_robust_decomposition(brain[brain["protocol"] == "robust"])
     return figures
 
 
