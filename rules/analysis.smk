@@ -93,3 +93,22 @@ rule plot_figures:
         demo=DEMO,
     script:
         "../workflow/scripts/plot_figures.py"
+
+
+# Brain-Score's pinned integration scores, where the suite has their models and datasets.
+rule check_brainscore:
+    input:
+        brainscore_check_files,
+    output:
+        "results/brainscore_check.tsv",
+    log:
+        "logs/check_brainscore/check_brainscore.log",
+    benchmark:
+        "benchmarks/check_brainscore/check_brainscore.tsv"
+    localrule: True
+    conda:
+        "../envs/analysis.yaml"
+    params:
+        checks=BRAINSCORE_CHECKS,
+    script:
+        "../workflow/scripts/check_brainscore.py"

@@ -2,7 +2,8 @@
 import re
 from pathlib import Path
 
-from brainalign.config import active_suite, suite_models, validate_config
+from brainalign.analysis.brainscore_check import planned_checks
+from brainalign.config import active_suite, suite_datasets, suite_models, validate_config
 from brainalign.plots.figures import figure_names
 from brainalign.workflow import MODEL_RUNTIME_KEYS, missing_user_files_warning
 
@@ -40,6 +41,12 @@ FIGURES = figure_names(
     ["aw2024", "regression"] if BEHAVIOR_DATASETS else [],
 )
 PUBLISHED = Path(workflow.basedir) / "resources" / "published"
+# Brain-Score's pinned integration scores that this suite's models and datasets can check.
+BRAINSCORE_CHECKS = (
+    planned_checks(suite_models(config), suite_datasets(config))
+    if "aw2024" in PROTOCOLS
+    else []
+)
 
 for _warning in missing_user_files_warning(config, DATASETS):
     logger.warning(_warning)
@@ -146,7 +153,9 @@ def encoding_options(wildcards):
     """Protocol settings plus the dataset facts the protocol needs (not the ceiling's, nor
     the layer rule, which score_model applies)."""
     return _protocol_settings(
-        wildcards.protocol, wildcards.dataset, drop=("ceiling", "layer_rule")
+        wildcards.protocol,
+        wildcards.dataset,
+        drop=("ceiling", "layer_rule", "published_ceilings"),
     )
 
 
@@ -165,14 +174,41 @@ def controls_fit(wildcards):
     return f"results/encoding/robust/{wildcards.dataset}/controls.parquet"
 
 
+def published_ceiling_files(wildcards):
+    """Brain-Score's precomputed ceiling file of each partition, where aw2024 uses them
+    (partition -> path; empty otherwise)."""
+    block = config["datasets"][wildcards.dataset]
+    if (
+        wildcards.protocol != "aw2024"
+        or not config["protocols"]["aw2024"]["published_ceilings"]
+    ):
+        return {}
+    return {
+        partition: block["files"][key]
+        for partition, key in block["published_ceiling"].items()
+    }
+
+
+def ceiling_downloads(wildcards):
+    """The download manifest that checked the published ceiling files (none when computed)."""
+    if published_ceiling_files(wildcards):
+        return f"resources/downloads/{wildcards.dataset}/manifest.json"
+    return []
+
+
 def ceiling_options(wildcards):
     """The settings of a protocol's ceiling plus the dataset facts. aw2024: the paper's
     metric (the ceiling fits responses, not activations, so the fit precision does not
     apply); robust: its folds and ridge, without the control bands, delays and statistics.
     """
     if wildcards.protocol == "aw2024":
+        published = published_ceiling_files(wildcards)
+        if published:
+            return {"published": published}
         return _protocol_settings(
-            "aw2024", wildcards.dataset, drop=("layer_rule", "fit_precision")
+            "aw2024",
+            wildcards.dataset,
+            drop=("layer_rule", "fit_precision", "published_ceilings"),
         )
     # One band (the pool): no band-weight search, so neither its candidates nor their seed.
     not_read = (
@@ -291,7 +327,20 @@ def all_targets():
         "results/analysis/published/instruction_effect.tsv",
         *expand("results/figures/{figure}.png", figure=FIGURES),
         "results/summary.md",
+        *(["results/brainscore_check.tsv"] if BRAINSCORE_CHECKS else []),
     ]
+
+
+def brainscore_check_files(wildcards):
+    """The score files of Brain-Score's pinned checks."""
+    return sorted(
+        {
+            path
+            for check in BRAINSCORE_CHECKS
+            for key, path in check.items()
+            if key in ("fit", "ceiling", "behavior")
+        }
+    )
 
 
 # ----------------------------------------------------------------------------- resources

@@ -6,6 +6,7 @@ rule compute_ceiling:
     input:
         stimuli="results/stimuli/{dataset}.parquet",
         responses="results/responses/{dataset}.parquet",
+        downloads=ceiling_downloads,
     output:
         "results/ceiling/{protocol}/{dataset}.parquet",
     log:

@@ -46,6 +46,17 @@ def test_paper_suite_plans_every_job():
     assert rules["compare_with_base"] == 2 * n_neural * n_pairs
 
 
+def test_brainscore_check_suite_plans_the_check_on_published_ceilings():
+    jobs = planned_jobs(REPO, "--config", "suite=brainscore-check")
+    rules = Counter(rule for rule, _ in jobs)
+    assert rules["check_brainscore"] == 1 and rules["fetch_model"] == 2
+    assert {dict(w)["protocol"] for rule, w in jobs if rule == "compute_ceiling"} == {"aw2024"}
+    # Pereira2018's aw2024 ceiling reads Brain-Score's precomputed files, checked by the download manifest.
+    dry_run = snakemake(REPO, "--config", "suite=brainscore-check", "-n", "results/ceiling/aw2024/pereira2018.parquet")
+    block = dry_run.stdout.split("rule compute_ceiling:")[1].split("\n\n")[0]
+    assert "resources/downloads/pereira2018/manifest.json" in block, block
+
+
 @pytest.fixture(scope="module")
 def tiny_run(tmp_path_factory) -> Path:
     """A private copy of the tiny suite run to completion (shared once per session)."""

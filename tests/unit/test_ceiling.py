@@ -9,6 +9,7 @@ from scipy.optimize import curve_fit
 
 from brainalign.encoding.aw2024 import kernel_prediction_operator, ols_prediction_operator
 from brainalign.encoding.ceiling import compute_ceiling, exponential_saturation, fit_saturation, subject_subsets
+from brainalign.errors import ConfigError
 
 FAST = {"ceiling": {"n_subsamples": 3, "n_holdouts": 2, "n_bootstraps": 30}, "n_splits": 3}
 
@@ -91,3 +92,38 @@ def test_time_series_ceiling_uses_kept_trs_and_outer_folds():
     table, summary = compute_ceiling(responses, pd.DataFrame(), rows, neuroids, options)
     assert len(table) == len(neuroids) and summary["partitions"]["all"]["n_subjects"] == 3
     assert 0.4 < summary["ceiling"] <= 1.0
+
+
+def test_published_ceilings_are_read_per_partition(tmp_path):
+    import xarray as xr
+
+    from brainalign.encoding.ceiling import published_ceiling
+
+    files = {}
+    for partition, value in (("243sentences", 0.32), ("384sentences", 0.36)):
+        files[partition] = tmp_path / f"ceiling_Pereira2018_{partition}-linear.nc"
+        xr.DataArray(value).to_netcdf(files[partition])
+    stimuli = pd.DataFrame({"partition": ["384sentences", "243sentences", "384sentences"]})
+    table, summary = published_ceiling(stimuli, {k: str(v) for k, v in files.items()})
+    assert table.to_dict(orient="list") == {"partition": ["243sentences", "384sentences"], "ceiling": [0.32, 0.36]}
+    assert summary["ceiling"] == pytest.approx(0.34) and summary["method"] == "brainscore_published"
+    assert summary["partitions"]["243sentences"] == {"ceiling": 0.32, "file": str(files["243sentences"])}
+    with pytest.raises(ConfigError, match=r"also has \['384sentences'\].*published_ceilings: false"):
+        published_ceiling(stimuli, {"243sentences": str(files["243sentences"])})
+
+
+def test_the_ceiling_stage_reads_published_ceilings_instead_of_computing(tmp_path):
+    import xarray as xr
+
+    from brainalign import io
+    from brainalign.encoding.pipeline import ceiling_value, compute_ceiling
+
+    stimuli = pd.DataFrame({"stimulus_id": ["a", "b"], "context_group": "g", "position": [0, 1], "text": ["x", "y"],
+                            "cv_group": "g", "partition": "all"})
+    io.write_stimuli(tmp_path / "stimuli.parquet", stimuli, {})
+    neuroids = pd.DataFrame({"neuroid_id": ["n0"], "subject": ["s0"], "roi": ["lang"]})
+    io.write_responses(tmp_path / "responses.parquet", stimuli["stimulus_id"], np.zeros((2, 1)), neuroids, {})
+    xr.DataArray(0.3).to_netcdf(tmp_path / "ceiling.nc")
+    compute_ceiling("aw2024", tmp_path / "stimuli.parquet", tmp_path / "responses.parquet",
+                    {"published": {"all": str(tmp_path / "ceiling.nc")}}, tmp_path / "out.parquet")
+    assert ceiling_value(tmp_path / "out.parquet") == (pytest.approx(0.3), "r")

@@ -22,12 +22,13 @@ splits.
 from __future__ import annotations
 
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
+from brainalign.datasets.netcdf import read_score
 from brainalign.encoding.aw2024 import kernel_prediction_operator, partition_splits, resolve_options, split_order
 from brainalign.stats import pearson_columns
 from brainalign.encoding.toneva import outer_splits, resolve_toneva_options
@@ -309,3 +310,35 @@ def partition_ceilings(
 def dataset_ceiling(per_partition: dict[str, dict]) -> dict[str, Any]:
     """The dataset's ceiling (mean over partitions of their median over neuroids) and the partitions'."""
     return {"ceiling": float(np.mean([p["ceiling"] for p in per_partition.values()])), "partitions": per_partition}
+
+
+def published_ceiling(stimuli: pd.DataFrame, files: Mapping[str, str]) -> tuple[pd.DataFrame, dict]:
+    """Brain-Score's precomputed ceilings of a dataset's partitions (the paper's code loads them
+    for Pereira2018 instead of computing them), read from its ``Score`` files.
+
+    Parameters
+    ----------
+    stimuli : DataFrame
+        Its ``partition`` column names the partitions; each needs a file.
+    files : mapping
+        Partition -> path of Brain-Score's ``ceiling_<benchmark>.nc``.
+
+    Returns
+    -------
+    table : DataFrame
+        One row per partition: ``partition``, ``ceiling`` (the files hold no per-neuroid values).
+    summary : dict
+        As :func:`compute_ceiling`'s, ``method`` ``brainscore_published`` and each file.
+    """
+    partitions = sorted(pd.unique(stimuli["partition"].astype(str))) if "partition" in stimuli else ["all"]
+    missing = sorted(set(partitions) - set(files))
+    if missing:
+        raise ConfigError(
+            f"published ceilings are given for partitions {sorted(files)}, but the dataset also has {missing}: "
+            "name a file for every partition in datasets.<name>.published_ceiling, or set "
+            "protocols.aw2024.published_ceilings: false to compute the ceiling."
+        )
+    per_partition = {name: {"ceiling": read_score(files[name]), "file": str(files[name])} for name in partitions}
+    table = pd.DataFrame({"partition": partitions, "ceiling": [per_partition[p]["ceiling"] for p in partitions]})
+    summary = {**dataset_ceiling(per_partition), "method": "brainscore_published", "measure": "r"}
+    return table, summary

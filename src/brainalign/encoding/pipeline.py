@@ -17,6 +17,7 @@ from brainalign import io
 from brainalign.analysis.tables import PAIR_TEST_COLUMNS
 from brainalign.encoding.aw2024 import fit_aw2024, resolve_options
 from brainalign.encoding.ceiling import compute_ceiling as ceiling_of
+from brainalign.encoding.ceiling import published_ceiling
 from brainalign.encoding.robust import choose_layers, fit_robust, fold_inference
 from brainalign.encoding.robust import fit_controls as fit_controls_only
 from brainalign.encoding.robust_ceiling import compute_robust_ceiling
@@ -61,9 +62,17 @@ def compute_ceiling(
     options: Mapping[str, Any],
     out_path: str | Path,
 ) -> None:
-    """Compute a dataset's noise ceiling under a protocol once; write per-neuroid values and the summary."""
+    """Compute a dataset's noise ceiling under a protocol once; write per-neuroid values and the summary.
+
+    ``options["published"]`` (partition -> Brain-Score ceiling file) reads Brain-Score's
+    precomputed ceilings instead, as the paper's code does for Pereira2018."""
     stimuli, responses, rows, neuroids = load_encoding_inputs(stimuli_path, responses_path)
-    table, summary = PROTOCOL_CEILINGS[protocol](responses, stimuli, rows, neuroids, dict(options))
+    options = dict(options)
+    published = options.pop("published", None)
+    if published:
+        table, summary = published_ceiling(stimuli, published)
+    else:
+        table, summary = PROTOCOL_CEILINGS[protocol](responses, stimuli, rows, neuroids, options)
     io.write_table(out_path, table, io.provenance(summary=summary, stimuli_sha256=io.stimuli_checksum(stimuli_path)))
 
 
