@@ -3,7 +3,12 @@ import re
 from pathlib import Path
 
 from brainalign.analysis.brainscore_check import planned_checks
-from brainalign.config import active_suite, suite_datasets, suite_models, validate_config
+from brainalign.config import (
+    active_suite,
+    suite_datasets,
+    suite_models,
+    validate_config,
+)
 from brainalign.plots.figures import figure_names
 from brainalign.workflow import MODEL_RUNTIME_KEYS, missing_user_files_warning
 
