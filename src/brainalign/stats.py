@@ -430,3 +430,12 @@ def with_fdr(tables: dict[str, pd.DataFrame], family: list[str]) -> dict[str, pd
         table.insert(table.columns.get_loc(after) + 1, "p_fdr", values)
         adjusted[name] = table
     return adjusted
+
+
+def median_absolute_deviation(values: np.ndarray) -> float:
+    """Median absolute deviation from the median (unscaled), ignoring NaN."""
+    values = np.asarray(values, dtype=np.float64)
+    values = values[np.isfinite(values)]
+    if values.size == 0:
+        return float("nan")
+    return float(np.median(np.abs(values - np.median(values))))

@@ -8,7 +8,7 @@ import pytest
 from scipy.stats import zscore
 from sklearn.decomposition import PCA
 
-from brainalign.encoding.aw2024 import fit_aw2024
+from brainalign.encoding.toneva import fit_toneva
 from brainalign.encoding.toneva import contiguous_folds, delay_features, kept_tr_mask
 
 SETTINGS = {"n_components": 3, "trim_start": 4, "trim_end": 3, "boundary_trs": 2, "inner_folds": 4,
@@ -84,7 +84,7 @@ def naive_toneva(words, responses, word_tr, runs, settings):
 
 def test_matches_naive_reimplementation():
     words, responses, stimuli, rows, neuroids, word_tr, runs = simulate()
-    result = fit_aw2024(words, responses, stimuli, rows, neuroids, {"time_series": True, "toneva": SETTINGS})
+    result = fit_toneva(words, responses, stimuli, rows, neuroids, {"time_series": True, "toneva": SETTINGS})
     expected = naive_toneva(words, responses, word_tr, runs, SETTINGS)
     ours = result.neuroids[[f"r_fold_{k}" for k in range(4)]].to_numpy().T
     np.testing.assert_allclose(ours, expected, atol=1e-8)
@@ -94,9 +94,9 @@ def test_matches_naive_reimplementation():
 
 def test_planted_signal_is_recovered_and_noise_is_not():
     words, responses, stimuli, rows, neuroids, *_ = simulate(noise=0.3, seed=1)
-    signal = fit_aw2024(words, responses, stimuli, rows, neuroids, {"time_series": True, "toneva": SETTINGS})
+    signal = fit_toneva(words, responses, stimuli, rows, neuroids, {"time_series": True, "toneva": SETTINGS})
     noise = np.random.default_rng(5).standard_normal(responses.shape)
-    null = fit_aw2024(words, noise, stimuli, rows, neuroids, {"time_series": True, "toneva": SETTINGS})
+    null = fit_toneva(words, noise, stimuli, rows, neuroids, {"time_series": True, "toneva": SETTINGS})
     assert signal.score > 0.6
     assert abs(null.score) < 0.15
 
@@ -104,11 +104,11 @@ def test_planted_signal_is_recovered_and_noise_is_not():
 def test_trimmed_rows_may_be_nan_and_nan_voxels_are_dropped():
     words, responses, stimuli, rows, neuroids, *_ = simulate(seed=2)
     kept = kept_tr_mask(rows["run"].to_numpy(), SETTINGS["trim_start"], SETTINGS["trim_end"])
-    reference = fit_aw2024(words, responses, stimuli, rows, neuroids, {"time_series": True, "toneva": SETTINGS})
+    reference = fit_toneva(words, responses, stimuli, rows, neuroids, {"time_series": True, "toneva": SETTINGS})
     responses = responses.copy()
     responses[~kept] = np.nan
     responses[np.flatnonzero(kept)[3], 5] = np.nan
-    result = fit_aw2024(words, responses, stimuli, rows, neuroids, {"time_series": True, "toneva": SETTINGS})
+    result = fit_toneva(words, responses, stimuli, rows, neuroids, {"time_series": True, "toneva": SETTINGS})
     assert result.details["n_neuroids_dropped_nan"] == 1
     np.testing.assert_allclose(result.neuroids["r"], reference.neuroids["r"][:5], atol=1e-10)
 
@@ -126,4 +126,4 @@ def test_unknown_option_is_refused():
 
     words, responses, stimuli, rows, neuroids, *_ = simulate()
     with pytest.raises(ConfigError, match="toneva"):
-        fit_aw2024(words, responses, stimuli, rows, neuroids, {"time_series": True, "toneva": {"delay": [1]}})
+        fit_toneva(words, responses, stimuli, rows, neuroids, {"time_series": True, "toneva": {"delay": [1]}})

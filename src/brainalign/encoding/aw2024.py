@@ -26,7 +26,7 @@ the ``solver`` option: ``svd`` never forms regression weights (one SVD of the ce
 training features per split gives the linear map from centred training responses to
 test predictions, applied to all neuroids at once, in batches); ``sklearn`` runs
 ``LinearRegression`` on float64 features.
-Time series reading paradigms (Wehbe2014) go to :mod:`brainalign.encoding.toneva`.
+Time series reading paradigms (Wehbe2014) are scored by :mod:`brainalign.encoding.toneva`.
 """
 
 from __future__ import annotations
@@ -38,7 +38,7 @@ import numpy as np
 import pandas as pd
 from sklearn.model_selection import ShuffleSplit
 
-from brainalign.stats import pearson_columns
+from brainalign.stats import median_absolute_deviation, pearson_columns
 from brainalign.encoding.result import EncodingResult
 from brainalign.errors import ConfigError, DataError
 
@@ -350,15 +350,6 @@ def _check_inputs(features: np.ndarray, responses: np.ndarray, stimuli: pd.DataF
         )
 
 
-def median_absolute_deviation(values: np.ndarray) -> float:
-    """Median absolute deviation from the median (unscaled), ignoring NaN."""
-    values = np.asarray(values, dtype=np.float64)
-    values = values[np.isfinite(values)]
-    if values.size == 0:
-        return float("nan")
-    return float(np.median(np.abs(values - np.median(values))))
-
-
 def fit_aw2024(
     features: np.ndarray,
     responses: np.ndarray,
@@ -382,8 +373,8 @@ def fit_aw2024(
     neuroids : DataFrame
         ``neuroid_id``, ``subject`` (and ``roi``) per response column.
     options : dict
-        See :data:`DEFAULTS`; with ``time_series`` true, the ``toneva`` section configures
-        :func:`brainalign.encoding.toneva.fit_toneva`.
+        See :data:`DEFAULTS` (sentence data only: time series are scored by
+        :func:`brainalign.encoding.toneva.fit_toneva`).
 
     Returns
     -------
@@ -395,9 +386,10 @@ def fit_aw2024(
         median absolute deviation (the paper's error bars).
     """
     if (options or {}).get("time_series"):
-        from brainalign.encoding.toneva import fit_toneva
-
-        return fit_toneva(features, responses, stimuli, response_rows, neuroids, options)
+        raise ConfigError(
+            "fit_aw2024 scores sentence data; the paper's time-series pipeline is "
+            "brainalign.encoding.toneva.fit_toneva (brainalign.encoding.registry picks it)."
+        )
     # The toneva and ceiling sections configure the time-series pipeline and the ceiling.
     options = resolve_options({k: v for k, v in (options or {}).items() if k not in ("toneva", "ceiling")})
     features = np.asarray(features)

@@ -14,22 +14,23 @@ import numpy as np
 import pandas as pd
 
 from brainalign import io
-from brainalign.analysis.tables import PAIR_TEST_COLUMNS
-from brainalign.encoding.aw2024 import fit_aw2024, resolve_options
-from brainalign.encoding.ceiling import compute_ceiling as ceiling_of
-from brainalign.encoding.ceiling import published_ceiling
-from brainalign.encoding.robust import choose_layers, fit_robust, fold_inference
-from brainalign.encoding.robust import fit_controls as fit_controls_only
-from brainalign.encoding.robust_ceiling import compute_robust_ceiling
+from brainalign.encoding import registry
 from brainalign.errors import ConfigError, DataError
 from brainalign.models.activations import expected_metadata
 from brainalign.stats import paired_sign_flip_test, reach_columns, sign_flip_p_min
 
 logger = logging.getLogger(__name__)
-PROTOCOL_FITS = {"aw2024": fit_aw2024, "robust": fit_robust}
-PROTOCOL_CEILINGS = {"aw2024": ceiling_of, "robust": compute_robust_ceiling}
-"""Each protocol's noise ceiling: Brain-Score's (r of OLS on shuffle splits) and the robust
-protocol's own (held-out R^2 of grouped-CV ridge), both extrapolated over subjects."""
+# Each stage imports the protocol modules it uses when it runs (through the registry or
+# in the function): a job then loads only its own protocol's stack.
+PAIR_TEST_COLUMNS = (
+    "protocol", "dataset", "model", "base", "group_by", "n_groups", "n_neuroids", "score_model", "score_base",
+    "r_model", "r_base", "mean_difference", "p_value", "p_min", "can_reach_alpha",
+)
+"""Columns of a paired test of an instruction-tuned model against its base, one row per file:
+medians of each model's headline score (the protocol's per-neuroid score) and r over the
+paired neuroids, the mean paired difference of the headline, and the sign-flip p-value over
+``n_groups`` blocks with the smallest p-value those flips can give (``p_min``) and whether it is
+below the study's alpha (``can_reach_alpha``)."""
 HEADLINE_MEASURE = {"aw2024": "r", "robust": "score"}
 """The per-neuroid measure (``<measure>_fold_<k>`` in a layer's neuroid table) that each
 protocol's score aggregates: aw2024 the paper's Pearson r, robust the held-out R^2 gain."""
@@ -70,9 +71,11 @@ def compute_ceiling(
     options = dict(options)
     published = options.pop("published", None)
     if published:
+        from brainalign.encoding.ceiling import published_ceiling
+
         table, summary = published_ceiling(stimuli, published)
     else:
-        table, summary = PROTOCOL_CEILINGS[protocol](responses, stimuli, rows, neuroids, options)
+        table, summary = registry.ceiling(protocol, options)(responses, stimuli, rows, neuroids, options)
     io.write_table(out_path, table, io.provenance(summary=summary, stimuli_sha256=io.stimuli_checksum(stimuli_path)))
 
 
@@ -88,6 +91,8 @@ def fit_controls(
 ) -> None:
     """Fit the robust protocol's controls-only model once per dataset; write its held-out r."""
     stimuli, responses, rows, neuroids = load_encoding_inputs(stimuli_path, responses_path)
+    from brainalign.encoding.robust import fit_controls as fit_controls_only
+
     table = fit_controls_only(stimuli, responses, rows, neuroids, dict(options))
     io.write_table(out_path, table, io.provenance(controls=list(options.get("controls", [])), stimuli_sha256=io.stimuli_checksum(stimuli_path)))
 
@@ -113,7 +118,7 @@ def fit_encoding(
     copied into the fit's (``activations``), for the score rows. ``controls_path``
     (robust only) holds the dataset's controls-only fit (:func:`fit_controls`).
     """
-    fit = PROTOCOL_FITS[protocol]
+    fit = registry.layer_fit(protocol, options)
     if controls_path is not None:
         fit = functools.partial(fit, controls=io.read_table(controls_path))
     stimuli, responses, rows, neuroids = load_encoding_inputs(stimuli_path, responses_path)
@@ -169,7 +174,7 @@ def score_model(
     (:func:`provenance_columns`). ``neuroids_out`` gets each neuroid's measures under the
     same choice (see :func:`chosen_neuroid_scores`), the input of the paired tests between
     models. ``normalized_score = score / ceiling`` with ``ceiling_path`` the protocol's own
-    ceiling (:data:`PROTOCOL_CEILINGS`; ``ceiling_measure`` says its scale: r for aw2024,
+    ceiling (:data:`brainalign.encoding.registry.CEILINGS`; ``ceiling_measure`` says its scale: r for aw2024,
     held-out R^2 for robust, whose headline is an R^2 gain).
     """
     ceiling, ceiling_measure = ceiling_value(ceiling_path)
@@ -193,6 +198,8 @@ def score_model(
     if protocol == "robust":
         _check_same_resampling(fits, model, dataset)
         per_layer_folds = {layer: pd.DataFrame(meta["folds"]) for layer, meta in fits.items()}
+        from brainalign.encoding.robust import choose_layers, fold_inference
+
         nested, choices = choose_layers(per_layer_folds)
         score, companions = nested["score"], {name: value for name, value in nested.items() if name != "score"}
         layer_choice = "nested"
@@ -286,6 +293,8 @@ def aw2024_layer_choice(
     choices : DataFrame
         ``partition``, ``fold``, ``layer`` (input of :func:`chosen_neuroid_scores`).
     """
+    from brainalign.encoding.aw2024 import resolve_options
+
     resolve_options({"layer_rule": layer_rule})  # refuses an unknown rule, naming the allowed ones
     if layer_rule == "committed":
         if committed_layer is None or committed_layer not in fits:

@@ -35,8 +35,7 @@ from scipy.stats import zscore
 from sklearn.decomposition import PCA
 from sklearn.model_selection import KFold
 
-from brainalign.encoding.aw2024 import median_absolute_deviation
-from brainalign.stats import pearson_columns
+from brainalign.stats import median_absolute_deviation, pearson_columns
 from brainalign.encoding.result import EncodingResult
 from brainalign.errors import ConfigError, DataError
 
