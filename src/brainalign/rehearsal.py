@@ -234,8 +234,12 @@ def blank_coords(fragments: dict[str, list[str]], n_subjects: int, rng: np.rando
     }
 
 
-def wehbe_timeline(words: list[str]) -> wehbe2014.Timeline:
-    """TR starts (2 s, runs separated by 20 s), runs 1-4, and word onsets (0.5 s apart, from each run's third TR)."""
+def wehbe_timeline(words: list[str], rng: np.random.Generator) -> wehbe2014.Timeline:
+    """TR starts (2 s, runs separated by 20 s), runs 1-4, and word onsets from each run's third TR.
+
+    Words last 0.5 s; the time each run has left over goes to 2-s pauses after random
+    sentence ends, so the word rate (words per TR, a control band) varies within runs.
+    """
     tr_time, tr_run, capacity, start = [], [], [], 0.0
     for run, n_trs in enumerate(WEHBE_RUN_TRS, start=1):
         tr_time.append(start + 2.0 * np.arange(n_trs))
@@ -245,7 +249,15 @@ def wehbe_timeline(words: list[str]) -> wehbe2014.Timeline:
     capacity = np.asarray(capacity)
     per_run = np.floor(len(words) * capacity / capacity.sum()).astype(int)
     per_run[-1] = len(words) - per_run[:-1].sum()
-    onsets = [times[2] + 0.25 + 0.5 * np.arange(n) for times, n in zip(tr_time, per_run)]
+    onsets, first = [], 0
+    for times, n_words, slots in zip(tr_time, per_run, capacity):
+        run_words = words[first : first + n_words]
+        ends = np.flatnonzero([w.endswith((".", "!", "?")) for w in run_words[:-1]])
+        n_pauses = min(len(ends), int((slots - n_words) // 4))
+        pause = np.zeros(n_words)
+        pause[rng.choice(ends, size=n_pauses, replace=False) + 1] = 2.0
+        onsets.append(times[2] + 0.25 + 0.5 * np.arange(n_words) + np.cumsum(pause))
+        first += n_words
     return wehbe2014.Timeline(np.concatenate(tr_time), np.concatenate(tr_run), np.concatenate(onsets), np.asarray(words))
 
 
@@ -394,7 +406,8 @@ def generate_wehbe(block: Mapping[str, Any], settings: Mapping[str, Any], texts:
     """Wehbe2014 Toneva folder: 5,176 words, 1,351 TRs in 4 runs, run edges absent from the subject files."""
     folder, size = Path(block["files"]["folder"]), SIZES[settings["size"]]["wehbe2014"]
     words = natural_stories_words(texts)["word"].tolist() if texts.shared else demo_words(texts.demo)
-    timeline = wehbe_timeline([words[i % len(words)] for i in range(WEHBE_WORDS)])
+    rng = np.random.default_rng(settings["seed"])
+    timeline = wehbe_timeline([words[i % len(words)] for i in range(WEHBE_WORDS)], rng)
     write_wehbe_timeline(folder, timeline)
     write_wehbe_masks(Path(block["files"]["roi_masks"]), size["voxels"], size["per_roi"])
     options = wehbe2014._settings(block)

@@ -94,6 +94,10 @@ def test_wehbe_layout_is_the_toneva_folder_with_trimmed_edges(tmp_path, texts):
         assert stored.shape == (wehbe2014.EXPECTED["kept TRs"], voxels) and stored.dtype == np.float32
     with np.load(tmp_path / "masks.npz", allow_pickle=False) as masks:
         assert set(masks.files) == {f"{s}__{r}" for s in rehearsal.WEHBE_MASK_SUBJECTS for r in ("all", *wehbe2014.LANGUAGE_ROIS)}
+    # the word rate (a control band) varies within the kept TRs, as pauses make it do
+    rate = np.bincount(wehbe2014.word_trs(timeline.word_time, timeline.tr_time), minlength=len(timeline.tr_time))
+    kept = ~wehbe2014.trimmed_mask(timeline.tr_run, 20, 15)
+    assert len(np.unique(rate[kept])) >= 3 and timeline.word_time.max() < timeline.tr_time.max() + 2
     matrix, neuroids = wehbe2014.load_responses(block, timeline)
     per_roi = rehearsal.SIZES["ci"]["wehbe2014"]["per_roi"]
     assert len(neuroids) == 8 * per_roi * len(wehbe2014.LANGUAGE_ROIS)
