@@ -57,10 +57,30 @@ DESIGN_OPTIONS = {"controls": ["length", "position"], "oasm_width": 1.0, "cv_gro
 
 PEREIRA_EXPERIMENTS = {"384sentences": (96, 4, 24), "243sentences": (81, 3, 27)}
 """Demo-text fallback: passages, sentences per passage and topics of each experiment."""
-BLANK_STORIES = {"Aqua": 143, "Boar": 153, "Elvis": 135, "HighSchool": 157, "KingOfBirds": 181,
-                 "MatchstickSeller": 181, "MrSticky": 189, "Tulips": 178}
-BLANK_FROIS = ("LIFGorb", "LIFG", "LMFG", "LAntTemp", "LPostTemp", "LAngG",
-               "RIFGorb", "RIFG", "RMFG", "RAntTemp", "RPostTemp", "RAngG")
+BLANK_STORIES = {
+    "Aqua": 143,
+    "Boar": 153,
+    "Elvis": 135,
+    "HighSchool": 157,
+    "KingOfBirds": 181,
+    "MatchstickSeller": 181,
+    "MrSticky": 189,
+    "Tulips": 178,
+}
+BLANK_FROIS = (
+    "LIFGorb",
+    "LIFG",
+    "LMFG",
+    "LAntTemp",
+    "LPostTemp",
+    "LAngG",
+    "RIFGorb",
+    "RIFG",
+    "RMFG",
+    "RAntTemp",
+    "RPostTemp",
+    "RAngG",
+)
 WEHBE_RUN_TRS = (324, 337, 349, 341)
 """TRs per run (1,351 in all, 1,211 after trimming 20 + 15 per run)."""
 WEHBE_WORDS = 5176
@@ -73,14 +93,16 @@ SIZES: dict[str, dict[str, Any]] = {
         # (experiments, voxels) per subject: 12,155 neuroids in 384sentences, 8,031 in 243sentences,
         # 13,553 in all, as in Brain-Score's Pereira2018.language.
         "pereira2018": [(("384sentences", "243sentences"), n) for n in (1105,) * 5 + (1108,)]
-        + [(("384sentences",), 2761)] * 2 + [(("243sentences",), 699)] * 2,
+        + [(("384sentences",), 2761)] * 2
+        + [(("243sentences",), 699)] * 2,
         "blank2014": 5,
         "wehbe2014": {"voxels": 500, "per_roi": 30},
         "futrell2018": {"readers": 180, "stories": 10},
     },
     "ci": {
         "pereira2018": [(("384sentences", "243sentences"), 12)] * 6
-        + [(("384sentences",), 12)] * 2 + [(("243sentences",), 12)] * 2,
+        + [(("384sentences",), 12)] * 2
+        + [(("243sentences",), 12)] * 2,
         "blank2014": 5,
         "wehbe2014": {"voxels": 60, "per_roi": 4},
         # aw2024 surprisal tokenizes every growing context of the one-stream corpus afresh
@@ -120,9 +142,13 @@ def settings_of(block: Mapping[str, Any], name: str) -> dict[str, Any]:
     if not settings:
         raise ConfigError(f"datasets.{name} has no rehearsal block; only rehearsal datasets are generated.")
     if settings["variant"] == "null" and settings["signal_fraction"] != 0:
-        raise ConfigError(f"datasets.{name}.rehearsal: a null variant has signal_fraction 0, not {settings['signal_fraction']}.")
+        raise ConfigError(
+            f"datasets.{name}.rehearsal: a null variant has signal_fraction 0, not {settings['signal_fraction']}."
+        )
     if settings["signal_fraction"] + settings["control_fraction"] >= 1:
-        raise ConfigError(f"datasets.{name}.rehearsal: signal_fraction + control_fraction must stay below 1 (noise is left).")
+        raise ConfigError(
+            f"datasets.{name}.rehearsal: signal_fraction + control_fraction must stay below 1 (noise is left)."
+        )
     return settings
 
 
@@ -156,11 +182,29 @@ def pereira_sentences(texts: TextSources) -> pd.DataFrame:
             # 243sentences groups a whole topic under one passage_label, as Brain-Score does
             label = topic if experiment == "243sentences" else f"{topic}.{passage}"
             for _ in range(per_passage):
-                rows.append((sentences[number % len(sentences)], number, f"{experiment}.{number}", experiment,
-                             f"{experiment}.{topic}", passage + 1, label, topic))
+                rows.append(
+                    (
+                        sentences[number % len(sentences)],
+                        number,
+                        f"{experiment}.{number}",
+                        experiment,
+                        f"{experiment}.{topic}",
+                        passage + 1,
+                        label,
+                        topic,
+                    )
+                )
                 number += 1
-    columns = ["sentence", "sentence_num", "stimulus_id", "experiment", "story", "passage_index", "passage_label",
-               "passage_category"]
+    columns = [
+        "sentence",
+        "sentence_num",
+        "stimulus_id",
+        "experiment",
+        "story",
+        "passage_index",
+        "passage_label",
+        "passage_category",
+    ]
     return pd.DataFrame(rows, columns=columns)
 
 
@@ -180,7 +224,9 @@ def blank_fragments(texts: TextSources) -> dict[str, list[str]]:
 
 
 # --------------------------------------------------------------------------- files
-def write_assembly(path: Path, values: np.ndarray, dims: tuple[str, str], coords: Mapping[str, tuple[str, Any]]) -> None:
+def write_assembly(
+    path: Path, values: np.ndarray, dims: tuple[str, str], coords: Mapping[str, tuple[str, Any]]
+) -> None:
     """Write a Brain-Score-style netCDF assembly: one variable ``data`` over ``dims`` with flat coordinates."""
     array = xr.DataArray(values, dims=dims, coords={name: (dim, np.asarray(v)) for name, (dim, v) in coords.items()})
     with io.atomic_path(path) as temporary:
@@ -190,10 +236,15 @@ def write_assembly(path: Path, values: np.ndarray, dims: tuple[str, str], coords
 def pereira_coords(sentences: pd.DataFrame, subjects: list[tuple[tuple[str, ...], int]]) -> tuple[dict, np.ndarray]:
     """The assembly's coordinates and the (presentation x neuroid) mask of measured values."""
     presentation = {
-        "stimulus": sentences["sentence"], "stimulus_id": sentences["stimulus_id"], "sentence": sentences["sentence"],
-        "experiment": sentences["experiment"], "passage_index": sentences["passage_index"],
-        "passage_label": sentences["passage_label"], "passage_category": sentences["passage_category"],
-        "story": sentences["story"], "stimulus_num": sentences["sentence_num"],
+        "stimulus": sentences["sentence"],
+        "stimulus_id": sentences["stimulus_id"],
+        "sentence": sentences["sentence"],
+        "experiment": sentences["experiment"],
+        "passage_index": sentences["passage_index"],
+        "passage_label": sentences["passage_label"],
+        "passage_category": sentences["passage_category"],
+        "story": sentences["story"],
+        "stimulus_num": sentences["sentence_num"],
     }
     subject, voxel, experiments = [], [], []
     for index, (done, n_voxels) in enumerate(subjects):
@@ -203,12 +254,21 @@ def pereira_coords(sentences: pd.DataFrame, subjects: list[tuple[tuple[str, ...]
     voxel = np.asarray(voxel)
     rois = np.asarray(["LH_AntTemp", "LH_IFG", "LH_IFGorb", "LH_MFG", "LH_PostTemp", "LH_AngG"])[voxel % 6]
     neuroid = {
-        "subject": subject, "voxel_num": voxel, "neuroid_id": [f"{s}.{v}" for s, v in zip(subject, voxel)],
-        "filter_strategy": [""] * len(voxel), "atlas_selection": ["from90to100prcnt"] * len(voxel), "roi": rois,
-        "indices_in_3d": voxel * 7 + 3, "col_to_coord_1": voxel % 79, "col_to_coord_2": voxel // 79 % 95,
+        "subject": subject,
+        "voxel_num": voxel,
+        "neuroid_id": [f"{s}.{v}" for s, v in zip(subject, voxel)],
+        "filter_strategy": [""] * len(voxel),
+        "atlas_selection": ["from90to100prcnt"] * len(voxel),
+        "roi": rois,
+        "indices_in_3d": voxel * 7 + 3,
+        "col_to_coord_1": voxel % 79,
+        "col_to_coord_2": voxel // 79 % 95,
         "col_to_coord_3": voxel // 7505,
     }
-    coords = {**{k: ("presentation", v) for k, v in presentation.items()}, **{k: ("neuroid", v) for k, v in neuroid.items()}}
+    coords = {
+        **{k: ("presentation", v) for k, v in presentation.items()},
+        **{k: ("neuroid", v) for k, v in neuroid.items()},
+    }
     measured = np.array([[e in done for done in experiments] for e in sentences["experiment"]])
     return coords, measured
 
@@ -222,14 +282,24 @@ def blank_coords(fragments: dict[str, list[str]], n_subjects: int, rng: np.rando
             rows.append((chunk, f"{story}.{sentence}.{part}", story, sentence, part, tr * 2.0))
             closes = chunk.rstrip().endswith((".", "!", "?", '."', '?"', '!"'))
             sentence, part = (sentence + 1, 1) if closes else (sentence, part + 1)
-    frame = pd.DataFrame(rows, columns=["stimulus", "stimulus_id", "story", "sentence_number_in_story",
-                                        "part_number_in_sentence", "timepoint_value"])
+    frame = pd.DataFrame(
+        rows,
+        columns=[
+            "stimulus",
+            "stimulus_id",
+            "story",
+            "sentence_number_in_story",
+            "part_number_in_sentence",
+            "timepoint_value",
+        ],
+    )
     frame = frame.iloc[rng.permutation(len(frame))].reset_index(drop=True)
     subjects = np.repeat([f"{s + 288}" for s in range(n_subjects)], len(BLANK_FROIS))
     frois = np.tile(BLANK_FROIS, n_subjects)
     return {
         **{name: ("presentation", frame[name].to_numpy()) for name in frame.columns},
-        "subject_id": ("neuroid", subjects), "fROI_area": ("neuroid", frois),
+        "subject_id": ("neuroid", subjects),
+        "fROI_area": ("neuroid", frois),
         "neuroid_id": ("neuroid", [f"{s}.{f}" for s, f in zip(subjects, frois)]),
     }
 
@@ -258,14 +328,20 @@ def wehbe_timeline(words: list[str], rng: np.random.Generator) -> wehbe2014.Time
         pause[rng.choice(ends, size=n_pauses, replace=False) + 1] = 2.0
         onsets.append(times[2] + 0.25 + 0.5 * np.arange(n_words) + np.cumsum(pause))
         first += n_words
-    return wehbe2014.Timeline(np.concatenate(tr_time), np.concatenate(tr_run), np.concatenate(onsets), np.asarray(words))
+    return wehbe2014.Timeline(
+        np.concatenate(tr_time), np.concatenate(tr_run), np.concatenate(onsets), np.asarray(words)
+    )
 
 
 def write_wehbe_timeline(folder: Path, timeline: wehbe2014.Timeline) -> None:
     """The Toneva folder's timing files (numbers as float/int, words as a unicode array: no pickle)."""
     folder.mkdir(parents=True, exist_ok=True)
-    for name, values in (("time_fmri", timeline.tr_time), ("runs_fmri", timeline.tr_run),
-                         ("time_words_fmri", timeline.word_time), ("words_fmri", timeline.words.astype(str))):
+    for name, values in (
+        ("time_fmri", timeline.tr_time),
+        ("runs_fmri", timeline.tr_run),
+        ("time_words_fmri", timeline.word_time),
+        ("words_fmri", timeline.words.astype(str)),
+    ):
         np.save(folder / f"{name}.npy", values)
 
 
@@ -298,7 +374,9 @@ def ar1_noise(streams: np.ndarray, coefficient: float, n_outputs: int, rng: np.r
     return noise
 
 
-def neural_design(features: np.ndarray, stimuli: pd.DataFrame, response_rows: pd.DataFrame | None, delays: list[int]) -> dict:
+def neural_design(
+    features: np.ndarray, stimuli: pd.DataFrame, response_rows: pd.DataFrame | None, delays: list[int]
+) -> dict:
     """The robust protocol's design on these rows: the features as its LLM band, its control bands."""
     from brainalign.encoding.robust import sentence_design, time_series_design
 
@@ -358,7 +436,9 @@ def planted_surprisal(stimuli: pd.DataFrame, source: SourceModel) -> np.ndarray:
         bits = []
         for path in paths.values():
             table = io.read_table(path)
-            order = io.align_rows(pd.Index(stimuli["stimulus_id"]), pd.Index(table["stimulus_id"]), "surprisal", str(path))
+            order = io.align_rows(
+                pd.Index(stimuli["stimulus_id"]), pd.Index(table["stimulus_id"]), "surprisal", str(path)
+            )
             bits.append(table["surprisal_bits"].to_numpy(np.float64)[order])
     return np.mean(bits, axis=0)
 
@@ -373,7 +453,9 @@ def signal_features(stimuli: pd.DataFrame, settings: Mapping[str, Any], source: 
 
 
 # --------------------------------------------------------------------------- layouts
-def generate_pereira(block: Mapping[str, Any], settings: Mapping[str, Any], texts: TextSources, source: SourceModel | None) -> None:
+def generate_pereira(
+    block: Mapping[str, Any], settings: Mapping[str, Any], texts: TextSources, source: SourceModel | None
+) -> None:
     """Pereira2018.language: 627 sentences in the stimulus set's order, subjects NaN in experiments they skipped."""
     path = Path(block["files"]["assembly"])
     sentences = pereira_sentences(texts)
@@ -388,7 +470,9 @@ def generate_pereira(block: Mapping[str, Any], settings: Mapping[str, Any], text
     write_assembly(path, np.where(measured, values, np.nan).astype(np.float32), ("presentation", "neuroid"), coords)
 
 
-def generate_blank(block: Mapping[str, Any], settings: Mapping[str, Any], texts: TextSources, source: SourceModel | None) -> None:
+def generate_blank(
+    block: Mapping[str, Any], settings: Mapping[str, Any], texts: TextSources, source: SourceModel | None
+) -> None:
     """Blank2014.fROI: 1,317 TR fragments of 8 stories, 5 subjects x 12 fROIs, stored in shuffled order."""
     path = Path(block["files"]["assembly"])
     n_subjects = SIZES[settings["size"]]["blank2014"]
@@ -402,7 +486,9 @@ def generate_blank(block: Mapping[str, Any], settings: Mapping[str, Any], texts:
     write_assembly(path, values.astype(np.float32), ("presentation", "neuroid"), coords)
 
 
-def generate_wehbe(block: Mapping[str, Any], settings: Mapping[str, Any], texts: TextSources, source: SourceModel | None) -> None:
+def generate_wehbe(
+    block: Mapping[str, Any], settings: Mapping[str, Any], texts: TextSources, source: SourceModel | None
+) -> None:
     """Wehbe2014 Toneva folder: 5,176 words, 1,351 TRs in 4 runs, run edges absent from the subject files."""
     folder, size = Path(block["files"]["folder"]), SIZES[settings["size"]]["wehbe2014"]
     words = natural_stories_words(texts)["word"].tolist() if texts.shared else demo_words(texts.demo)
@@ -410,11 +496,17 @@ def generate_wehbe(block: Mapping[str, Any], settings: Mapping[str, Any], texts:
     timeline = wehbe_timeline([words[i % len(words)] for i in range(WEHBE_WORDS)], rng)
     write_wehbe_timeline(folder, timeline)
     write_wehbe_masks(Path(block["files"]["roi_masks"]), size["voxels"], size["per_roi"])
-    options = wehbe2014._settings(block)
+    options = wehbe2014.reader_settings(block)
     stimuli = wehbe2014.stimuli_table(wehbe2014.read_timeline(block))
     trimmed = wehbe2014.trimmed_mask(timeline.tr_run, int(options["trim_start"]), int(options["trim_end"]))
-    rows = pd.DataFrame({"stimulus_id": wehbe2014.tr_ids(len(timeline.tr_time)), "run": timeline.tr_run,
-                         "time": timeline.tr_time, "trimmed": trimmed})
+    rows = pd.DataFrame(
+        {
+            "stimulus_id": wehbe2014.tr_ids(len(timeline.tr_time)),
+            "run": timeline.tr_run,
+            "time": timeline.tr_time,
+            "trimmed": trimmed,
+        }
+    )
     design = neural_design(signal_features(stimuli, settings, source), stimuli, rows, settings["delays"])
     n_subjects = len(options["subjects"])
     simulated = simulate_neural(design, settings, n_subjects * size["voxels"])
@@ -423,7 +515,9 @@ def generate_wehbe(block: Mapping[str, Any], settings: Mapping[str, Any], texts:
         np.save(folder / f"data_subject_{subject}.npy", simulated[~trimmed, columns].astype(np.float32))
 
 
-def generate_futrell(block: Mapping[str, Any], settings: Mapping[str, Any], texts: TextSources, source: SourceModel | None) -> None:
+def generate_futrell(
+    block: Mapping[str, Any], settings: Mapping[str, Any], texts: TextSources, source: SourceModel | None
+) -> None:
     """Futrell2018: the corpus folder and a (word x reader) assembly, each reader skipping some stories."""
     folder, path = Path(block["files"]["naturalstories"]), Path(block["files"]["assembly"])
     size = SIZES[settings["size"]]["futrell2018"]
@@ -432,14 +526,18 @@ def generate_futrell(block: Mapping[str, Any], settings: Mapping[str, Any], text
     folder.mkdir(parents=True, exist_ok=True)
     words[["word", "zone", "item"]].to_csv(folder / "all_stories.tok", sep="\t", index=False)
     if texts.shared:
-        io.write_text(folder / "stories-aligned.conllx", (texts.shared / "naturalstories" / "stories-aligned.conllx").read_text())
+        io.write_text(
+            folder / "stories-aligned.conllx", (texts.shared / "naturalstories" / "stories-aligned.conllx").read_text()
+        )
     options = futrell2018.block_settings(dict(block))[1]
     stimuli = futrell2018.load_stimuli({"naturalstories": str(folder)}, options["context"])
     if source is None:
         raise ConfigError("the Futrell2018 rehearsal plants surprisal: set rehearsal.source_model.")
     n_readers = size["readers"]
     simulation = {**settings["reading_times"], "n_readers": n_readers, "seed": settings["seed"]}
-    times = simulate_readers(planted_surprisal(stimuli, source), word_length(stimuli["text"]), simulation).astype(np.float64)
+    times = simulate_readers(planted_surprisal(stimuli, source), word_length(stimuli["text"]), simulation).astype(
+        np.float64
+    )
     rng = np.random.default_rng(settings["seed"] + 1)
     items = stimuli["item"].to_numpy()
     for reader in range(n_readers):
@@ -448,8 +546,10 @@ def generate_futrell(block: Mapping[str, Any], settings: Mapping[str, Any], text
         times[~np.isin(items, read), reader] = np.nan
     readers = [f"A{reader:05d}" for reader in range(n_readers)]
     coords = {
-        "word": ("presentation", stimuli["text"].to_numpy()), "stimulus_id": ("presentation", stimuli["stimulus_id"].to_numpy()),
-        "story_id": ("presentation", items), "word_id": ("presentation", stimuli["zone"].to_numpy()),
+        "word": ("presentation", stimuli["text"].to_numpy()),
+        "stimulus_id": ("presentation", stimuli["stimulus_id"].to_numpy()),
+        "story_id": ("presentation", items),
+        "word_id": ("presentation", stimuli["zone"].to_numpy()),
         "sentence_id": ("presentation", stimuli["sentence_id"].to_numpy()),
         "word_within_sentence_id": ("presentation", stimuli["word_in_sentence"].to_numpy()),
         "subject_id": ("subject", readers),
@@ -457,8 +557,12 @@ def generate_futrell(block: Mapping[str, Any], settings: Mapping[str, Any], text
     write_assembly(path, times.astype(np.float32), ("presentation", "subject"), coords)
 
 
-GENERATORS = {"pereira2018": generate_pereira, "blank2014": generate_blank, "wehbe2014": generate_wehbe,
-              "futrell2018": generate_futrell}
+GENERATORS = {
+    "pereira2018": generate_pereira,
+    "blank2014": generate_blank,
+    "wehbe2014": generate_wehbe,
+    "futrell2018": generate_futrell,
+}
 
 
 def generated_files(block: Mapping[str, Any]) -> dict[str, str]:
@@ -491,17 +595,29 @@ def generate_dataset(
     """
     settings = settings_of(block, name)
     texts = text_sources()
-    logger.info("%s: %s layout, %s variant, %s size, text from the %s", name, settings["layout"], settings["variant"],
-                settings["size"], texts.label)
+    logger.info(
+        "%s: %s layout, %s variant, %s size, text from the %s",
+        name,
+        settings["layout"],
+        settings["variant"],
+        settings["size"],
+        texts.label,
+    )
     source = None
     if source_manifest:
         options = {**(extraction or {}), "time_series": bool(block.get("time_series"))}
         source = SourceModel(dict(source_block or {}), Path(source_manifest), options)
     GENERATORS[settings["layout"]](block, settings, texts, source)
-    files = {key: {"path": path, "sha256": io.sha256_file(path) if Path(path).is_file() else None}
-             for key, path in generated_files(block).items()}
+    files = {
+        key: {"path": path, "sha256": io.sha256_file(path) if Path(path).is_file() else None}
+        for key, path in generated_files(block).items()
+    }
     missing = [entry["path"] for entry in files.values() if not Path(entry["path"]).exists()]
     if missing:
         raise DataError(f"{name}: the generator did not write {missing}; check datasets.{name}.files.")
-    io.write_json(manifest_path, io.provenance(dataset=name, reader=block["reader"], label=LABEL, text_source=texts.label,
-                                               rehearsal=settings, files=files))
+    io.write_json(
+        manifest_path,
+        io.provenance(
+            dataset=name, reader=block["reader"], label=LABEL, text_source=texts.label, rehearsal=settings, files=files
+        ),
+    )

@@ -24,8 +24,14 @@ def benchmark_table(folder: Path, match: str = "") -> pd.DataFrame:
         if match not in str(relative):
             continue
         measured = pd.read_csv(path, sep="\t", na_values=["-"])
-        rows.append({"rule": relative.parts[0], "job": str(relative.with_suffix("")), "s": float(measured["s"].max()),
-                     "max_rss": float(measured["max_rss"].max())})
+        rows.append(
+            {
+                "rule": relative.parts[0],
+                "job": str(relative.with_suffix("")),
+                "s": float(measured["s"].max()),
+                "max_rss": float(measured["max_rss"].max()),
+            }
+        )
     if not rows:
         raise SystemExit(f"no benchmark files under {folder}" + (f" matching {match!r}" if match else ""))
     return pd.DataFrame(rows)
@@ -33,8 +39,9 @@ def benchmark_table(folder: Path, match: str = "") -> pd.DataFrame:
 
 def per_rule(table: pd.DataFrame) -> pd.DataFrame:
     """Jobs, summed and largest wall time (s) and largest peak RSS (MB) of each rule, costliest first."""
-    summary = table.groupby("rule").agg(jobs=("s", "size"), total_s=("s", "sum"), max_s=("s", "max"),
-                                        max_rss_mb=("max_rss", "max"))
+    summary = table.groupby("rule").agg(
+        jobs=("s", "size"), total_s=("s", "sum"), max_s=("s", "max"), max_rss_mb=("max_rss", "max")
+    )
     return summary.sort_values("total_s", ascending=False)
 
 
@@ -46,8 +53,10 @@ def main() -> None:
     table = benchmark_table(args.folder, args.match)
     summary = per_rule(table)
     print(summary.round(1).to_string())
-    print(f"\n{len(table)} jobs, {table['s'].sum():.0f} s of job wall time in all, "
-          f"largest peak RSS {table['max_rss'].max():.0f} MB ({table.loc[table['max_rss'].idxmax(), 'job']})")
+    print(
+        f"\n{len(table)} jobs, {table['s'].sum():.0f} s of job wall time in all, "
+        f"largest peak RSS {table['max_rss'].max():.0f} MB ({table.loc[table['max_rss'].idxmax(), 'job']})"
+    )
 
 
 if __name__ == "__main__":

@@ -53,23 +53,41 @@ def load_suite(config_path: Path, suite: str) -> tuple[dict, dict]:
     return config["suites"][suite], config
 
 
-def check_coverage(checks: Checks, brain: pd.DataFrame, layers: pd.DataFrame, behavior: pd.DataFrame,
-                   neural: list[str], behavioral: list[str], models: list[str], protocols: list[str]) -> None:
+def check_coverage(
+    checks: Checks,
+    brain: pd.DataFrame,
+    layers: pd.DataFrame,
+    behavior: pd.DataFrame,
+    neural: list[str],
+    behavioral: list[str],
+    models: list[str],
+    protocols: list[str],
+) -> None:
     """Every score exists and none is NaN."""
     expected = {(d, p, m) for d in neural for p in protocols for m in models}
     found = set(zip(brain["dataset"], brain["protocol"], brain["model"]))
-    checks.expect(expected <= found, f"brain scores for all {len(expected)} dataset x protocol x model "
-                  f"(missing: {sorted(expected - found)[:5]})")
+    checks.expect(
+        expected <= found,
+        f"brain scores for all {len(expected)} dataset x protocol x model "
+        f"(missing: {sorted(expected - found)[:5]})",
+    )
     checks.expect(bool(brain["score"].notna().all()), f"no NaN brain score ({int(brain['score'].isna().sum())} NaN)")
-    checks.expect(bool(layers["score"].notna().all()), f"no NaN per-layer score ({int(layers['score'].isna().sum())} NaN)")
+    checks.expect(
+        bool(layers["score"].notna().all()), f"no NaN per-layer score ({int(layers['score'].isna().sum())} NaN)"
+    )
     expected_behavior = {(d, m) for d in behavioral for m in models}
-    checks.expect(expected_behavior <= set(zip(behavior["dataset"], behavior["model"])),
-                  f"behavioral scores for all {len(expected_behavior)} dataset x model")
-    checks.expect(bool(behavior["score"].notna().all()), f"no NaN behavioral score ({int(behavior['score'].isna().sum())} NaN)")
+    checks.expect(
+        expected_behavior <= set(zip(behavior["dataset"], behavior["model"])),
+        f"behavioral scores for all {len(expected_behavior)} dataset x model",
+    )
+    checks.expect(
+        bool(behavior["score"].notna().all()), f"no NaN behavioral score ({int(behavior['score'].isna().sum())} NaN)"
+    )
 
 
-def check_planted_layer(checks: Checks, brain: pd.DataFrame, layers: pd.DataFrame, dataset: str, source: str,
-                        layer: int) -> None:
+def check_planted_layer(
+    checks: Checks, brain: pd.DataFrame, layers: pd.DataFrame, dataset: str, source: str, layer: int
+) -> None:
     """The source model's best layer is the planted one and the source model ranks first."""
     for protocol, table in layers[(layers["dataset"] == dataset) & (layers["model"] == source)].groupby("protocol"):
         best = int(table.loc[table["score"].idxmax(), "layer"])
@@ -77,9 +95,11 @@ def check_planted_layer(checks: Checks, brain: pd.DataFrame, layers: pd.DataFram
         checks.expect(best == layer, f"{dataset} {protocol}: {source}'s best layer {best} (planted {layer}; {profile})")
     for protocol, table in brain[brain["dataset"] == dataset].groupby("protocol"):
         ranked = table.sort_values("score", ascending=False)
-        checks.expect(ranked["model"].iloc[0] == source,
-                      f"{dataset} {protocol}: {source} ranks first "
-                      f"({', '.join(f'{r.model} {r.score:.3f}' for r in ranked.itertuples())})")
+        checks.expect(
+            ranked["model"].iloc[0] == source,
+            f"{dataset} {protocol}: {source} ranks first "
+            f"({', '.join(f'{r.model} {r.score:.3f}' for r in ranked.itertuples())})",
+        )
 
 
 def check_pair(checks: Checks, pairs: pd.DataFrame, dataset: str, source: str, alpha: float) -> None:
@@ -87,21 +107,30 @@ def check_pair(checks: Checks, pairs: pd.DataFrame, dataset: str, source: str, a
     rows = pairs[(pairs["dataset"] == dataset) & (pairs["model"] == source)]
     checks.expect(len(rows) > 0, f"{dataset}: a pair test of {source} against its base")
     for row in rows.itertuples():
-        checks.expect(row.mean_difference > 0, f"{dataset} {row.protocol}: {source} - {row.base} = {row.mean_difference:+.4f} > 0")
+        checks.expect(
+            row.mean_difference > 0, f"{dataset} {row.protocol}: {source} - {row.base} = {row.mean_difference:+.4f} > 0"
+        )
         if 2.0 / 2 ** int(row.n_groups) < alpha:
-            checks.expect(row.p_value < alpha, f"{dataset} {row.protocol}: pair p = {row.p_value:.4g} < {alpha} "
-                          f"({row.n_groups} subjects)")
+            checks.expect(
+                row.p_value < alpha,
+                f"{dataset} {row.protocol}: pair p = {row.p_value:.4g} < {alpha} " f"({row.n_groups} subjects)",
+            )
         else:
-            print(f"note  {dataset} {row.protocol}: {row.n_groups} subjects cannot reach p < {alpha} "
-                  f"(p = {row.p_value:.4g}); sign only")
+            print(
+                f"note  {dataset} {row.protocol}: {row.n_groups} subjects cannot reach p < {alpha} "
+                f"(p = {row.p_value:.4g}); sign only"
+            )
 
 
 def check_null(checks: Checks, brain: pd.DataFrame, dataset: str, tolerance: float) -> pd.DataFrame:
     """Every model's robust headline on a null variant is about 0; return the rows for the report."""
     robust = brain[(brain["dataset"] == dataset) & (brain["protocol"] == "robust")]
     for row in robust.itertuples():
-        checks.expect(abs(row.score) <= tolerance, f"{dataset} robust: {row.model} unique R^2 gain {row.score:+.4f} "
-                      f"within {tolerance} of 0 (p = {row.p_value:.3g})")
+        checks.expect(
+            abs(row.score) <= tolerance,
+            f"{dataset} robust: {row.model} unique R^2 gain {row.score:+.4f} "
+            f"within {tolerance} of 0 (p = {row.p_value:.3g})",
+        )
     return robust[["dataset", "model", "score", "p_value"]]
 
 
@@ -109,8 +138,11 @@ def check_behavior(checks: Checks, behavior: pd.DataFrame, dataset: str, source:
     """The source model's surprisal fits the planted reading times best, and better than its base's."""
     for protocol, table in behavior[behavior["dataset"] == dataset].groupby("protocol"):
         ranked = table.sort_values("score", ascending=False)
-        checks.expect(ranked["model"].iloc[0] == source, f"{dataset} {protocol}: {source} ranks first "
-                      f"({', '.join(f'{r.model} {r.score:.3f}' for r in ranked.itertuples())})")
+        checks.expect(
+            ranked["model"].iloc[0] == source,
+            f"{dataset} {protocol}: {source} ranks first "
+            f"({', '.join(f'{r.model} {r.score:.3f}' for r in ranked.itertuples())})",
+        )
         if base in set(table["model"]):
             scores = table.set_index("model")["score"]
             checks.expect(scores[source] > scores[base], f"{dataset} {protocol}: {source} above its base {base}")
