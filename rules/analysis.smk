@@ -29,6 +29,8 @@ rule analyze:
         ),
     log:
         "logs/analyze/analyze.log",
+    benchmark:
+        "benchmarks/analyze/analyze.tsv"
     conda:
         "../envs/analysis.yaml"
     resources:
@@ -55,6 +57,8 @@ rule analyze_published:
         correlations="results/analysis/published/correlations.tsv",
     log:
         "logs/analyze_published/analyze_published.log",
+    benchmark:
+        "benchmarks/analyze_published/analyze_published.tsv"
     conda:
         "../envs/analysis.yaml"
     resources:
@@ -80,6 +84,8 @@ rule plot_figures:
         pdfs=expand("results/figures/{figure}.pdf", figure=FIGURES),
     log:
         "logs/plot_figures/plot_figures.log",
+    benchmark:
+        "benchmarks/plot_figures/plot_figures.tsv"
     conda:
         "../envs/analysis.yaml"
     resources:
