@@ -1,6 +1,8 @@
 # `make demo`: the offline demo suite end to end, to the HTML report.
 # `make test`: the test suite. Both create .venv from the repository's own files if missing.
 # `make conformance`: aw2024 against the paper's own code, run in a side environment.
+# `make rehearsal`: the paper's four datasets in their real formats, simulated, end to end and
+# checked against their planted answers (REHEARSAL_SIZE=ci: the reduced suite CI runs).
 VENV ?= .venv
 PYTHON ?= python3
 BIN := $(VENV)/bin
@@ -8,8 +10,12 @@ STAMP := $(VENV)/.brainalign-installed
 SNAKEMAKE := $(BIN)/snakemake --workflow-profile profiles/default
 PYTEST_ARGS ?=
 REFERENCE_VENV ?= .venv-aw2024ref
+REHEARSAL_SIZE ?= full
+REHEARSAL_SUITE := $(if $(filter ci,$(REHEARSAL_SIZE)),rehearsal-ci,rehearsal)
+# CI size: the reduced suite and smaller robust grids, layered over config.yaml.
+REHEARSAL_CONFIG := $(if $(filter ci,$(REHEARSAL_SIZE)),--configfile config.yaml tests/rehearsal/ci.yaml,--config suite=rehearsal)
 
-.PHONY: demo test conformance lint format clean-results stale
+.PHONY: demo test conformance rehearsal lint format clean-results stale
 
 $(STAMP): requirements.txt pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -31,6 +37,11 @@ test: $(STAMP)
 conformance: $(STAMP)
 	bash tests/conformance/setup_reference.sh $(REFERENCE_VENV)
 	BRAINALIGN_REFERENCE_PYTHON=$(REFERENCE_VENV)/bin/python $(BIN)/python -m pytest tests/conformance $(PYTEST_ARGS)
+
+rehearsal: $(STAMP)
+	$(SNAKEMAKE) --cores all $(REHEARSAL_CONFIG)
+	$(BIN)/python tests/rehearsal/check_rehearsal.py --suite $(REHEARSAL_SUITE)
+	$(BIN)/python tests/benchmarks/summarize_benchmarks.py benchmarks --match $(REHEARSAL_SUITE)-
 
 lint: $(STAMP)
 	$(SNAKEMAKE) --lint

@@ -31,6 +31,8 @@ rule analyze:
         ),
     log:
         "logs/analyze/analyze.log",
+    benchmark:
+        "benchmarks/analyze/analyze.tsv"
     conda:
         "../envs/analysis.yaml"
     resources:
@@ -58,6 +60,8 @@ rule analyze_published:
         family="results/analysis/published/family_correlations.tsv",
     log:
         "logs/analyze_published/analyze_published.log",
+    benchmark:
+        "benchmarks/analyze_published/analyze_published.tsv"
     conda:
         "../envs/analysis.yaml"
     resources:
@@ -83,6 +87,8 @@ rule plot_figures:
         pdfs=expand("results/figures/{figure}.pdf", figure=FIGURES),
     log:
         "logs/plot_figures/plot_figures.log",
+    benchmark:
+        "benchmarks/plot_figures/plot_figures.tsv"
     conda:
         "../envs/analysis.yaml"
     resources:

@@ -70,11 +70,26 @@ wildcard_constraints:
 
 # ----------------------------------------------------------------------------- datasets
 def dataset_files(wildcards):
-    """The dataset's raw inputs: shipped demo files, or the manifest of its downloads."""
+    """The dataset's raw inputs: shipped demo files, the manifest of its generated rehearsal
+    files, or the manifest of its downloads."""
     block = config["datasets"][wildcards.dataset]
     if block["demo"]:
         return list(block["files"].values())
+    if block.get("rehearsal"):
+        return f"resources/rehearsal/{wildcards.dataset}/manifest.json"
     return f"resources/downloads/{wildcards.dataset}/manifest.json"
+
+
+def rehearsal_source(wildcards):
+    """A planted rehearsal dataset's source model (its fetched manifest); none for a null variant."""
+    source = config["datasets"][wildcards.dataset]["rehearsal"].get("source_model")
+    return f"resources/models/{source}/manifest.json" if source else []
+
+
+def rehearsal_source_block(wildcards):
+    """The runtime keys of a rehearsal dataset's source model (as extraction reads them)."""
+    source = config["datasets"][wildcards.dataset]["rehearsal"].get("source_model")
+    return runtime_keys(source) if source else {}
 
 
 def simulation_source(wildcards):
@@ -90,11 +105,16 @@ def simulation_source(wildcards):
 
 
 # ----------------------------------------------------------------------------- models
-def model_runtime_block(wildcards):
+def runtime_keys(model):
     """The model keys that change its activations (not its benchmark metadata), so editing
     a model's MMLU score does not rerun its extraction."""
-    block = config["models"][wildcards.model]
+    block = config["models"][model]
     return {key: block[key] for key in MODEL_RUNTIME_KEYS if key in block}
+
+
+def model_runtime_block(wildcards):
+    """The runtime keys of the job's model."""
+    return runtime_keys(wildcards.model)
 
 
 def extraction_options(wildcards):

@@ -16,6 +16,32 @@ rule download_dataset:
         "../workflow/scripts/download_dataset.py"
 
 
+# A rehearsal dataset's files in the real reader's format, simulated from the source model's
+# features (extracted in-process with the workflow's extraction settings) or from controls only.
+rule generate_rehearsal_data:
+    input:
+        source=rehearsal_source,
+    output:
+        "resources/rehearsal/{dataset}/manifest.json",
+    log:
+        "logs/generate_rehearsal_data/{dataset}.log",
+    benchmark:
+        "benchmarks/generate_rehearsal_data/{dataset}.tsv"
+    conda:
+        "../envs/rehearsal.yaml"
+    threads: 2
+    resources:
+        mem_mb=memory_mb(8000),
+        runtime=runtime_min(60),
+    params:
+        name="{dataset}",
+        block=lookup(dpath="datasets/{dataset}", within=config),
+        source_block=rehearsal_source_block,
+        extraction=extraction_options,
+    script:
+        "../workflow/scripts/generate_rehearsal_data.py"
+
+
 rule prepare_stimuli:
     input:
         dataset_files,

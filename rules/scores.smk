@@ -11,6 +11,8 @@ rule score_model:
         neuroids="results/scores/{protocol}/{dataset}/{model}.neuroids.parquet",
     log:
         "logs/score_model/{protocol}/{dataset}/{model}.log",
+    benchmark:
+        "benchmarks/score_model/{protocol}/{dataset}/{model}.tsv"
     conda:
         "../envs/encoding.yaml"
     resources:
@@ -69,6 +71,8 @@ rule aggregate_scores:
         ),
     log:
         "logs/aggregate_scores/aggregate_scores.log",
+    benchmark:
+        "benchmarks/aggregate_scores/aggregate_scores.tsv"
     conda:
         "../envs/analysis.yaml"
     resources:

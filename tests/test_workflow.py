@@ -57,6 +57,23 @@ def test_brainscore_check_suite_plans_the_check_on_published_ceilings():
     assert "resources/downloads/pereira2018/manifest.json" in block, block
 
 
+@pytest.mark.parametrize("suite", ["rehearsal", "rehearsal-ci"])
+def test_rehearsal_suites_generate_their_data_and_plan_every_job(suite, tmp_path):
+    """Rehearsal datasets come from generate_rehearsal_data (never a download), through the real readers."""
+    shutil.copy(REPO / "config.yaml", tmp_path / "config.yaml")  # a fresh folder: nothing made yet
+    rules = Counter(rule for rule, _ in planned_jobs(tmp_path, "--config", f"suite={suite}"))
+    config = yaml.safe_load((REPO / "config.yaml").read_text())
+    datasets = [config["datasets"][name] for name in config["suites"][suite]["datasets"]]
+    models = config["suites"][suite]["models"]
+    n_neural = sum(block["measure"] == "neural" for block in datasets)
+    n_layers = sum(config["models"][name]["n_layers"] for name in models)
+    assert {block["reader"] for block in datasets} == {"pereira2018", "blank2014", "wehbe2014", "futrell2018"}
+    assert rules["generate_rehearsal_data"] == len(datasets) and rules["download_dataset"] == 0
+    assert rules["extract_activations"] == len(models) * n_neural
+    assert rules["compute_surprisal"] == len(models) * (len(datasets) - n_neural)
+    assert rules["fit_encoding"] == 2 * n_neural * n_layers
+
+
 @pytest.fixture(scope="module")
 def tiny_run(tmp_path_factory) -> Path:
     """A private copy of the tiny suite run to completion (shared once per session)."""

@@ -102,6 +102,12 @@ def _cross_reference_problems(config: Mapping[str, Any]) -> list[str]:
         source = simulation.get("source_model")
         if block["reader"].startswith("demo_") and source not in config["models"]:
             problems.append(f"datasets.{name}.simulation.source_model: {source!r} is not a defined model")
+        rehearsal = block.get("rehearsal") or {}
+        if rehearsal and rehearsal["layout"] != block["reader"]:
+            problems.append(f"datasets.{name}.rehearsal.layout: {rehearsal['layout']!r} differs from its reader {block['reader']!r}")
+        planted = rehearsal.get("variant") == "planted"
+        if planted and rehearsal.get("source_model") not in config["models"]:
+            problems.append(f"datasets.{name}.rehearsal.source_model: {rehearsal.get('source_model')!r} is not a defined model")
     return problems
 
 

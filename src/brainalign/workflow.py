@@ -39,11 +39,11 @@ USER_FILE_HINTS = {
 
 
 def missing_user_files_warning(config: Mapping[str, Any], datasets: Iterable[str]) -> list[str]:
-    """Return one warning per dataset whose user-provided files (no download) are absent."""
+    """Return one warning per dataset whose user-provided files (no download, not generated) are absent."""
     warnings = []
     for name in datasets:
         block = config["datasets"][name]
-        if block["demo"] or block.get("download"):
+        if block["demo"] or block.get("download") or block.get("rehearsal"):
             continue
         missing = [path for path in block["files"].values() if path and not Path(path).exists()]
         if missing:

@@ -134,5 +134,5 @@ def test_extraction_defaults_in_the_schema_equal_the_librarys(raw_config):
 
 def test_unknown_suite_is_named_with_the_defined_ones(raw_config):
     config = validate_config(copy.deepcopy(raw_config))
-    with pytest.raises(ConfigError, match=r"suite 'nosuch' is not defined; defined suites: \['demo', 'paper'\]"):
+    with pytest.raises(ConfigError, match=r"suite 'nosuch' is not defined; defined suites: \['demo', 'paper', 'rehearsal', 'rehearsal-ci'\]"):
         suite_models(config, "nosuch")

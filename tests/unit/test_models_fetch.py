@@ -39,6 +39,21 @@ def test_random_seed_changes_weights(tmp_path):
     assert any((first[k] != second[k]).any() for k in first if first[k].std() > 0)
 
 
+@pytest.mark.parametrize("architecture", ["gpt2", "llama", "t5"])
+def test_random_tokenizer_limit_follows_the_source(tmp_path, architecture):
+    """The saved tokenizer's model_max_length (where aw2024 truncates) is 64 unless the source sets it."""
+    from transformers import AutoTokenizer
+
+    configs = {"gpt2": {"n_embd": 16, "n_layer": 1, "n_head": 2},
+               "llama": {"hidden_size": 16, "intermediate_size": 32, "num_hidden_layers": 1, "num_attention_heads": 2},
+               "t5": {"d_model": 16, "d_ff": 32, "num_layers": 1, "num_decoder_layers": 1, "num_heads": 2, "d_kv": 8}}
+    source = {"type": "random", "architecture": architecture, "seed": 0, "config": configs[architecture]}
+    for folder, extra in (("default", {}), ("long", {"tokenizer_max_length": 200})):
+        fetch_model("tiny", {"source": {**source, **extra}}, tmp_path / folder / "manifest.json")
+    limits = [AutoTokenizer.from_pretrained(tmp_path / folder).model_max_length for folder in ("default", "long")]
+    assert limits == [64, 200]
+
+
 def test_missing_gguf_names_path_and_key(tmp_path):
     missing = tmp_path / "nowhere.gguf"
     with pytest.raises(ModelError, match=re.escape(str(missing)) + r".*models\.demo\.source\.path"):

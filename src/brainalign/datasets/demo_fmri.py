@@ -62,9 +62,27 @@ def prepare_stimuli(block: dict[str, Any], out_path: str | Path) -> None:
     io.write_stimuli(out_path, stimuli, {"dataset_kind": "demo_fmri", "demo": True, "label": DEMO_LABEL})
 
 
-def _unit_variance(matrix: np.ndarray) -> np.ndarray:
+def unit_variance(matrix: np.ndarray) -> np.ndarray:
+    """Center each column and scale it to unit (population) variance."""
     centered = matrix - matrix.mean(axis=0)
     return centered / centered.std(axis=0)
+
+
+def principal_components(activations: np.ndarray, n_components: int) -> np.ndarray:
+    """The first ``n_components`` principal components of the z-scored activations, each of unit variance.
+
+    Constant activation columns (which z-score to NaN) are left out.
+    """
+    standardized = unit_variance(activations)
+    standardized = standardized[:, np.isfinite(standardized).all(axis=0)]
+    left, singular, _ = np.linalg.svd(standardized, full_matrices=False)
+    n_components = min(n_components, left.shape[1])
+    return unit_variance(left[:, :n_components] * singular[:n_components])
+
+
+def random_mixture(features: np.ndarray, n_outputs: int, rng: np.random.Generator) -> np.ndarray:
+    """``n_outputs`` random linear maps of ``features`` (standard normal weights), each of unit variance."""
+    return unit_variance(features @ rng.standard_normal((features.shape[1], n_outputs)))
 
 
 def simulate_voxels(
@@ -76,15 +94,10 @@ def simulate_voxels(
     if signal_fraction + control_fraction > 1:
         raise DataError("simulation: signal_fraction + control_fraction must not exceed 1.")
     rng = np.random.default_rng(simulation["seed"])
-    standardized = _unit_variance(activations)
-    standardized = standardized[:, np.isfinite(standardized).all(axis=0)]
-    left, singular, _ = np.linalg.svd(standardized, full_matrices=False)
-    n_components = min(simulation["n_components"], left.shape[1])
-    components = _unit_variance(left[:, :n_components] * singular[:n_components])
-    controls = _unit_variance(controls)
+    components = principal_components(activations, simulation["n_components"])
     n_total = simulation["n_subjects"] * simulation["n_voxels"]
-    signal = _unit_variance(components @ rng.standard_normal((n_components, n_total)))
-    control = _unit_variance(controls @ rng.standard_normal((controls.shape[1], n_total)))
+    signal = random_mixture(components, n_total, rng)
+    control = random_mixture(unit_variance(controls), n_total, rng)
     noise = rng.standard_normal((len(activations), n_total))
     voxels = (
         np.sqrt(signal_fraction) * signal

