@@ -86,7 +86,7 @@ def test_every_schema_key_has_a_description():
         (lambda c: c["models"]["tiny-t5"].update(n_layer=4), ["models.tiny-t5", "'n_layer'", "did you mean 'n_layers'"]),
         (lambda c: c["models"]["tiny-t5"].update(kind="casual"), ["models.tiny-t5.kind", "'causal', 'seq2seq'"]),
         (lambda c: c["models"]["tiny-t5"].update(n_layers="four"), ["models.tiny-t5.n_layers", "integer"]),
-        (lambda c: c.update(suite="papr"), ["suite: 'papr'", "demo, paper"]),
+        (lambda c: c.update(suite="papr"), ["suite: 'papr'", "demo, brainscore-check, paper"]),
         (lambda c: c["suites"]["demo"]["models"].append("gemma-270m"), ["suites.demo.models", "did you mean 'gemma-3-270m'"]),
         (lambda c: c["models"]["vicuna-7b"].update(base="lama-7b"), ["models.vicuna-7b.base", "'lama-7b'"]),
         (lambda c: c["datasets"]["demo-passages"].update(reader="pereira"), ["datasets.demo-passages.reader", "'pereira2018'"]),
@@ -111,7 +111,8 @@ def test_protocol_defaults_in_the_schema_equal_the_librarys(raw_config):
     """The library fills the same defaults when called outside the workflow (CLI, notebooks)."""
     protocols = validate_config(copy.deepcopy(raw_config))["protocols"]
     assert protocols["aw2024"]["toneva"] == toneva.DEFAULTS
-    not_fit_options = ("toneva", "ceiling", "readout")  # readout picks the activation file the fits read
+    # readout picks the activation file the fits read; published_ceilings picks the ceiling's source
+    not_fit_options = ("toneva", "ceiling", "readout", "published_ceilings")
     assert {k: v for k, v in protocols["aw2024"].items() if k not in not_fit_options} == {
         k: v for k, v in aw2024.DEFAULTS.items() if k != "time_series"  # a dataset fact, not a setting
     }
@@ -134,5 +135,5 @@ def test_extraction_defaults_in_the_schema_equal_the_librarys(raw_config):
 
 def test_unknown_suite_is_named_with_the_defined_ones(raw_config):
     config = validate_config(copy.deepcopy(raw_config))
-    with pytest.raises(ConfigError, match=r"suite 'nosuch' is not defined; defined suites: \['demo', 'paper', 'rehearsal', 'rehearsal-ci'\]"):
+    with pytest.raises(ConfigError, match=r"suite 'nosuch' is not defined; defined suites: \['brainscore-check', 'demo', 'paper', 'rehearsal', 'rehearsal-ci'\]"):
         suite_models(config, "nosuch")

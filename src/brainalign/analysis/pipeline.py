@@ -15,7 +15,7 @@ from brainalign.analysis.published import load_models_file
 from brainalign.analysis.run import analyze
 from brainalign.analysis.summary import write_summary
 from brainalign.analysis.tables import KEY_COLUMNS, SCORE_COLUMNS, read_scores
-from brainalign.encoding.pipeline import PAIR_TEST_COLUMNS
+from brainalign.encoding.columns import PAIR_TEST_COLUMNS
 from brainalign.errors import DataError
 
 log = logging.getLogger(__name__)

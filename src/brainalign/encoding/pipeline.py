@@ -15,6 +15,7 @@ import pandas as pd
 
 from brainalign import io
 from brainalign.encoding import registry
+from brainalign.encoding.columns import PAIR_TEST_COLUMNS
 from brainalign.errors import ConfigError, DataError
 from brainalign.models.activations import expected_metadata
 from brainalign.stats import paired_sign_flip_test, reach_columns, sign_flip_p_min
@@ -22,15 +23,6 @@ from brainalign.stats import paired_sign_flip_test, reach_columns, sign_flip_p_m
 logger = logging.getLogger(__name__)
 # Each stage imports the protocol modules it uses when it runs (through the registry or
 # in the function): a job then loads only its own protocol's stack.
-PAIR_TEST_COLUMNS = (
-    "protocol", "dataset", "model", "base", "group_by", "n_groups", "n_neuroids", "score_model", "score_base",
-    "r_model", "r_base", "mean_difference", "p_value", "p_min", "can_reach_alpha",
-)
-"""Columns of a paired test of an instruction-tuned model against its base, one row per file:
-medians of each model's headline score (the protocol's per-neuroid score) and r over the
-paired neuroids, the mean paired difference of the headline, and the sign-flip p-value over
-``n_groups`` blocks with the smallest p-value those flips can give (``p_min``) and whether it is
-below the study's alpha (``can_reach_alpha``)."""
 HEADLINE_MEASURE = {"aw2024": "r", "robust": "score"}
 """The per-neuroid measure (``<measure>_fold_<k>`` in a layer's neuroid table) that each
 protocol's score aggregates: aw2024 the paper's Pearson r, robust the held-out R^2 gain."""
