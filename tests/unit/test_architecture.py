@@ -1,8 +1,8 @@
 """The import rule of the package: imports run down the stages, never in a circle.
 
 Stages, from the bottom: shared leaves (errors; then io, stats, config; then provenance),
-the inputs (datasets, models), the measurements (encoding, behavior), the analysis, the
-plots, and on top the entry points (the command-line modules and the workflow's job runner). A module may import its own package or
+the inputs (datasets, models), the measurements (encoding, behavior), the analysis and the
+rehearsal data generator (which plants what the measurements must find), the plots, and on top the entry points (the command-line modules and the workflow's job runner). A module may import its own package or
 any lower rank, never a higher or equal rank of another package; every import counts, those
 inside functions too. Editing a stage's code then cannot change a lower stage's behaviour.
 """
@@ -21,7 +21,7 @@ RANK = {
     "provenance": 2,
     "datasets": 3, "models": 3,
     "encoding": 4, "behavior": 4,
-    "analysis": 5,
+    "analysis": 5, "rehearsal": 5,
     "plots": 6,
     "cli": 7, "workflow": 7, "__init__": 7,
 }

@@ -123,7 +123,7 @@ def test_plot_figures_writes_png_and_pdf_with_demo_label(study, tmp_path, monkey
     original = figures.stamp_demo
     monkeypatch.setattr(figures, "stamp_demo", lambda fig: (original(fig), stamped.append(fig)))
     monkeypatch.setattr(figures, "PNG_DPI", 60)  # resolution does not change what is drawn; keeps the test fast
-    paths = figures.plot_figures(brain, layers, behavior, analysis_dir, models, tmp_path, demo=True)
+    paths = figures.draw_figures(brain, layers, behavior, analysis_dir, models, tmp_path, demo=True)
     names = {path.stem for path in paths}
     assert {"instruction_scatter_brain_aw2024", "percent_change_behavior_aw2024", "properties_brain_robust",
             "layer_profiles_aw2024", "protocols_brain"} <= names

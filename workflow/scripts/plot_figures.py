@@ -2,7 +2,7 @@
 
 import _package_path  # noqa: F401
 
-from brainalign.analysis.pipeline import plot_figures
+from brainalign.plots.pipeline import plot_figures
 from brainalign.workflow import run_step
 
 run_step(

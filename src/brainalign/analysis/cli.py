@@ -69,10 +69,10 @@ def run_analyze(args: argparse.Namespace) -> None:
     bits = bits_per_word(args.surprisal) if args.surprisal else None
     analyze(brain, behavior, selected, args.out, args.published, args.n_resamples, args.seed, bits)
     if args.figures is not None:
-        from brainalign.plots.figures import plot_figures  # matplotlib only when figures are asked for
+        from brainalign.plots.figures import draw_figures  # matplotlib only when figures are asked for
 
         layers = read_scores(args.brain_layers, selected, registry) if args.brain_layers else None
-        plot_figures(brain, layers, behavior, args.out, selected, args.figures, args.demo)
+        draw_figures(brain, layers, behavior, args.out, selected, args.figures, args.demo)
     if args.summary is not None:
         from brainalign.analysis.summary import write_summary
 

@@ -91,30 +91,3 @@ def analyze_published(
     behavior = read_scores(Path(behavior_path), selected, registry)
     analyze(brain, behavior, selected, Path(effect_out).parent, published_dir=None)
 
-
-def plot_figures(
-    brain_path: str | Path,
-    layers_path: str | Path,
-    behavior_path: str | Path,
-    effect_path: str | Path,
-    models: Mapping[str, Any],
-    demo: bool,
-    figure_paths: Sequence[str | Path],
-) -> None:
-    """Draw every figure into the folder of ``figure_paths`` (PNG and PDF)."""
-    # Imported here so that figure code is not recorded in the provenance of the score tables.
-    from brainalign.plots.figures import plot_figures as draw
-
-    out_dir = Path(figure_paths[0]).parent
-    written = draw(
-        io.read_tsv(brain_path),
-        io.read_tsv(layers_path),
-        io.read_tsv(behavior_path),
-        Path(effect_path).parent,
-        dict(models),
-        out_dir,
-        demo,
-    )
-    missing = [str(p) for p in figure_paths if Path(p) not in {Path(w) for w in written}]
-    if missing:
-        raise DataError(f"figures not drawn: {missing}")

@@ -682,7 +682,7 @@ def study_figures(
     return figures
 
 
-def plot_figures(
+def draw_figures(
     brain: pd.DataFrame,
     brain_layers: pd.DataFrame | None,
     behavior: pd.DataFrame,
