@@ -66,10 +66,11 @@ def test_dataset_average_is_the_mean_over_the_models_datasets():
     assert set(average["protocol"]) == {"p"}
 
 
-def pair_rows(bases: list[str], base_scores: list[float], tuned_scores: list[float]) -> pd.DataFrame:
+def pair_rows(bases: list[str], base_scores: list[float], tuned_scores: list[float], base_ci_low=None) -> pd.DataFrame:
     """Rows of pair_changes: one pair per (base, tuned score)."""
     frame = pd.DataFrame({"model": [f"t{i}" for i in range(len(bases))], "base": bases,
-                          "score_base": base_scores, "score_tuned": tuned_scores})
+                          "score_base": base_scores, "score_tuned": tuned_scores,
+                          "ci_low_base": np.nan if base_ci_low is None else base_ci_low})
     frame["change"] = frame["score_tuned"] - frame["score_base"]
     frame["pct_change"] = 100 * frame["change"] / frame["score_base"]
     return frame
@@ -130,6 +131,20 @@ def test_a_percent_change_of_base_scores_near_or_below_zero_is_refused(base_scor
     assert np.isnan(found["pct_change"]) and np.isnan(found["ci_low"]) and np.isnan(found["pct_change_paper"])
     assert reason in found["pct_note"] and "mean_change" in found["pct_note"]
     assert found["mean_change"] == pytest.approx(0.01) and found["change_ci_low"] == pytest.approx(0.01)
+
+
+def test_a_single_base_whose_own_ci_reaches_zero_is_refused_a_percent_change():
+    near_zero = summarize_changes(pair_rows(["b1"], [0.00058], [0.0000002], base_ci_low=[-0.0004]), n_resamples=50)
+    assert np.isnan(near_zero["pct_change"]) and "CI of base score 0.00058 reaches zero" in near_zero["pct_note"]
+    assert near_zero["mean_change"] == pytest.approx(0.0000002 - 0.00058)
+    clear = summarize_changes(pair_rows(["b1"], [0.2], [0.25], base_ci_low=[0.15]), n_resamples=50)
+    assert clear["pct_change"] == pytest.approx(25.0) and clear["pct_note"] == ""
+
+
+def test_pair_changes_carry_the_bases_ci_from_the_score_table():
+    scores = scores_table([("base-a", "D1", "p", 0.20), ("tuned-a1", "D1", "p", 0.25)]).assign(ci_low=[0.1, 0.2])
+    changes = pair_changes(scores, instruction_pairs({k: v for k, v in MODELS.items() if k in ("base-a", "tuned-a1")}))
+    assert changes["ci_low_base"].tolist() == [0.1]
 
 
 def test_instruction_effect_groups_all_pairs_and_families():

@@ -77,14 +77,18 @@ def pair_changes(scores: pd.DataFrame, pairs: pd.DataFrame) -> pd.DataFrame:
     Returns
     -------
     DataFrame
-        Columns protocol, dataset, model, base, family, score_base, score_tuned, change,
+        Columns protocol, dataset, model, base, family, score_base, ci_low_base (the lower
+        CI bound of the base's score where the score table has one), score_tuned, change,
         pct_change. A pair is left out of a (protocol, dataset) where either partner has
         no score; the number left out is logged.
     """
-    keyed = scores[["protocol", "dataset", "model", "score"]]
-    tuned = pairs.merge(keyed, on="model")
+    keyed = scores.assign(ci_low=scores["ci_low"] if "ci_low" in scores else np.nan)
+    keyed = keyed[["protocol", "dataset", "model", "score", "ci_low"]]
+    tuned = pairs.merge(keyed.drop(columns="ci_low"), on="model")
     merged = tuned.merge(
-        keyed.rename(columns={"model": "base", "score": "score_base"}), on=["base", "protocol", "dataset"], how="left"
+        keyed.rename(columns={"model": "base", "score": "score_base", "ci_low": "ci_low_base"}),
+        on=["base", "protocol", "dataset"],
+        how="left",
     ).rename(columns={"score": "score_tuned"})
     missing = merged["score_base"].isna()
     n_cells = len(pairs) * keyed[["protocol", "dataset"]].drop_duplicates().shape[0]
@@ -94,7 +98,8 @@ def pair_changes(scores: pd.DataFrame, pairs: pd.DataFrame) -> pd.DataFrame:
     merged = merged[~missing].copy()
     merged["change"] = merged["score_tuned"] - merged["score_base"]
     merged["pct_change"] = 100 * merged["change"] / merged["score_base"]
-    columns = ["protocol", "dataset", "model", "base", "family", "score_base", "score_tuned", "change", "pct_change"]
+    columns = ["protocol", "dataset", "model", "base", "family", "score_base", "ci_low_base", "score_tuned", "change",
+               "pct_change"]
     return merged[columns].sort_values(["protocol", "dataset", "family", "model"]).reset_index(drop=True)
 
 
@@ -107,15 +112,27 @@ def per_base(pairs: pd.DataFrame) -> pd.DataFrame:
         Rows of :func:`pair_changes` of one protocol and dataset.
     """
     return pairs.groupby("base", sort=True).agg(
-        score_base=("score_base", "first"), score_tuned=("score_tuned", "mean"), n_pairs=("model", "size")
+        score_base=("score_base", "first"),
+        ci_low_base=("ci_low_base", "first"),
+        score_tuned=("score_tuned", "mean"),
+        n_pairs=("model", "size"),
     )
 
 
-def percent_refusal(base_scores: np.ndarray, confidence: float = CONFIDENCE) -> str:
-    """Why a percent change of these base scores would mislead, or "" when it would not."""
+def percent_refusal(base_scores: np.ndarray, base_ci_low: np.ndarray, confidence: float = CONFIDENCE) -> str:
+    """Why a percent change of these base scores would mislead, or "" when it would not.
+
+    Refused when a base score is at or below zero, when a base score's own CI (``base_ci_low``,
+    NaN where the score table has none) reaches zero, or when the mean base score is within
+    its t-interval over bases of zero: the ratio is then unbounded.
+    """
     if (base_scores <= 0).any():
         return (f"not computed: base score {base_scores.min():.4g} <= 0, so a percent change has no meaning; "
                 "read mean_change")
+    reaching = np.isfinite(base_ci_low) & (base_ci_low <= 0)
+    if reaching.any():
+        return (f"not computed: the CI of base score {base_scores[reaching].min():.4g} reaches zero "
+                f"(ci_low {base_ci_low[reaching].min():.4g}), so the ratio is unbounded; read mean_change")
     if len(base_scores) >= 2:
         half_width = stats.t.ppf(0.5 + confidence / 2, len(base_scores) - 1) * stats.sem(base_scores)
         if base_scores.mean() - half_width <= 0:
@@ -147,7 +164,7 @@ def summarize_changes(pairs: pd.DataFrame, n_resamples: int = N_RESAMPLES, seed:
     bases = per_base(pairs)
     tuned, base = bases["score_tuned"].to_numpy(np.float64), bases["score_base"].to_numpy(np.float64)
     differences = tuned - base
-    note = percent_refusal(base) if len(bases) else ""
+    note = percent_refusal(base, bases["ci_low_base"].to_numpy(np.float64)) if len(bases) else ""
     change_ci = pct_ci = (np.nan, np.nan)
     if len(bases) >= 2:
         counts = multinomial_counts(len(bases), n_resamples, np.random.default_rng(seed))
