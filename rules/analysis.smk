@@ -56,8 +56,11 @@ rule analyze_published:
             caption="../workflow/report/published.rst",
             category="Published numbers (Aw et al. 2024)",
         ),
+        pairs="results/analysis/published/instruction_pairs.tsv",
         correlations="results/analysis/published/correlations.tsv",
+        partial="results/analysis/published/partial_correlations.tsv",
         family="results/analysis/published/family_correlations.tsv",
+        published="results/analysis/published/comparison_with_published.tsv",
     log:
         "logs/analyze_published/analyze_published.log",
     benchmark:
@@ -77,6 +80,7 @@ rule plot_figures:
         brain_layers="results/scores/brain_layers.tsv",
         behavior="results/scores/behavior.tsv",
         effect="results/analysis/instruction_effect.tsv",
+        pairs="results/analysis/instruction_pairs.tsv",
         correlations="results/analysis/correlations.tsv",
     output:
         figures=report(

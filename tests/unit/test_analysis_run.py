@@ -206,6 +206,23 @@ def test_cli_reanalysis_of_published_numbers_reproduces_the_paper(tmp_path):
     assert comparison["difference"].abs().max() == 0  # the published numbers against themselves
 
 
+def test_cli_pair_tests_join_the_fdr_family_and_the_summary(tmp_path):
+    from brainalign.encoding.columns import PAIR_TEST_COLUMNS
+
+    row = dict.fromkeys(PAIR_TEST_COLUMNS, 0.1) | {
+        "protocol": "aw2024", "dataset": "pereira2018", "model": "flan-t5-xl", "base": "t5-xl", "group_by": "subject",
+        "n_groups": 10, "n_neuroids": 100, "p_value": 0.004, "p_min": 0.002, "can_reach_alpha": True}
+    pairs = tmp_path / "brain_pairs.tsv"
+    pd.DataFrame([row], columns=PAIR_TEST_COLUMNS).to_csv(pairs, sep="\t", index=False)
+    run_cli(["analyze", "--models", str(PUBLISHED_DIR / "models.yaml"), "--suite", "paper",
+             "--brain-scores", str(PUBLISHED_DIR / "brain.tsv"), "--behavior-scores", str(PUBLISHED_DIR / "behavior.tsv"),
+             "--out", str(tmp_path / "out"), "--n-resamples", "200", "--pair-tests", str(pairs),
+             "--summary", str(tmp_path / "summary.md")])
+    tested = read_tsv(tmp_path / "out" / "instruction_pair_tests.tsv")
+    assert tested["p_fdr"].iloc[0] >= 0.004 and tested["model"].iloc[0] == "flan-t5-xl"
+    assert "flan-t5-xl" in (tmp_path / "summary.md").read_text()
+
+
 def test_cli_refuses_an_unknown_suite(tmp_path):
     with pytest.raises(ConfigError, match="no suite 'nonexistent'"):
         run_cli(["analyze", "--models", str(PUBLISHED_DIR / "models.yaml"), "--suite", "nonexistent",

@@ -6,6 +6,7 @@ import argparse
 import logging
 from pathlib import Path
 
+from brainalign import io
 from brainalign.analysis.correlations import bits_per_word
 from brainalign.analysis.published import PUBLISHED_DIR, load_models_file
 from brainalign.analysis.run import analyze
@@ -38,6 +39,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--brain-layers", type=Path, help="per-layer brain scores (brain_layers.tsv) for figures")
     parser.add_argument("--figures", type=Path, help="also draw the figures into this folder")
     parser.add_argument("--summary", type=Path, help="also write the markdown summary to this file")
+    parser.add_argument("--pair-tests", type=Path, help="per-pair tests against the base (brain_pairs.tsv): they join "
+                        "the FDR family and the summary; written with p_fdr to <out>/instruction_pair_tests.tsv")
     parser.add_argument("--demo", action="store_true", help="label figures and summary as simulated demo data")
     parser.add_argument("--surprisal", type=Path, nargs="+", help="surprisal files on Natural Stories, one per model "
                         "(results/surprisal/futrell2018/<model>.unit.parquet): adds bits_per_word to the properties")
@@ -67,7 +70,13 @@ def run_analyze(args: argparse.Namespace) -> None:
     brain = read_scores(args.brain_scores, selected, registry)
     behavior = read_scores(args.behavior_scores, selected, registry)
     bits = bits_per_word(args.surprisal) if args.surprisal else None
-    analyze(brain, behavior, selected, args.out, args.published, args.n_resamples, args.seed, bits)
+    pair_tests = io.read_tsv(args.pair_tests) if args.pair_tests else None
+    pair_tests = analyze(
+        brain, behavior, selected, args.out, published_dir=args.published, n_resamples=args.n_resamples,
+        seed=args.seed, pair_tests=pair_tests, bits=bits,
+    )
+    if pair_tests is not None:
+        io.write_tsv(args.out / "instruction_pair_tests.tsv", pair_tests)
     if args.figures is not None:
         from brainalign.plots.figures import draw_figures  # matplotlib only when figures are asked for
 
@@ -76,4 +85,4 @@ def run_analyze(args: argparse.Namespace) -> None:
     if args.summary is not None:
         from brainalign.analysis.summary import write_summary
 
-        write_summary(args.out, brain, behavior, args.summary, args.demo)
+        write_summary(args.out, brain, behavior, args.summary, args.demo, pair_tests)
