@@ -38,6 +38,7 @@ rule fit_controls:
         "../envs/encoding.yaml"
     threads: 1
     resources:
+        gpu=fit_gpus,
         mem_mb=memory_mb(8000),
         runtime=runtime_min(60),
     params:
@@ -63,6 +64,7 @@ rule fit_encoding:
         "../envs/encoding.yaml"
     threads: 1
     resources:
+        gpu=fit_gpus,
         mem_mb=memory_mb(8000),
         runtime=runtime_min(60),
     params:
