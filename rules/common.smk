@@ -378,6 +378,12 @@ def memory_mb(base_mb):
     return by_attempt
 
 
+def fit_gpus(wildcards):
+    """GPUs a robust fit asks the cluster for: one when protocols.robust.device is cuda."""
+    robust = wildcards.get("protocol", "robust") == "robust"
+    return int(robust and config["protocols"]["robust"]["device"] == "cuda")
+
+
 def runtime_min(base_min):
     """A runtime request (minutes) that grows with each retry."""
 

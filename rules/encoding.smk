@@ -19,6 +19,7 @@ rule compute_ceiling:
     resources:
         mem_mb=memory_mb(16000),
         runtime=ceiling_runtime,
+        gpu=fit_gpus,
     params:
         options=ceiling_options,
     script:
@@ -40,6 +41,7 @@ rule fit_controls:
         "../envs/encoding.yaml"
     threads: 1
     resources:
+        gpu=fit_gpus,
         mem_mb=memory_mb(8000),
         runtime=runtime_min(60),
     params:
@@ -65,6 +67,7 @@ rule fit_encoding:
         "../envs/encoding.yaml"
     threads: 1
     resources:
+        gpu=fit_gpus,
         mem_mb=memory_mb(8000),
         runtime=runtime_min(60),
     params:

@@ -1,8 +1,18 @@
-"""Benchmark: the robust fit against scikit-learn's RidgeCV on the same folds and grid.
+"""Benchmark: the robust fit before and after the shared-eigendecomposition solver, and
+against scikit-learn's RidgeCV on the same folds and grid.
 
 Sizes: Pereira2018 (627 sentences x 4,096 features x 13,553 neuroids, 2 partitions of
 passages) and Wehbe2014 (1,200 TRs in 4 runs x 4,096 features x 25,000 voxels, words
 averaged per TR, 4 FIR delays). Data are random with a planted linear signal.
+
+Before/after: the same fit with ``solver: himalaya`` (himalaya's random search, which
+refits at every improving band-weight candidate: the implementation before) and
+``solver: eigh`` (:func:`brainalign.encoding.banded.solve_banded_dual`), in the same run,
+under the same BLAS thread limit (``--threads``, default 1: the fit_encoding job's).
+With ``--controls`` both time one layer's fit as the workflow runs it, reusing the
+dataset's controls-only fit (each solver's own, timed apart). The results must agree to
+``TOLERANCE`` (the same as tests/unit/test_banded_solver.py and tests/gpu/test_gpu_robust.py);
+the differences are printed.
 
 Baseline: scikit-learn cannot choose one penalty per target with explicit folds
 (``RidgeCV(alpha_per_target=True)`` requires ``cv=None``), so the baseline fits
@@ -12,10 +22,7 @@ scaled linearly to all neuroids. Peak memory is the tracemalloc peak (numpy buff
 
 Usage::
 
-    python tests/benchmarks/bench_robust.py --dataset pereira [--controls] [--backend numpy]
-
-With ``--controls`` it also times a layer's fit that reuses the dataset's controls-only
-fit, as the workflow runs it, against the fit that makes its own.
+    python tests/benchmarks/bench_robust.py --dataset pereira --n-neuroids 2000 [--controls] [--skip-sklearn]
 """
 
 from __future__ import annotations
@@ -28,9 +35,32 @@ import tracemalloc
 import numpy as np
 import pandas as pd
 from sklearn.linear_model import RidgeCV
+from threadpoolctl import threadpool_limits
 
 from brainalign.encoding.cv import protocol_splits
 from brainalign.encoding.robust import alpha_grid, fit_controls, fit_robust, resolve_options, sentence_design, time_series_design
+
+
+TOLERANCE = {"score": 1e-3, "fold_score": 1e-3, "fraction_neuroid_scores_differing": 0.01}
+"""Largest allowed differences between two fits of the same data: the layer score and every
+fold's scores (absolute, R^2 units), and the fraction of per-neuroid fold scores that differ by
+more than ``NEUROID_SCORE_DIFFERENCE`` (neuroids whose penalty or band weights are a near-tie
+that float32 round-off breaks either way; their own scores can then differ a lot)."""
+NEUROID_SCORE_DIFFERENCE = 1e-3
+
+
+def compare_fits(before, after) -> dict[str, float]:
+    """Differences between two fits of the same data (the ``TOLERANCE`` keys, and the largest
+    per-neuroid difference for the record)."""
+    folds = [column for column in before.folds if column.startswith("test_")]
+    measures = [column for column in before.neuroids if "_fold_" in column]
+    neuroid_differences = np.nan_to_num((before.neuroids[measures] - after.neuroids[measures]).abs().to_numpy())
+    return {
+        "score": abs(before.score - after.score),
+        "fold_score": float((before.folds[folds] - after.folds[folds]).abs().max().max()),
+        "fraction_neuroid_scores_differing": float((neuroid_differences > NEUROID_SCORE_DIFFERENCE).mean()),
+        "largest_neuroid_score_difference": float(neuroid_differences.max()),
+    }
 
 
 def pereira_like(rng, n_features, n_neuroids):
@@ -101,7 +131,8 @@ def main():
     parser.add_argument("--n-neuroids", type=int)
     parser.add_argument("--sklearn-neuroids", type=int, default=2)
     parser.add_argument("--controls", action="store_true", help="fit the banded model with length/position/oasm (else the LLM band alone)")
-    parser.add_argument("--backend", default="numpy")
+    parser.add_argument("--backend", default="numpy", choices=["numpy", "torch"])
+    parser.add_argument("--threads", type=int, default=1, help="BLAS threads (the fit_encoding job has 1)")
     parser.add_argument("--neuroid-batch", type=int, default=5000)
     parser.add_argument("--skip-sklearn", action="store_true")
     args = parser.parse_args()
@@ -112,17 +143,27 @@ def main():
     neuroids = pd.DataFrame({"neuroid_id": np.arange(n_neuroids).astype(str), "subject": "s", "roi": "x"})
     options = {**flags, "controls": ["length", "position", "oasm"] if args.controls else [], "n_bootstrap": 0,
                "n_permutations": 0, "backend": args.backend, "neuroid_batch": args.neuroid_batch}
-    result, ours, ours_peak = measure(lambda: fit_robust(features, responses, stimuli, rows, neuroids, options))
     report = {"dataset": args.dataset, "shape": [len(stimuli), args.n_features, n_neuroids], "controls": args.controls,
-              "backend": args.backend, "robust_seconds": round(ours, 1), "robust_peak_gib": round(ours_peak, 2),
-              "robust_score": round(result.score, 4)}
+              "backend": args.backend, "threads": args.threads}
+    fits = {}
+    with threadpool_limits(limits=args.threads):
+        for when, solver in (("before", "himalaya"), ("after", "eigh")):
+            solver_options = {**options, "solver": solver}
+            controls = None
+            if args.controls:
+                # The workflow fits the controls-only model once per dataset and every layer reuses it.
+                controls, seconds, _ = measure(lambda: fit_controls(stimuli, responses, rows, neuroids, solver_options))
+                report[f"controls_fit_seconds_{when}"] = round(seconds, 1)
+            fits[when], seconds, peak = measure(lambda: fit_robust(features, responses, stimuli, rows, neuroids, solver_options, controls))
+            report.update({f"layer_seconds_{when}": round(seconds, 1), f"layer_peak_gib_{when}": round(peak, 2),
+                           f"score_{when}": round(fits[when].score, 4)})
+    differences = compare_fits(fits["before"], fits["after"])
+    report.update({"layer_speedup": round(report["layer_seconds_before"] / report["layer_seconds_after"], 2),
+                   "largest_differences": differences, "tolerance": TOLERANCE,
+                   "within_tolerance": all(differences[key] <= limit for key, limit in TOLERANCE.items())})
     if args.controls:
-        # The workflow fits the controls-only model once per dataset (fit_controls) and every
-        # layer's fit reuses it: time one layer's fit given the shared controls fit.
-        controls, controls_seconds, _ = measure(lambda: fit_controls(stimuli, responses, rows, neuroids, options))
-        _, reusing, _ = measure(lambda: fit_robust(features, responses, stimuli, rows, neuroids, options, controls=controls))
-        report.update({"controls_fit_seconds": round(controls_seconds, 1), "robust_seconds_reusing_controls": round(reusing, 1),
-                       "per_layer_speedup_reusing_controls": round(ours / reusing, 2)})
+        report["controls_fit_speedup"] = round(report["controls_fit_seconds_before"] / report["controls_fit_seconds_after"], 2)
+    ours = report["layer_seconds_after"]
     if not args.skip_sklearn:
         subset = np.arange(args.sklearn_neuroids)
         _, baseline, baseline_peak = measure(lambda: sklearn_per_neuroid(features, responses, stimuli, rows, flags, subset))

@@ -193,6 +193,7 @@ def test_cli_robust_dispatches_with_groups(tmp_path, monkeypatch):
 
     def fake_fit_robust(features, responses, stimuli, response_rows, neuroids, options):
         seen["cv_group"] = list(stimuli["cv_group"])
+        seen["options"] = options
         table = neuroids[["neuroid_id", "subject"]].assign(r=[0.5, 0.25])
         return EncodingResult(neuroids=table, folds=pd.DataFrame(), score=0.375)
 
@@ -201,9 +202,9 @@ def test_cli_robust_dispatches_with_groups(tmp_path, monkeypatch):
     np.save(tmp_path / "y.npy", np.ones((4, 2)))
     np.save(tmp_path / "g.npy", np.array([1, 1, 2, 2]))
     run_cli(["encode", "--features", str(tmp_path / "x.npy"), "--responses", str(tmp_path / "y.npy"),
-             "--protocol", "robust", "--groups", str(tmp_path / "g.npy"), "--out", str(tmp_path / "o.json")])
+             "--protocol", "robust", "--groups", str(tmp_path / "g.npy"), "--device", "auto", "--out", str(tmp_path / "o.json")])
     document = json.loads((tmp_path / "o.json").read_text())
-    assert seen["cv_group"] == ["1", "1", "2", "2"]
+    assert seen["cv_group"] == ["1", "1", "2", "2"] and seen["options"] == {"device": "auto"}
     assert document["score"] == 0.375 and document["neuroid_r"] == [0.5, 0.25]
 
 

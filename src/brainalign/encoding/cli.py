@@ -24,6 +24,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--responses", required=True, type=Path, help="stimuli x neuroids .npy (rows aligned with --features)")
     parser.add_argument("--protocol", choices=("aw2024", "robust"), default="aw2024")
     parser.add_argument("--groups", type=Path, help="per-stimulus CV group .npy (passage, story, run)")
+    parser.add_argument(
+        "--device",
+        choices=("cpu", "cuda", "auto"),
+        default="cpu",
+        help="where the fits run (cuda: himalaya's torch_cuda backend; auto: cuda when PyTorch sees a GPU)",
+    )
     parser.add_argument("--out", required=True, type=Path, help="output JSON")
     parser.set_defaults(func=run_encode)
 
@@ -69,9 +75,15 @@ def run_encode(args: argparse.Namespace) -> None:
     stimuli, rows, neuroids = minimal_tables(len(features), responses.shape[1], groups)
     if args.protocol == "robust":
         from brainalign.encoding.robust import fit_robust as fit
+
+        options = {"device": args.device}
     else:
         from brainalign.encoding.aw2024 import fit_aw2024 as fit
-    result = fit(features, responses, stimuli, rows, neuroids, {})
+        from brainalign.encoding.robust import fit_backend
+
+        # The paper protocol's large products run on the himalaya backend of the device.
+        options = {"backend": fit_backend(args.device, "numpy")}
+    result = fit(features, responses, stimuli, rows, neuroids, options)
     # Dropped (NaN) neuroids come back as NaN so the list matches the response columns.
     neuroid_r = result.neuroids.groupby("neuroid_id")["r"].mean().reindex(neuroids["neuroid_id"])
     write_json(

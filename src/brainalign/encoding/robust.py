@@ -95,7 +95,9 @@ OPTIONS_SCHEMA: dict[str, Any] = {
         "confidence_level": {"type": "number", "exclusiveMinimum": 0, "exclusiveMaximum": 1, "default": 0.95, "description": "Level of the bootstrap CI."},
         "n_permutations": {"type": "integer", "minimum": 0, "default": 1000, "description": "Block permutations for the p-value (0 skips)."},
         "random_state": {"type": "integer", "default": 0, "description": "Seed of band-weight candidates, bootstrap and permutations."},
-        "backend": {"enum": ["numpy", "torch", "torch_cuda", "cupy"], "default": "numpy", "description": "himalaya backend."},
+        "device": {"enum": ["auto", "cpu", "cuda"], "default": "cpu", "description": "Where the fits run. cpu: the backend option; cuda: himalaya's torch_cuda backend on the GPU (float32 like the CPU, same choices and scores to round-off; the SLURM profile then gives fit_encoding and fit_controls one GPU); auto: cuda when PyTorch sees a CUDA GPU, else cpu."},
+        "backend": {"enum": ["numpy", "torch"], "default": "numpy", "description": "himalaya backend of fits on the CPU (torch: the GPU code path, run on the CPU)."},
+        "solver": {"enum": ["eigh", "himalaya"], "default": "eigh", "description": "Dual solver of the banded-ridge search. eigh: one eigendecomposition per kernel, reused for every penalty and target, and one refit per target; himalaya: himalaya's own random search, which refits at every improving candidate (the slower reference: same choices and predictions to float32 round-off)."},
         "neuroid_batch": {"type": "integer", "minimum": 1, "default": 5000, "description": "Neuroids solved at once (bounds memory)."},
     },
 }
@@ -114,6 +116,22 @@ def resolve_options(options: dict[str, Any] | None) -> dict[str, Any]:
     if resolved["permutation"] not in PERMUTATION_SCHEMES:
         raise ConfigError(f"datasets.<name>.permutation is {resolved['permutation']!r}; use one of {['auto', *PERMUTATION_SCHEMES]}")
     return resolved
+
+
+def fit_backend(device: str, cpu_backend: str) -> str:
+    """The himalaya backend of a robust fit on ``device`` (auto: CUDA when PyTorch sees a GPU)."""
+    if device == "cpu":
+        return cpu_backend
+    import torch  # only GPU fits need it
+
+    if torch.cuda.is_available():
+        return "torch_cuda"
+    if device == "auto":
+        return cpu_backend
+    raise ConfigError(
+        "device cuda (protocols.robust.device, or --device of brainalign encode) needs a CUDA GPU, but PyTorch sees none "
+        "here (torch.cuda.is_available() is False): run on a GPU node with a CUDA build of PyTorch, or use device auto or cpu"
+    )
 
 
 def alpha_grid(alphas: dict[str, Any]) -> np.ndarray:
@@ -270,6 +288,7 @@ def _banded_settings(options: dict[str, Any]) -> dict[str, Any]:
         n_iter=options["n_band_weights"],
         random_state=options["random_state"],
         neuroid_batch=options["neuroid_batch"],
+        solver=options["solver"],
     )
 
 
@@ -479,7 +498,7 @@ def fit_robust(
     design = build_design(features, responses, stimuli, response_rows, neuroids, options)
     subject_names, subject_of_neuroid = np.unique(neuroids["subject"].astype(str).to_numpy(), return_inverse=True)
     fold_tables, neuroid_tables, held_out, details_partitions = [], [], [], {}
-    with himalaya_backend(options["backend"]):
+    with himalaya_backend(fit_backend(options["device"], options["backend"])):
         for partition, rows, keep, n_non_finite, n_constant in scored_partitions(design, responses):
             controls_fit = None if controls is None else _stored_controls(controls, partition, design["row_ids"][rows], neuroids, keep)
             fitted = fit_partition(design, rows, responses[np.ix_(rows, np.flatnonzero(keep))], options, controls_fit)
@@ -649,7 +668,7 @@ def fit_controls(
     responses = np.asarray(responses, dtype=np.float64)
     design = build_design(np.zeros((len(stimuli), 0)), responses, stimuli, response_rows, neuroids, options)
     tables = []
-    with himalaya_backend(options["backend"]):
+    with himalaya_backend(fit_backend(options["device"], options["backend"])):
         for partition, rows, keep, _, _ in scored_partitions(design, responses):
             fit = controls_partition(design, rows, responses[np.ix_(rows, np.flatnonzero(keep))], options)
             columns = {"partition": partition, "neuroid_id": neuroids["neuroid_id"].astype(str).to_numpy()[keep]}

@@ -109,7 +109,7 @@ def compute_robust_ceiling(
     responses = np.asarray(responses, dtype=np.float64)
     design = robust.build_design(np.zeros((len(stimuli), 0)), responses, stimuli, response_rows, neuroids, options)
     tables, per_partition = [], {}
-    with robust.himalaya_backend(options["backend"]):
+    with robust.himalaya_backend(robust.fit_backend(options["device"], options["backend"])):
         for partition, rows, keep, _, _ in robust.scored_partitions(design, responses):
             block = responses[np.ix_(rows, np.flatnonzero(keep))]
             subject_of = neuroids["subject"].to_numpy()[keep]
