@@ -44,10 +44,14 @@ rehearsal: $(STAMP)
 	$(BIN)/python tests/benchmarks/summarize_benchmarks.py benchmarks --match $(REHEARSAL_SUITE)-
 
 lint: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
 	$(SNAKEMAKE) --lint
 	$(BIN)/snakefmt --check Snakefile rules/
 
 format: $(STAMP)
+	$(BIN)/ruff format .
+	$(BIN)/ruff check --fix .
 	$(BIN)/snakefmt Snakefile rules/
 
 clean-results:

@@ -82,7 +82,10 @@ def test_wrong_type_names_key_and_expected_type():
 def test_unknown_model_in_suite_is_named_with_a_suggestion():
     config = tiny_config()
     config["suites"]["tiny"]["models"].append("tiny-gtp2")
-    with pytest.raises(ConfigError, match=r"suites\.tiny\.models: 'tiny-gtp2' is not defined under models \(did you mean 'tiny-gpt2'\?\)"):
+    with pytest.raises(
+        ConfigError,
+        match=r"suites\.tiny\.models: 'tiny-gtp2' is not defined under models \(did you mean 'tiny-gpt2'\?\)",
+    ):
         validate_config(config)
 
 
@@ -96,15 +99,23 @@ def test_unknown_suite_lists_the_defined_ones():
 def test_value_outside_the_allowed_set_lists_them():
     config = tiny_config()
     config["models"]["tiny-t5"]["kind"] = "decoder"
-    with pytest.raises(ConfigError, match=r"models\.tiny-t5\.kind: 'decoder' is not allowed; allowed values: .*'causal'"):
+    with pytest.raises(
+        ConfigError, match=r"models\.tiny-t5\.kind: 'decoder' is not allowed; allowed values: .*'causal'"
+    ):
         validate_config(config)
 
 
 # ----------------------------------------------------------------------------- model files
 def test_unpinned_hub_revision_is_refused_before_any_download(tmp_path):
-    block = {"source": {"type": "hub", "hf_id": "google/flan-t5-small", "revision": "main"}, "kind": "seq2seq", "n_layers": 16}
+    block = {
+        "source": {"type": "hub", "hf_id": "google/flan-t5-small", "revision": "main"},
+        "kind": "seq2seq",
+        "n_layers": 16,
+    }
     manifest = tmp_path / "models" / "flan-t5-small" / "manifest.json"
-    with pytest.raises(ConfigError, match=r"models\.flan-t5-small\.source\.revision is 'main'; pin it to a 40-character commit sha"):
+    with pytest.raises(
+        ConfigError, match=r"models\.flan-t5-small\.source\.revision is 'main'; pin it to a 40-character commit sha"
+    ):
         fetch_model("flan-t5-small", block, manifest)
     assert_nothing_written(manifest)
 
@@ -113,15 +124,24 @@ def test_missing_gguf_file_names_the_path_and_the_key(tmp_path):
     missing = tmp_path / "weights" / "model.Q4.gguf"
     block = {"source": {"type": "gguf", "path": str(missing)}, "kind": "causal", "n_layers": 30}
     manifest = tmp_path / "models" / "my-gguf" / "manifest.json"
-    with pytest.raises(ModelError, match=rf"the GGUF file {re.escape(str(missing))} does not exist\. Fix models\.my-gguf\.source\.path"):
+    with pytest.raises(
+        ModelError, match=rf"the GGUF file {re.escape(str(missing))} does not exist\. Fix models\.my-gguf\.source\.path"
+    ):
         fetch_model("my-gguf", block, manifest)
     assert_nothing_written(manifest)
 
 
 def test_missing_model_package_says_how_to_install_it(tmp_path):
-    block = {"source": {"type": "pypi_gguf", "package": "no_such_gguf_pkg", "gguf_file": "m.gguf"}, "kind": "causal", "n_layers": 2}
+    block = {
+        "source": {"type": "pypi_gguf", "package": "no_such_gguf_pkg", "gguf_file": "m.gguf"},
+        "kind": "causal",
+        "n_layers": 2,
+    }
     manifest = tmp_path / "models" / "m" / "manifest.json"
-    with pytest.raises(ModelError, match=r"the PyPI package 'no_such_gguf_pkg' is not installed\. Install it with `pip install no-such-gguf-pkg`"):
+    with pytest.raises(
+        ModelError,
+        match=r"the PyPI package 'no_such_gguf_pkg' is not installed\. Install it with `pip install no-such-gguf-pkg`",
+    ):
         fetch_model("m", block, manifest)
     assert_nothing_written(manifest)
 
@@ -142,7 +162,9 @@ def test_truncated_parquet_is_refused_with_the_fix(tmp_path):
     path = tmp_path / "stimuli.parquet"
     io.write_stimuli(path, stimuli_frame(), {})
     path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
-    with pytest.raises(DataError, match=r"is not a readable Parquet file .*truncated by a killed job: delete it and rerun"):
+    with pytest.raises(
+        DataError, match=r"is not a readable Parquet file .*truncated by a killed job: delete it and rerun"
+    ):
         io.read_stimuli(path)
 
 
@@ -216,7 +238,11 @@ def test_missing_dataset_file_says_where_to_get_it(tmp_path):
         "download": {},
     }
     manifest = tmp_path / "downloads" / "manifest.json"
-    with pytest.raises(DataError, match=r"dataset 'pereira2018' needs files that are not on disk:\n- files\.assembly = .*assy_Pereira2018_language\.nc"):
+    with pytest.raises(
+        DataError,
+        match=r"dataset 'pereira2018' needs files that are not on disk:\n- files\.assembly = "
+        r".*assy_Pereira2018_language\.nc",
+    ):
         materialize_dataset("pereira2018", block, manifest)
     assert_nothing_written(manifest)
 
@@ -253,8 +279,18 @@ def run_main(*args: str, cwd: Path, capsys, monkeypatch) -> tuple[int, str]:
 
 def test_cli_unknown_protocol_lists_the_choices(arrays, capsys, monkeypatch):
     status, stderr = run_main(
-        "encode", "--features", "features.npy", "--responses", "responses.npy", "--protocol", "aw2025", "--out", "o.json",
-        cwd=arrays, capsys=capsys, monkeypatch=monkeypatch,
+        "encode",
+        "--features",
+        "features.npy",
+        "--responses",
+        "responses.npy",
+        "--protocol",
+        "aw2025",
+        "--out",
+        "o.json",
+        cwd=arrays,
+        capsys=capsys,
+        monkeypatch=monkeypatch,
     )
     assert status == 2
     assert "argument --protocol: invalid choice: 'aw2025' (choose from 'aw2024', 'robust')" in stderr
@@ -263,8 +299,16 @@ def test_cli_unknown_protocol_lists_the_choices(arrays, capsys, monkeypatch):
 
 def test_cli_rows_that_do_not_match_are_refused(arrays, capsys, monkeypatch):
     status, stderr = run_main(
-        "encode", "--features", "features.npy", "--responses", "short.npy", "--out", "o.json",
-        cwd=arrays, capsys=capsys, monkeypatch=monkeypatch,
+        "encode",
+        "--features",
+        "features.npy",
+        "--responses",
+        "short.npy",
+        "--out",
+        "o.json",
+        cwd=arrays,
+        capsys=capsys,
+        monkeypatch=monkeypatch,
     )
     assert status == 2
     assert "--features (40, 5) and --responses (30, 6) must be 2-D with the same number of rows" in stderr
@@ -273,8 +317,16 @@ def test_cli_rows_that_do_not_match_are_refused(arrays, capsys, monkeypatch):
 
 def test_cli_refuses_pickled_arrays(arrays, capsys, monkeypatch):
     status, stderr = run_main(
-        "encode", "--features", "objects.npy", "--responses", "responses.npy", "--out", "o.json",
-        cwd=arrays, capsys=capsys, monkeypatch=monkeypatch,
+        "encode",
+        "--features",
+        "objects.npy",
+        "--responses",
+        "responses.npy",
+        "--out",
+        "o.json",
+        cwd=arrays,
+        capsys=capsys,
+        monkeypatch=monkeypatch,
     )
     assert status == 2
     assert "objects.npy (features) is not a plain numeric .npy file" in stderr
@@ -290,7 +342,18 @@ def test_cli_provenance_of_a_missing_file(arrays):
 
 # ----------------------------------------------------------------------------- workflow level
 def snakemake_dry_run(workdir: Path) -> subprocess.CompletedProcess:
-    command = [sys.executable, "-m", "snakemake", "--snakefile", str(REPO / "Snakefile"), "--directory", str(workdir), "-n", "--cores", "1"]
+    command = [
+        sys.executable,
+        "-m",
+        "snakemake",
+        "--snakefile",
+        str(REPO / "Snakefile"),
+        "--directory",
+        str(workdir),
+        "-n",
+        "--cores",
+        "1",
+    ]
     return subprocess.run(command, cwd=workdir, capture_output=True, text=True, timeout=300)
 
 
@@ -322,7 +385,10 @@ def test_workflow_reports_an_unknown_model_in_the_suite(broken_copy):
     write_config(broken_copy, config)
     completed = snakemake_dry_run(broken_copy)
     assert completed.returncode != 0
-    assert "suites.tiny.models: 'tiny-t6' is not defined under models (did you mean 'tiny-t5'?)" in completed.stdout + completed.stderr
+    assert (
+        "suites.tiny.models: 'tiny-t6' is not defined under models (did you mean 'tiny-t5'?)"
+        in completed.stdout + completed.stderr
+    )
 
 
 @pytest.mark.workflow

@@ -15,7 +15,6 @@ from pathlib import Path
 
 import pytest
 import yaml
-
 from workflow_runs import REPO, completed_tiny_run, copy_run, job, planned_jobs
 
 pytestmark = [pytest.mark.workflow, pytest.mark.slow]
@@ -84,13 +83,36 @@ def test_add_model_command_plans_only_the_new_models_jobs(run, tmp_path):
     from brainalign.models.fetch import fetch_model
 
     checkpoint = tmp_path / "checkpoint" / "manifest.json"
-    source = {"type": "random", "architecture": "llama", "seed": 5,
-              "config": {"hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 2, "num_attention_heads": 2,
-                         "num_key_value_heads": 2, "max_position_embeddings": 128}}
+    source = {
+        "type": "random",
+        "architecture": "llama",
+        "seed": 5,
+        "config": {
+            "hidden_size": 32,
+            "intermediate_size": 64,
+            "num_hidden_layers": 2,
+            "num_attention_heads": 2,
+            "num_key_value_heads": 2,
+            "max_position_embeddings": 128,
+        },
+    }
     fetch_model("checkpoint", {"source": source}, checkpoint)
-    command = [sys.executable, "-m", "brainalign.cli", "add-model", str(checkpoint.parent), "--name", "tiny-llama-tuned",
-               "--base", "tiny-gpt2", "--suite", "tiny"]
-    added = subprocess.run(command, cwd=run, capture_output=True, text=True, env={**os.environ, "PYTHONPATH": str(REPO / "src")})
+    command = [
+        sys.executable,
+        "-m",
+        "brainalign.cli",
+        "add-model",
+        str(checkpoint.parent),
+        "--name",
+        "tiny-llama-tuned",
+        "--base",
+        "tiny-gpt2",
+        "--suite",
+        "tiny",
+    ]
+    added = subprocess.run(
+        command, cwd=run, capture_output=True, text=True, env={**os.environ, "PYTHONPATH": str(REPO / "src")}
+    )
     assert added.returncode == 0, added.stderr
     assert "causal, 2 layers" in added.stdout
     name = "tiny-llama-tuned"
@@ -168,7 +190,11 @@ def test_library_edit_is_listed_by_provenance_not_by_snakemake(run, tmp_path):
     environment = {**os.environ, "PYTHONPATH": str(source)}
     completed = subprocess.run(
         [sys.executable, "-m", "brainalign.cli", "provenance", "--stale", "results"],
-        cwd=run, capture_output=True, text=True, env=environment, check=True,
+        cwd=run,
+        capture_output=True,
+        text=True,
+        env=environment,
+        check=True,
     )
     stale = [line.split("\t") for line in completed.stdout.splitlines()]
     assert all(reasons == "module brainalign.encoding.robust changed" for _, _, reasons in stale), stale
@@ -179,4 +205,6 @@ def test_library_edit_is_listed_by_provenance_not_by_snakemake(run, tmp_path):
     assert len(fits) == sum(LAYERS.values()) and all("/robust/" in path for path in fits), fits
     assert all("/robust/" in path for path, rule, _ in stale if rule in ("score_model", "compute_ceiling")), stale
     # ... and no job that never imported it: the aw2024 fits load only their own protocol's code.
-    assert not stale_rules & {"prepare_stimuli", "extract_activations", "compute_surprisal", "fit_reading_times"}, stale_rules
+    assert not stale_rules & {"prepare_stimuli", "extract_activations", "compute_surprisal", "fit_reading_times"}, (
+        stale_rules
+    )

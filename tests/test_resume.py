@@ -22,9 +22,6 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-
-from brainalign import io
-from brainalign.errors import DataError
 from workflow_runs import (
     FLOAT_TOLERANCE,
     INTEGRATION,
@@ -35,6 +32,9 @@ from workflow_runs import (
     snakemake,
     snakemake_command,
 )
+
+from brainalign import io
+from brainalign.errors import DataError
 
 POLL_S = 0.05
 
@@ -91,12 +91,18 @@ def test_killed_writer_leaves_only_the_temporary_file(tmp_path):
 
 # ----------------------------------------------------------------------------- run comparison
 def surprisal_like() -> pd.DataFrame:
-    return pd.DataFrame({
-        "stimulus_id": ["w0", "w1", "w2"],
-        "surprisal_bits": [np.nan, 36.05417537689209, 2.5],
-        "n_tokens": np.array([1, 2, 1], dtype=np.int64),
-        "values": [np.array([0.5, -1.0], np.float32), np.array([2.0, 3.0], np.float32), np.array([0.0, 1e-3], np.float32)],
-    })
+    return pd.DataFrame(
+        {
+            "stimulus_id": ["w0", "w1", "w2"],
+            "surprisal_bits": [np.nan, 36.05417537689209, 2.5],
+            "n_tokens": np.array([1, 2, 1], dtype=np.int64),
+            "values": [
+                np.array([0.5, -1.0], np.float32),
+                np.array([2.0, 3.0], np.float32),
+                np.array([0.0, 1e-3], np.float32),
+            ],
+        }
+    )
 
 
 def test_two_runs_may_differ_by_float32_kernel_noise():
@@ -127,9 +133,11 @@ def test_real_differences_between_runs_are_caught(change):
 def test_printed_numbers_may_flip_their_last_digit_only():
     expected = "SmolLM2 r = 0.550 (layer 18; 120 neuroids, p = 1.2e-03)"
     assert_same_text(expected, "SmolLM2 r = 0.551 (layer 18; 120 neuroids, p = 1.3e-03)", "summary")
-    for changed in ("SmolLM2 r = 0.552 (layer 18; 120 neuroids, p = 1.2e-03)",
-                    "SmolLM2 r = 0.550 (layer 17; 120 neuroids, p = 1.2e-03)",
-                    "SmolLM2 r = 0.550 (layer 18; 120 voxels, p = 1.2e-03)"):
+    for changed in (
+        "SmolLM2 r = 0.552 (layer 18; 120 neuroids, p = 1.2e-03)",
+        "SmolLM2 r = 0.550 (layer 17; 120 neuroids, p = 1.2e-03)",
+        "SmolLM2 r = 0.550 (layer 18; 120 voxels, p = 1.2e-03)",
+    ):
         with pytest.raises(AssertionError):
             assert_same_text(expected, changed, "summary")
 
@@ -139,7 +147,10 @@ def start_run(workdir: Path, *args: str) -> subprocess.Popen:
     """Start snakemake in its own process group (so the kill reaches its jobs too)."""
     return subprocess.Popen(
         snakemake_command(workdir, "--cores", "2", *args),
-        cwd=workdir, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
+        cwd=workdir,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
     )
 
 
@@ -176,13 +187,16 @@ def test_killed_runs_resume_to_the_uninterrupted_results(tmp_path_factory):
     workdir = tmp_path_factory.mktemp("killed")
     shutil.copytree(INTEGRATION, workdir, dirs_exist_ok=True)
 
-    seen = kill_when(start_run(workdir), workdir, ("results/activations/*/*.parquet.tmp", "logs/extract_activations/*/*.log"))
+    seen = kill_when(
+        start_run(workdir), workdir, ("results/activations/*/*.parquet.tmp", "logs/extract_activations/*/*.log")
+    )
     assert_no_invalid_parquet(workdir)
     assert not (workdir / "results/scores/brain.tsv").exists(), "the first run finished before the kill"
 
     snakemake(workdir, "--unlock")
     seen_fit = kill_when(
-        start_run(workdir, "--rerun-incomplete"), workdir,
+        start_run(workdir, "--rerun-incomplete"),
+        workdir,
         ("results/encoding/*/*/*/*.parquet.tmp", "logs/fit_encoding/*/*/*/*.log"),
     )
     assert_no_invalid_parquet(workdir)

@@ -53,14 +53,16 @@ def slurm_unavailable_reason() -> str | None:
     if importlib.util.find_spec("snakemake_executor_plugin_slurm") is None:
         return "snakemake-executor-plugin-slurm is not installed in this environment"
     try:
-        states = subprocess.run(
-            ["sinfo", "--noheader", "--format=%T"], capture_output=True, text=True, timeout=20
-        )
+        states = subprocess.run(["sinfo", "--noheader", "--format=%T"], capture_output=True, text=True, timeout=20)
     except subprocess.TimeoutExpired:
         return "sinfo timed out: slurmctld is not answering"
     if states.returncode != 0:
         return f"no reachable slurmctld: sinfo says {states.stderr.strip()!r}"
-    usable = [s for s in states.stdout.split() if s.rstrip("*~#$@").split("+")[0] in {"idle", "mixed", "allocated", "completing"}]
+    usable = [
+        s
+        for s in states.stdout.split()
+        if s.rstrip("*~#$@").split("+")[0] in {"idle", "mixed", "allocated", "completing"}
+    ]
     if not usable:
         return f"no SLURM node is up (node states: {states.stdout.split() or 'none'})"
     return None
@@ -80,20 +82,34 @@ def slurm_run(tmp_path_factory) -> tuple[Path, subprocess.CompletedProcess]:
     workdir = tmp_path_factory.mktemp("tiny-slurm")
     shutil.copytree(INTEGRATION, workdir, dirs_exist_ok=True)
     command = [
-        sys.executable, "-m", "snakemake",
-        "--snakefile", str(REPO / "Snakefile"),
-        "--directory", str(workdir),
-        "--workflow-profile", str(REPO / "profiles" / "slurm"),
-        "--executor", "slurm",
-        "--slurm-status-command", "squeue",  # no accounting database behind sacct
-        "--slurm-init-seconds-before-status-checks", "5",
+        sys.executable,
+        "-m",
+        "snakemake",
+        "--snakefile",
+        str(REPO / "Snakefile"),
+        "--directory",
+        str(workdir),
+        "--workflow-profile",
+        str(REPO / "profiles" / "slurm"),
+        "--executor",
+        "slurm",
+        "--slurm-status-command",
+        "squeue",  # no accounting database behind sacct
+        "--slurm-init-seconds-before-status-checks",
+        "5",
         "--slurm-keep-successful-logs",  # the tests read which jobs were submitted
-        "--seconds-between-status-checks", "5",
-        "--jobs", "4",
-        "--cores", "2",  # per group job: the node has 2 CPUs
-        "--local-cores", "1",
-        "--resources", "mem_mb=3000",  # per group job
-        "--set-resources", *small_resources(),
+        "--seconds-between-status-checks",
+        "5",
+        "--jobs",
+        "4",
+        "--cores",
+        "2",  # per group job: the node has 2 CPUs
+        "--local-cores",
+        "1",
+        "--resources",
+        "mem_mb=3000",  # per group job
+        "--set-resources",
+        *small_resources(),
     ]
     completed = subprocess.run(command, cwd=workdir, capture_output=True, text=True, timeout=1500)
     if completed.returncode != 0:

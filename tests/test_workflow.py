@@ -15,9 +15,9 @@ from pathlib import Path
 
 import pytest
 import yaml
+from workflow_runs import INTEGRATION, REPO, completed_tiny_run, copy_run, planned_jobs, snakemake
 
 from brainalign import io
-from workflow_runs import INTEGRATION, REPO, completed_tiny_run, copy_run, planned_jobs, snakemake
 
 pytestmark = pytest.mark.workflow
 

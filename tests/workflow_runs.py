@@ -32,9 +32,13 @@ def snakemake_command(workdir: Path, *args: str) -> list[str]:
 
 def snakemake(workdir: Path, *args: str, check: bool = True, timeout: float = 1800) -> subprocess.CompletedProcess:
     """Run snakemake in ``workdir``; raise with its output tail when it fails and ``check``."""
-    completed = subprocess.run(snakemake_command(workdir, *args), cwd=workdir, capture_output=True, text=True, timeout=timeout)
+    completed = subprocess.run(
+        snakemake_command(workdir, *args), cwd=workdir, capture_output=True, text=True, timeout=timeout
+    )
     if check and completed.returncode != 0:
-        raise AssertionError(f"snakemake {' '.join(args)} failed:\n{completed.stdout[-4000:]}\n{completed.stderr[-8000:]}")
+        raise AssertionError(
+            f"snakemake {' '.join(args)} failed:\n{completed.stdout[-4000:]}\n{completed.stderr[-8000:]}"
+        )
     return completed
 
 
@@ -112,7 +116,9 @@ def assert_same_column(expected: pd.Series, actual: pd.Series, where: str) -> No
 
 def assert_same_table(expected: pd.DataFrame, actual: pd.DataFrame, where: str) -> None:
     """Same columns, dtypes and row count; values as :func:`assert_same_column` compares them."""
-    assert list(expected.columns) == list(actual.columns), f"{where}: columns {list(expected.columns)} vs {list(actual.columns)}"
+    assert list(expected.columns) == list(actual.columns), (
+        f"{where}: columns {list(expected.columns)} vs {list(actual.columns)}"
+    )
     assert expected.dtypes.equals(actual.dtypes), f"{where}: dtypes differ"
     assert len(expected) == len(actual), f"{where}: {len(expected)} vs {len(actual)} rows"
     for column in expected.columns:

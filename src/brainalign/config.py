@@ -1,6 +1,7 @@
 """Configuration: schema validation with defaults, suites, and per-model/per-dataset blocks.
 
-The schema (``workflow/schemas/config.schema.yaml``) is the single description of every key.
+The schema (package data ``brainalign/schemas/config.schema.yaml``, linked from the workflow's
+``workflow/schemas/``) is the single description of every key.
 Validation fills defaults in place, so the workflow and the CLI see the same values, and
 reports each error with the key's path and the allowed values.
 """
@@ -18,7 +19,8 @@ import yaml
 
 from brainalign.errors import ConfigError
 
-SCHEMA_PATH = Path(__file__).resolve().parents[2] / "workflow" / "schemas" / "config.schema.yaml"
+SCHEMA_PATH = Path(__file__).resolve().parent / "schemas" / "config.schema.yaml"
+"""Package data (``workflow/schemas/config.schema.yaml`` in a checkout links to it)."""
 
 
 def load_schema(path: str | Path = SCHEMA_PATH) -> dict[str, Any]:
@@ -55,7 +57,9 @@ def _describe(error: jsonschema.ValidationError) -> str:
             hints.append(f"{key!r}" + (f" (did you mean {close[0]!r}?)" if close else ""))
         return f"{path}: unknown key {', '.join(hints)}; allowed keys: {', '.join(allowed)}"
     if error.validator == "enum":
-        return f"{path}: {error.instance!r} is not allowed; allowed values: {', '.join(map(repr, error.validator_value))}"
+        return (
+            f"{path}: {error.instance!r} is not allowed; allowed values: {', '.join(map(repr, error.validator_value))}"
+        )
     if error.validator == "type":
         return f"{path}: {error.instance!r} has the wrong type; expected {error.validator_value}"
     return f"{path}: {error.message}"
@@ -96,7 +100,9 @@ def _cross_reference_problems(config: Mapping[str, Any]) -> list[str]:
         if base is not None and base not in config["models"]:
             problems.append(f"models.{name}.base: {base!r} is not a defined model")
         if base is not None and not block.get("instruction_tuned"):
-            problems.append(f"models.{name}.base: only instruction-tuned models have a base (set instruction_tuned: true)")
+            problems.append(
+                f"models.{name}.base: only instruction-tuned models have a base (set instruction_tuned: true)"
+            )
     for name, block in config["datasets"].items():
         simulation = block.get("simulation") or {}
         source = simulation.get("source_model")
@@ -104,10 +110,14 @@ def _cross_reference_problems(config: Mapping[str, Any]) -> list[str]:
             problems.append(f"datasets.{name}.simulation.source_model: {source!r} is not a defined model")
         rehearsal = block.get("rehearsal") or {}
         if rehearsal and rehearsal["layout"] != block["reader"]:
-            problems.append(f"datasets.{name}.rehearsal.layout: {rehearsal['layout']!r} differs from its reader {block['reader']!r}")
+            problems.append(
+                f"datasets.{name}.rehearsal.layout: {rehearsal['layout']!r} differs from its reader {block['reader']!r}"
+            )
         planted = rehearsal.get("variant") == "planted"
         if planted and rehearsal.get("source_model") not in config["models"]:
-            problems.append(f"datasets.{name}.rehearsal.source_model: {rehearsal.get('source_model')!r} is not a defined model")
+            problems.append(
+                f"datasets.{name}.rehearsal.source_model: {rehearsal.get('source_model')!r} is not a defined model"
+            )
     return problems
 
 

@@ -155,9 +155,7 @@ def check_metadata(path: str | os.PathLike, expected: Mapping[str, Any]) -> dict
     """Return the file's metadata, or raise :class:`StaleFileError` if any expected fact differs."""
     found = read_metadata(path)
     stale = {
-        key: (found.get(key), value)
-        for key, value in _jsonable(dict(expected)).items()
-        if found.get(key) != value
+        key: (found.get(key), value) for key, value in _jsonable(dict(expected)).items() if found.get(key) != value
     }
     if stale:
         details = "; ".join(f"{k}: file has {v[0]!r}, config wants {v[1]!r}" for k, v in stale.items())
@@ -242,7 +240,9 @@ def stimuli_checksum(path: str | os.PathLike) -> str:
 
 
 # --------------------------------------------------------------------------- matrices
-def _matrix_table(ids: Iterable[str], matrix: np.ndarray, id_column: str, extra: Mapping[str, Any] | None = None) -> pa.Table:
+def _matrix_table(
+    ids: Iterable[str], matrix: np.ndarray, id_column: str, extra: Mapping[str, Any] | None = None
+) -> pa.Table:
     matrix = np.ascontiguousarray(matrix)
     n_rows, n_cols = matrix.shape
     values = pa.FixedSizeListArray.from_arrays(pa.array(matrix.reshape(-1)), n_cols)
@@ -321,7 +321,14 @@ class ActivationWriter:
     bounded by one layer. The file appears under its final name only after :meth:`close`.
     """
 
-    def __init__(self, path: str | os.PathLike, stimulus_ids: list[str], width: int, metadata: Mapping[str, Any], dtype: str = "float32"):
+    def __init__(
+        self,
+        path: str | os.PathLike,
+        stimulus_ids: list[str],
+        width: int,
+        metadata: Mapping[str, Any],
+        dtype: str = "float32",
+    ):
         self.path = Path(path)
         self.stimulus_ids = [str(s) for s in stimulus_ids]
         self.width = width
@@ -341,7 +348,9 @@ class ActivationWriter:
         if matrix.shape != (len(self.stimulus_ids), self.width):
             raise ValueError(f"layer {layer}: shape {matrix.shape}, expected {(len(self.stimulus_ids), self.width)}")
         if not np.all(np.isfinite(matrix)):
-            raise DataError(f"{self.path}: layer {layer} has non-finite activations; the model overflowed (try float32).")
+            raise DataError(
+                f"{self.path}: layer {layer} has non-finite activations; the model overflowed (try float32)."
+            )
         if self._last_layer is not None and layer <= self._last_layer:
             raise ValueError("layers must be written in increasing order")
         flat = pa.array(np.ascontiguousarray(matrix, dtype=self.numpy_dtype).reshape(-1), self.value_type)
@@ -367,7 +376,7 @@ class ActivationWriter:
         with contextlib.suppress(OSError):
             self._tmp.unlink()
 
-    def __enter__(self) -> "ActivationWriter":
+    def __enter__(self) -> ActivationWriter:
         return self
 
     def __exit__(self, exc_type, exc, tb) -> None:
@@ -420,9 +429,7 @@ def write_surprisal(path: str | os.PathLike, frame: pd.DataFrame, metadata: Mapp
 
 
 # --------------------------------------------------------------------------- alignment
-def align_rows(
-    reference_ids: pd.Index, other_ids: pd.Index, what: str, source: str
-) -> np.ndarray:
+def align_rows(reference_ids: pd.Index, other_ids: pd.Index, what: str, source: str) -> np.ndarray:
     """Return the positions of ``reference_ids`` within ``other_ids``; refuse any mismatch.
 
     Rows are matched by id, never by order, so features and responses cannot be silently

@@ -155,7 +155,7 @@ def record_job(
         "modules": module_checksums(),
         "python": platform.python_version(),
         "host": platform.node(),
-        "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "created": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
     }
     written = []
     for output in dict.fromkeys(map(str, outputs)):

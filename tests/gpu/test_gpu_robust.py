@@ -37,5 +37,8 @@ def test_a_gpu_layer_fit_gives_the_cpu_fit(make):
         fits[device] = fit_robust(features, responses, stimuli, rows, neuroids, {**options, "device": device}, controls)
         seconds[device] = time.perf_counter() - start
     differences = compare_fits(fits["cpu"], fits["cuda"])
-    print(f"{make.__name__}: layer fit {seconds['cpu']:.1f} s on the CPU, {seconds['cuda']:.1f} s on the GPU; {differences}")
+    print(
+        f"{make.__name__}: layer fit {seconds['cpu']:.1f} s on the CPU, {seconds['cuda']:.1f} s on the GPU; "
+        f"{differences}"
+    )
     assert all(differences[key] <= limit for key, limit in TOLERANCE.items()), differences

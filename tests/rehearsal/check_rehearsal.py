@@ -68,8 +68,7 @@ def check_coverage(
     found = set(zip(brain["dataset"], brain["protocol"], brain["model"]))
     checks.expect(
         expected <= found,
-        f"brain scores for all {len(expected)} dataset x protocol x model "
-        f"(missing: {sorted(expected - found)[:5]})",
+        f"brain scores for all {len(expected)} dataset x protocol x model (missing: {sorted(expected - found)[:5]})",
     )
     checks.expect(bool(brain["score"].notna().all()), f"no NaN brain score ({int(brain['score'].isna().sum())} NaN)")
     checks.expect(
@@ -113,7 +112,7 @@ def check_pair(checks: Checks, pairs: pd.DataFrame, dataset: str, source: str, a
         if 2.0 / 2 ** int(row.n_groups) < alpha:
             checks.expect(
                 row.p_value < alpha,
-                f"{dataset} {row.protocol}: pair p = {row.p_value:.4g} < {alpha} " f"({row.n_groups} subjects)",
+                f"{dataset} {row.protocol}: pair p = {row.p_value:.4g} < {alpha} ({row.n_groups} subjects)",
             )
         else:
             print(

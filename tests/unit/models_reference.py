@@ -20,18 +20,44 @@ from brainalign.models.streams import plan_windows, tokenize_stream
 # Tiny random models of the three families, and the modules the paper's code hooks in each.
 PAPER_BLOCKS = {
     "gpt2": {
-        "source": {"type": "random", "architecture": "gpt2", "seed": 0, "config": {"n_embd": 32, "n_layer": 2, "n_head": 2}},
-        "kind": "causal", "n_layers": 2, "dtype": "float32",
+        "source": {
+            "type": "random",
+            "architecture": "gpt2",
+            "seed": 0,
+            "config": {"n_embd": 32, "n_layer": 2, "n_head": 2},
+        },
+        "kind": "causal",
+        "n_layers": 2,
+        "dtype": "float32",
     },
     "llama": {
-        "source": {"type": "random", "architecture": "llama", "seed": 1, "config": {
-            "hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 3, "num_attention_heads": 4, "num_key_value_heads": 2}},
-        "kind": "causal", "n_layers": 3, "dtype": "float32", "aw2024_module": "post_attention_layernorm",
+        "source": {
+            "type": "random",
+            "architecture": "llama",
+            "seed": 1,
+            "config": {
+                "hidden_size": 32,
+                "intermediate_size": 64,
+                "num_hidden_layers": 3,
+                "num_attention_heads": 4,
+                "num_key_value_heads": 2,
+            },
+        },
+        "kind": "causal",
+        "n_layers": 3,
+        "dtype": "float32",
+        "aw2024_module": "post_attention_layernorm",
     },
     "t5": {
-        "source": {"type": "random", "architecture": "t5", "seed": 2, "config": {
-            "d_model": 32, "d_ff": 64, "num_layers": 2, "num_decoder_layers": 2, "num_heads": 4, "d_kv": 8}},
-        "kind": "seq2seq", "n_layers": 4, "dtype": "float32",
+        "source": {
+            "type": "random",
+            "architecture": "t5",
+            "seed": 2,
+            "config": {"d_model": 32, "d_ff": 64, "num_layers": 2, "num_decoder_layers": 2, "num_heads": 4, "d_kv": 8},
+        },
+        "kind": "seq2seq",
+        "n_layers": 4,
+        "dtype": "float32",
     },
 }
 HOOKED = {
@@ -48,7 +74,9 @@ def recorded_outputs(model, hooked: list[str], n_layers: int) -> Iterator[tuple[
     captured: dict[str, torch.Tensor] = {}
     handles = [
         model.get_submodule(name).register_forward_hook(
-            lambda _m, _a, output, name=name: captured.__setitem__(name, output[0] if isinstance(output, tuple) else output)
+            lambda _m, _a, output, name=name: captured.__setitem__(
+                name, output[0] if isinstance(output, tuple) else output
+            )
         )
         for name in names
     ]
@@ -91,9 +119,13 @@ def _window_starts(tokenizer, texts: list[str], max_length: int | None, min_cont
 def naive_states(model, tokenizer, stimuli: pd.DataFrame, max_length=None, min_context=1, seq2seq=False) -> np.ndarray:
     """(n_layers, n_units, width) block outputs at each unit's last token, per prefix."""
     blocks = _blocks(model)
-    out = np.zeros((len(blocks), len(stimuli), model.config.d_model if seq2seq else model.config.hidden_size), np.float32)
+    out = np.zeros(
+        (len(blocks), len(stimuli), model.config.d_model if seq2seq else model.config.hidden_size), np.float32
+    )
     captured: list[torch.Tensor] = []
-    hooks = [b.register_forward_hook(lambda m, a, o: captured.append(o[0] if isinstance(o, tuple) else o)) for b in blocks]
+    hooks = [
+        b.register_forward_hook(lambda m, a, o: captured.append(o[0] if isinstance(o, tuple) else o)) for b in blocks
+    ]
     try:
         for _, group in stimuli.groupby("context_group", sort=False):
             group = group.sort_values("position")
@@ -122,7 +154,9 @@ def naive_states(model, tokenizer, stimuli: pd.DataFrame, max_length=None, min_c
 
 
 @torch.inference_mode()
-def naive_surprisal(model, tokenizer, stimuli: pd.DataFrame, max_length=None, min_context=1, seq2seq=False) -> np.ndarray:
+def naive_surprisal(
+    model, tokenizer, stimuli: pd.DataFrame, max_length=None, min_context=1, seq2seq=False
+) -> np.ndarray:
     """Per unit: bits of its tokens given the preceding units (NaN for a group's first unit)."""
     bits = np.full(len(stimuli), np.nan)
     for _, group in stimuli.groupby("context_group", sort=False):
@@ -139,7 +173,9 @@ def naive_surprisal(model, tokenizer, stimuli: pd.DataFrame, max_length=None, mi
                     context = context[max(len(context) - (max_length - 2), 0) :]
                 encoder = context + [sentinel, tokenizer.eos_token_id]
                 decoder = [model.config.decoder_start_token_id, sentinel] + targets[:-1]
-                logits = model(input_ids=torch.tensor([encoder]), decoder_input_ids=torch.tensor([decoder])).logits[0, 1:]
+                logits = model(input_ids=torch.tensor([encoder]), decoder_input_ids=torch.tensor([decoder])).logits[
+                    0, 1:
+                ]
             else:
                 context = _prefix_ids(tokenizer, texts[:unit])
                 full = _prefix_ids(tokenizer, texts[: unit + 1])

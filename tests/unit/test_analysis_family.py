@@ -40,8 +40,9 @@ def confounded_models(n_per_family=5, seed=0):
 
 def test_adjusted_correlation_matches_statsmodels_ols():
     rng = np.random.default_rng(1)
-    frame = pd.DataFrame({"x": rng.normal(size=20), "size": rng.normal(size=20),
-                          "family": np.repeat(["a", "b", "c", "d"], 5)})
+    frame = pd.DataFrame(
+        {"x": rng.normal(size=20), "size": rng.normal(size=20), "family": np.repeat(["a", "b", "c", "d"], 5)}
+    )
     frame["y"] = 0.4 * frame["x"] + frame["size"] + (frame["family"] == "b") + rng.normal(size=20)
     dummies = pd.get_dummies(frame["family"], drop_first=True, dtype=float)
     covariates = np.column_stack([dummies, frame["size"]])
@@ -100,8 +101,10 @@ def write_surprisal(path, model, bits, ids=None):
 
 
 def test_bits_per_word_is_the_mean_over_words_with_context(tmp_path):
-    paths = [write_surprisal(tmp_path / "a.parquet", "a", [np.nan, 4.0, 6.0, 11.0]),
-             write_surprisal(tmp_path / "b.parquet", "b", [np.nan, 1.0, 2.0, 3.0])]
+    paths = [
+        write_surprisal(tmp_path / "a.parquet", "a", [np.nan, 4.0, 6.0, 11.0]),
+        write_surprisal(tmp_path / "b.parquet", "b", [np.nan, 1.0, 2.0, 3.0]),
+    ]
     bits = bits_per_word(paths)
     assert bits.to_dict() == {"a": pytest.approx(7.0), "b": pytest.approx(2.0)}
     properties = model_properties({"a": {"family": "f"}, "b": {"family": "f"}, "c": {"family": "f"}}, bits)
@@ -109,8 +112,10 @@ def test_bits_per_word_is_the_mean_over_words_with_context(tmp_path):
 
 
 def test_bits_per_word_refuses_models_scored_on_other_words(tmp_path):
-    paths = [write_surprisal(tmp_path / "a.parquet", "a", [np.nan, 4.0, 6.0]),
-             write_surprisal(tmp_path / "b.parquet", "b", [np.nan, np.nan, 2.0])]
+    paths = [
+        write_surprisal(tmp_path / "a.parquet", "a", [np.nan, 4.0, 6.0]),
+        write_surprisal(tmp_path / "b.parquet", "b", [np.nan, np.nan, 2.0]),
+    ]
     with pytest.raises(DataError, match=r"score different words \(words per model: \{'a': 2, 'b': 1\}\)"):
         bits_per_word(paths)
 

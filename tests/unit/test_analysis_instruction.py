@@ -9,8 +9,8 @@ import pandas as pd
 import pytest
 
 from brainalign.analysis.instruction import instruction_effect, instruction_pairs, pair_changes, summarize_changes
-from brainalign.stats import multinomial_counts, percentile_interval, sign_flip_test
 from brainalign.analysis.tables import AVERAGE, with_dataset_average
+from brainalign.stats import multinomial_counts, percentile_interval, sign_flip_test
 
 MODELS = {
     "base-a": {"family": "fa", "instruction_tuned": False, "base": None},
@@ -31,17 +31,24 @@ def test_pairs_include_several_tuned_models_per_base_and_skip_missing_bases(capl
     with caplog.at_level(logging.INFO):
         pairs = instruction_pairs(MODELS)
     assert sorted(zip(pairs["model"], pairs["base"])) == [
-        ("tuned-a1", "base-a"), ("tuned-a2", "base-a"), ("tuned-b", "base-b")
+        ("tuned-a1", "base-a"),
+        ("tuned-a2", "base-a"),
+        ("tuned-b", "base-b"),
     ]
     assert "2 instruction-tuned model(s) have no base" in caplog.text
 
 
 def test_pair_changes_skip_pairs_with_a_missing_partner_score(caplog):
-    scores = scores_table([
-        ("base-a", "D1", "p", 0.20), ("tuned-a1", "D1", "p", 0.25), ("tuned-a2", "D1", "p", 0.18),
-        ("tuned-b", "D1", "p", 0.30),  # base-b has no D1 score
-        ("base-b", "D2", "p", 0.10), ("tuned-b", "D2", "p", 0.12),
-    ])
+    scores = scores_table(
+        [
+            ("base-a", "D1", "p", 0.20),
+            ("tuned-a1", "D1", "p", 0.25),
+            ("tuned-a2", "D1", "p", 0.18),
+            ("tuned-b", "D1", "p", 0.30),  # base-b has no D1 score
+            ("base-b", "D2", "p", 0.10),
+            ("tuned-b", "D2", "p", 0.12),
+        ]
+    )
     with caplog.at_level(logging.INFO):
         changes = pair_changes(scores, instruction_pairs(MODELS))
     d1 = changes[changes["dataset"] == "D1"].set_index("model")
@@ -55,10 +62,14 @@ def test_pair_changes_skip_pairs_with_a_missing_partner_score(caplog):
 
 
 def test_dataset_average_is_the_mean_over_the_models_datasets():
-    scores = scores_table([
-        ("m1", "D1", "p", 0.1), ("m1", "D2", "p", 0.3), ("m2", "D1", "p", 0.2),
-        ("m1", "F", "q", 0.5),  # a single-dataset protocol gets no average
-    ])
+    scores = scores_table(
+        [
+            ("m1", "D1", "p", 0.1),
+            ("m1", "D2", "p", 0.3),
+            ("m2", "D1", "p", 0.2),
+            ("m1", "F", "q", 0.5),  # a single-dataset protocol gets no average
+        ]
+    )
     averaged = with_dataset_average(scores)
     average = averaged[averaged["dataset"] == AVERAGE].set_index("model")
     assert average.loc["m1", "score"] == pytest.approx(0.2) and average.loc["m1", "n_datasets"] == 2
@@ -68,9 +79,15 @@ def test_dataset_average_is_the_mean_over_the_models_datasets():
 
 def pair_rows(bases: list[str], base_scores: list[float], tuned_scores: list[float], base_ci_low=None) -> pd.DataFrame:
     """Rows of pair_changes: one pair per (base, tuned score)."""
-    frame = pd.DataFrame({"model": [f"t{i}" for i in range(len(bases))], "base": bases,
-                          "score_base": base_scores, "score_tuned": tuned_scores,
-                          "ci_low_base": np.nan if base_ci_low is None else base_ci_low})
+    frame = pd.DataFrame(
+        {
+            "model": [f"t{i}" for i in range(len(bases))],
+            "base": bases,
+            "score_base": base_scores,
+            "score_tuned": tuned_scores,
+            "ci_low_base": np.nan if base_ci_low is None else base_ci_low,
+        }
+    )
     frame["change"] = frame["score_tuned"] - frame["score_base"]
     frame["pct_change"] = 100 * frame["change"] / frame["score_base"]
     return frame
@@ -115,15 +132,27 @@ def test_duplicating_a_pair_does_not_narrow_the_ci_or_the_p_value():
     copies = pd.concat([NESTED, *[NESTED.iloc[[3]].assign(model=f"copy{k}") for k in range(6)]], ignore_index=True)
     padded = summarize_changes(copies, n_resamples=999, seed=2)
     assert padded["n_pairs"] == 14 and padded["n_bases"] == 5
-    for key in ("mean_change", "pct_change", "ci_low", "ci_high", "change_ci_low", "change_ci_high", "p_value", "p_min"):
+    for key in (
+        "mean_change",
+        "pct_change",
+        "ci_low",
+        "ci_high",
+        "change_ci_low",
+        "change_ci_high",
+        "p_value",
+        "p_min",
+    ):
         assert padded[key] == pytest.approx(found[key]), key
 
 
-@pytest.mark.parametrize(("base_scores", "reason"), [
-    ([0.20, 0.10, -0.01, 0.25, 0.15], "<= 0"),
-    ([0.001, -0.0005, 0.0008, 0.02, 0.0002], "<= 0"),
-    ([0.002, 0.0001, 0.0004, 0.03, 0.0003], "t-interval of zero"),
-])
+@pytest.mark.parametrize(
+    ("base_scores", "reason"),
+    [
+        ([0.20, 0.10, -0.01, 0.25, 0.15], "<= 0"),
+        ([0.001, -0.0005, 0.0008, 0.02, 0.0002], "<= 0"),
+        ([0.002, 0.0001, 0.0004, 0.03, 0.0003], "t-interval of zero"),
+    ],
+)
 def test_a_percent_change_of_base_scores_near_or_below_zero_is_refused(base_scores, reason):
     scores = dict(zip(["b1", "b2", "b3", "b4", "b5"], base_scores))
     pairs = pair_rows(list(scores), list(scores.values()), [s + 0.01 for s in scores.values()])
@@ -148,10 +177,15 @@ def test_pair_changes_carry_the_bases_ci_from_the_score_table():
 
 
 def test_instruction_effect_groups_all_pairs_and_families():
-    scores = scores_table([
-        ("base-a", "D1", "p", 0.20), ("tuned-a1", "D1", "p", 0.25), ("tuned-a2", "D1", "p", 0.22),
-        ("base-b", "D1", "p", 0.10), ("tuned-b", "D1", "p", 0.09),
-    ])
+    scores = scores_table(
+        [
+            ("base-a", "D1", "p", 0.20),
+            ("tuned-a1", "D1", "p", 0.25),
+            ("tuned-a2", "D1", "p", 0.22),
+            ("base-b", "D1", "p", 0.10),
+            ("tuned-b", "D1", "p", 0.09),
+        ]
+    )
     effect = instruction_effect(pair_changes(scores, instruction_pairs(MODELS)), n_resamples=500)
     rows = effect.set_index("family")
     assert rows.loc["all", "n_pairs"] == 3 and rows.loc["fa", "n_pairs"] == 2 and rows.loc["fb", "n_pairs"] == 1
@@ -160,5 +194,7 @@ def test_instruction_effect_groups_all_pairs_and_families():
     assert rows.loc["fa", "pct_change"] == pytest.approx(100 * (0.235 / 0.20 - 1))
     assert rows.loc["all", "n_improved"] == 2
     # One base: no CI, no test, and p_min says none was possible.
-    assert np.isnan(rows.loc["fa", "ci_low"]) and np.isnan(rows.loc["fa", "p_value"]) and np.isnan(rows.loc["fa", "p_min"])
+    assert (
+        np.isnan(rows.loc["fa", "ci_low"]) and np.isnan(rows.loc["fa", "p_value"]) and np.isnan(rows.loc["fa", "p_min"])
+    )
     assert rows.loc["all", "p_min"] == pytest.approx(0.5) and not rows.loc["all", "can_reach_alpha"]

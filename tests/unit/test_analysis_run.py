@@ -28,14 +28,25 @@ def synthetic_models(n_bases: int = 4) -> dict[str, dict]:
     for i in range(n_bases):
         size = 10 ** (8 + 0.5 * i)
         family = "fa" if i % 2 else "fb"
-        models[f"base{i}"] = {"family": family, "parameters": size, "instruction_tuned": False, "base": None,
-                              "metadata": {"nwp_loss": 3.0 - 0.2 * i}}
+        models[f"base{i}"] = {
+            "family": family,
+            "parameters": size,
+            "instruction_tuned": False,
+            "base": None,
+            "metadata": {"nwp_loss": 3.0 - 0.2 * i},
+        }
         for j in range(2):
             models[f"tuned{i}{j}"] = {
-                "family": family, "parameters": size, "instruction_tuned": True, "base": f"base{i}",
-                "metadata": {"mmlu": 0.3 + 0.05 * i + rng.normal(0, 0.02), "bbh": 0.25 + rng.normal(0, 0.05),
-                             "nwp_loss": 3.0 - 0.2 * i,
-                             "bbh_categories": {"world_knowledge": 0.2 + 0.04 * i + rng.normal(0, 0.02)}},
+                "family": family,
+                "parameters": size,
+                "instruction_tuned": True,
+                "base": f"base{i}",
+                "metadata": {
+                    "mmlu": 0.3 + 0.05 * i + rng.normal(0, 0.02),
+                    "bbh": 0.25 + rng.normal(0, 0.05),
+                    "nwp_loss": 3.0 - 0.2 * i,
+                    "bbh_categories": {"world_knowledge": 0.2 + 0.04 * i + rng.normal(0, 0.02)},
+                },
             }
     return models
 
@@ -69,16 +80,72 @@ def analyzed(tmp_path_factory):
 def test_analyze_writes_every_table_with_documented_columns(analyzed):
     *_, out = analyzed
     required = {
-        "instruction_effect.tsv": ["protocol", "alignment", "dataset", "family", "n_pairs", "n_bases", "mean_change",
-                                   "change_ci_low", "change_ci_high", "pct_change", "ci_low", "ci_high", "pct_note",
-                                   "pct_change_paper", "p_value", "p_min", "can_reach_alpha", "p_fdr", "n_improved"],
-        "correlations.tsv": ["protocol", "alignment", "dataset", "property", "models", "n", "pearson_r", "p_value",
-                             "p_min", "can_reach_alpha", "p_fdr", "spearman_r", "spearman_p", "ci_low", "ci_high"],
-        "partial_correlations.tsv": ["protocol", "alignment", "dataset", "property", "partial_r", "p_value", "p_min",
-                                     "can_reach_alpha", "p_fdr"],
-        "family_correlations.tsv": ["protocol", "alignment", "dataset", "property", "models", "method", "family",
-                                    "covariates", "n", "n_families", "pearson_r", "p_value", "p_min", "can_reach_alpha",
-                                    "p_fdr"],
+        "instruction_effect.tsv": [
+            "protocol",
+            "alignment",
+            "dataset",
+            "family",
+            "n_pairs",
+            "n_bases",
+            "mean_change",
+            "change_ci_low",
+            "change_ci_high",
+            "pct_change",
+            "ci_low",
+            "ci_high",
+            "pct_note",
+            "pct_change_paper",
+            "p_value",
+            "p_min",
+            "can_reach_alpha",
+            "p_fdr",
+            "n_improved",
+        ],
+        "correlations.tsv": [
+            "protocol",
+            "alignment",
+            "dataset",
+            "property",
+            "models",
+            "n",
+            "pearson_r",
+            "p_value",
+            "p_min",
+            "can_reach_alpha",
+            "p_fdr",
+            "spearman_r",
+            "spearman_p",
+            "ci_low",
+            "ci_high",
+        ],
+        "partial_correlations.tsv": [
+            "protocol",
+            "alignment",
+            "dataset",
+            "property",
+            "partial_r",
+            "p_value",
+            "p_min",
+            "can_reach_alpha",
+            "p_fdr",
+        ],
+        "family_correlations.tsv": [
+            "protocol",
+            "alignment",
+            "dataset",
+            "property",
+            "models",
+            "method",
+            "family",
+            "covariates",
+            "n",
+            "n_families",
+            "pearson_r",
+            "p_value",
+            "p_min",
+            "can_reach_alpha",
+            "p_fdr",
+        ],
         "instruction_pairs.tsv": ["protocol", "alignment", "dataset", "model", "base", "change", "pct_change"],
         "comparison_with_published.tsv": ["alignment", "model", "dataset", "ours", "published", "difference"],
     }
@@ -91,7 +158,9 @@ def test_analyze_writes_every_table_with_documented_columns(analyzed):
 def test_instruction_effect_matches_a_direct_computation(analyzed):
     _, brain, _, out = analyzed
     effect = read_tsv(out / "instruction_effect.tsv")
-    row = effect.query("protocol == 'aw2024' and alignment == 'brain' and dataset == 'average' and family == 'all'").iloc[0]
+    row = effect.query(
+        "protocol == 'aw2024' and alignment == 'brain' and dataset == 'average' and family == 'all'"
+    ).iloc[0]
     average = brain[brain["protocol"] == "aw2024"].groupby("model")["score"].mean()
     tuned = [m for m in average.index if m.startswith("tuned")]
     bases = [f"base{m[5]}" for m in tuned]
@@ -124,8 +193,10 @@ def test_correlations_match_scipy_and_fdr_covers_the_family(analyzed):
     assert set(sizes.loc[sizes["property"] == "mmlu", "models"]) == {"instruction_tuned"}
     assert set(sizes.loc[sizes["property"] == "log10_parameters", "models"]) == {"instruction_tuned", "all"}
     # One FDR family per protocol: every p-value of every table of the analysis.
-    tables = [read_tsv(out / f"{name}.tsv").query("protocol == 'robust'")
-              for name in ("instruction_effect", "correlations", "partial_correlations", "family_correlations")]
+    tables = [
+        read_tsv(out / f"{name}.tsv").query("protocol == 'robust'")
+        for name in ("instruction_effect", "correlations", "partial_correlations", "family_correlations")
+    ]
     pooled = pd.concat([table[["p_value", "p_fdr"]] for table in tables]).dropna(subset=["p_value"])
     assert pooled["p_fdr"].to_numpy() == pytest.approx(stats.false_discovery_control(pooled["p_value"]))
     assert (correlations["p_min"] == 0).all() and correlations["can_reach_alpha"].all()
@@ -189,9 +260,23 @@ def run_cli(argv: list[str]) -> None:
 
 
 def test_cli_reanalysis_of_published_numbers_reproduces_the_paper(tmp_path):
-    run_cli(["analyze", "--models", str(PUBLISHED_DIR / "models.yaml"), "--suite", "paper",
-             "--brain-scores", str(PUBLISHED_DIR / "brain.tsv"), "--behavior-scores", str(PUBLISHED_DIR / "behavior.tsv"),
-             "--out", str(tmp_path), "--n-resamples", "500"])
+    run_cli(
+        [
+            "analyze",
+            "--models",
+            str(PUBLISHED_DIR / "models.yaml"),
+            "--suite",
+            "paper",
+            "--brain-scores",
+            str(PUBLISHED_DIR / "brain.tsv"),
+            "--behavior-scores",
+            str(PUBLISHED_DIR / "behavior.tsv"),
+            "--out",
+            str(tmp_path),
+            "--n-resamples",
+            "500",
+        ]
+    )
     effect = read_tsv(tmp_path / "instruction_effect.tsv").query("alignment == 'brain' and family == 'all'")
     correlations = read_tsv(tmp_path / "correlations.tsv").query("alignment == 'brain' and dataset == 'average'")
     mmlu = correlations.query("property == 'mmlu'").iloc[0]
@@ -210,14 +295,40 @@ def test_cli_pair_tests_join_the_fdr_family_and_the_summary(tmp_path):
     from brainalign.encoding.columns import PAIR_TEST_COLUMNS
 
     row = dict.fromkeys(PAIR_TEST_COLUMNS, 0.1) | {
-        "protocol": "aw2024", "dataset": "pereira2018", "model": "flan-t5-xl", "base": "t5-xl", "group_by": "subject",
-        "n_groups": 10, "n_neuroids": 100, "p_value": 0.004, "p_min": 0.002, "can_reach_alpha": True}
+        "protocol": "aw2024",
+        "dataset": "pereira2018",
+        "model": "flan-t5-xl",
+        "base": "t5-xl",
+        "group_by": "subject",
+        "n_groups": 10,
+        "n_neuroids": 100,
+        "p_value": 0.004,
+        "p_min": 0.002,
+        "can_reach_alpha": True,
+    }
     pairs = tmp_path / "brain_pairs.tsv"
     pd.DataFrame([row], columns=PAIR_TEST_COLUMNS).to_csv(pairs, sep="\t", index=False)
-    run_cli(["analyze", "--models", str(PUBLISHED_DIR / "models.yaml"), "--suite", "paper",
-             "--brain-scores", str(PUBLISHED_DIR / "brain.tsv"), "--behavior-scores", str(PUBLISHED_DIR / "behavior.tsv"),
-             "--out", str(tmp_path / "out"), "--n-resamples", "200", "--pair-tests", str(pairs),
-             "--summary", str(tmp_path / "summary.md")])
+    run_cli(
+        [
+            "analyze",
+            "--models",
+            str(PUBLISHED_DIR / "models.yaml"),
+            "--suite",
+            "paper",
+            "--brain-scores",
+            str(PUBLISHED_DIR / "brain.tsv"),
+            "--behavior-scores",
+            str(PUBLISHED_DIR / "behavior.tsv"),
+            "--out",
+            str(tmp_path / "out"),
+            "--n-resamples",
+            "200",
+            "--pair-tests",
+            str(pairs),
+            "--summary",
+            str(tmp_path / "summary.md"),
+        ]
+    )
     tested = read_tsv(tmp_path / "out" / "instruction_pair_tests.tsv")
     assert tested["p_fdr"].iloc[0] >= 0.004 and tested["model"].iloc[0] == "flan-t5-xl"
     assert "flan-t5-xl" in (tmp_path / "summary.md").read_text()
@@ -225,8 +336,21 @@ def test_cli_pair_tests_join_the_fdr_family_and_the_summary(tmp_path):
 
 def test_cli_refuses_an_unknown_suite(tmp_path):
     with pytest.raises(ConfigError, match="no suite 'nonexistent'"):
-        run_cli(["analyze", "--models", str(PUBLISHED_DIR / "models.yaml"), "--suite", "nonexistent",
-                 "--brain-scores", "b.tsv", "--behavior-scores", "h.tsv", "--out", str(tmp_path)])
+        run_cli(
+            [
+                "analyze",
+                "--models",
+                str(PUBLISHED_DIR / "models.yaml"),
+                "--suite",
+                "nonexistent",
+                "--brain-scores",
+                "b.tsv",
+                "--behavior-scores",
+                "h.tsv",
+                "--out",
+                str(tmp_path),
+            ]
+        )
 
 
 def test_models_file_needs_models(tmp_path):
@@ -250,9 +374,16 @@ def test_published_average_matches_table_5_average_column():
 
 
 def test_published_averages_cover_only_the_datasets_both_sides_have():
-    ours = pd.DataFrame({"model": "m", "dataset": ["pereira2018", "blank2014"], "protocol": "aw2024", "score": [0.3, 0.2]})
+    ours = pd.DataFrame(
+        {"model": "m", "dataset": ["pereira2018", "blank2014"], "protocol": "aw2024", "score": [0.3, 0.2]}
+    )
     published = pd.DataFrame(
-        {"model": "m", "dataset": ["pereira2018", "blank2014", "wehbe2014"], "protocol": "aw2024", "score": [0.25, 0.2, 0.9]}
+        {
+            "model": "m",
+            "dataset": ["pereira2018", "blank2014", "wehbe2014"],
+            "protocol": "aw2024",
+            "score": [0.25, 0.2, 0.9],
+        }
     )
     comparison = compare_with_published(ours, published, "brain").set_index("dataset")
     assert comparison.loc["average", "ours"] == pytest.approx(0.25)

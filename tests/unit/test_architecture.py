@@ -2,8 +2,9 @@
 
 Stages, from the bottom: shared leaves (errors; then io, stats, config; then provenance),
 the inputs (datasets, models), the measurements (encoding, behavior), the analysis and the
-rehearsal data generator (which plants what the measurements must find), the plots, and on top the entry points (the command-line modules and the workflow's job runner). A module may import its own package or
-any lower rank, never a higher or equal rank of another package; every import counts, those
+rehearsal data generator (which plants what the measurements must find), the plots, and on
+top the entry points (the command-line modules and the workflow's job runner). A module may
+import its own package or any lower rank, never a higher or equal rank of another package; every import counts, those
 inside functions too. Editing a stage's code then cannot change a lower stage's behaviour.
 """
 
@@ -17,13 +18,20 @@ import pytest
 PACKAGE = Path(__file__).resolve().parents[2] / "src" / "brainalign"
 RANK = {
     "errors": 0,
-    "io": 1, "stats": 1, "config": 1,
+    "io": 1,
+    "stats": 1,
+    "config": 1,
     "provenance": 2,
-    "datasets": 3, "models": 3,
-    "encoding": 4, "behavior": 4,
-    "analysis": 5, "rehearsal": 5,
+    "datasets": 3,
+    "models": 3,
+    "encoding": 4,
+    "behavior": 4,
+    "analysis": 5,
+    "rehearsal": 5,
     "plots": 6,
-    "cli": 7, "workflow": 7, "__init__": 7,
+    "cli": 7,
+    "workflow": 7,
+    "__init__": 7,
 }
 
 
@@ -78,7 +86,7 @@ def test_there_is_no_import_circle():
         if module in done:
             return
         if module in visiting:
-            circles.append(visiting[visiting.index(module):] + [module])
+            circles.append(visiting[visiting.index(module) :] + [module])
             return
         visiting.append(module)
         for target in sorted(GRAPH.get(module, ())):
@@ -91,10 +99,13 @@ def test_there_is_no_import_circle():
     assert circles == []
 
 
-@pytest.mark.parametrize(("module", "absent"), [
-    ("brainalign.encoding.pipeline", ("sklearn", "himalaya", "matplotlib", "torch")),
-    ("brainalign.analysis.pipeline", ("matplotlib", "torch", "himalaya")),
-])
+@pytest.mark.parametrize(
+    ("module", "absent"),
+    [
+        ("brainalign.encoding.pipeline", ("sklearn", "himalaya", "matplotlib", "torch")),
+        ("brainalign.analysis.pipeline", ("matplotlib", "torch", "himalaya")),
+    ],
+)
 def test_a_stage_imports_only_what_its_jobs_use(module, absent):
     import subprocess
     import sys

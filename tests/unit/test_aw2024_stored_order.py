@@ -33,8 +33,19 @@ def shuffled_assembly(path, seed: int = 0) -> xr.DataArray:
         for passage in range(n_passages):
             for sentence in range(4):
                 label = f"topic{passage:02d}"
-                rows.append((f"{experiment} {label} sentence {sentence}.", f"{experiment}.{passage}.{sentence}", experiment, passage, label, label))
-    presentations = pd.DataFrame(rows, columns=["sentence", "stimulus_id", "experiment", "passage_index", "passage_label", "passage_category"])
+                rows.append(
+                    (
+                        f"{experiment} {label} sentence {sentence}.",
+                        f"{experiment}.{passage}.{sentence}",
+                        experiment,
+                        passage,
+                        label,
+                        label,
+                    )
+                )
+    presentations = pd.DataFrame(
+        rows, columns=["sentence", "stimulus_id", "experiment", "passage_index", "passage_label", "passage_category"]
+    )
     presentations = presentations.iloc[rng.permutation(len(presentations))].reset_index(drop=True)
     subjects = np.repeat(["s1", "s2", "s3"], 4)
     values = rng.standard_normal((len(presentations), len(subjects)))
@@ -141,7 +152,9 @@ def sklearn_split_r(features: np.ndarray, responses: np.ndarray, ids: np.ndarray
     for train, test in ShuffleSplit(n_splits=10, train_size=0.9, test_size=None, random_state=1).split(features):
         train, test = train[np.argsort(ids[train])], test[np.argsort(ids[test])]
         predicted = LinearRegression().fit(features[train], responses[train]).predict(features[test])
-        r.append([pearsonr(predicted[:, k].astype(np.float64), responses[test, k])[0] for k in range(responses.shape[1])])
+        r.append(
+            [pearsonr(predicted[:, k].astype(np.float64), responses[test, k])[0] for k in range(responses.shape[1])]
+        )
     return np.array(r)
 
 
@@ -160,7 +173,9 @@ def test_float32_and_float64_fits_differ_on_wide_features():
     """The option matters: the two arithmetics disagree beyond the tolerance above."""
     features, responses = wide_case()
     ids = minimal_tables(60, 8, None)[0]["stimulus_id"].to_numpy()
-    difference = np.abs(sklearn_split_r(features, responses, ids) - sklearn_split_r(features.astype(np.float64), responses, ids))
+    difference = np.abs(
+        sklearn_split_r(features, responses, ids) - sklearn_split_r(features.astype(np.float64), responses, ids)
+    )
     assert difference.max() > 1e-4
 
 

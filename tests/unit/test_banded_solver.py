@@ -44,8 +44,16 @@ def fit_both(bands, responses, groups, **settings):
     train, test = grouped_splits(groups, 4)[0]
     inner = grouped_splits(groups[train], 3)
     return [
-        fit_predict_banded([b[train] for b in bands], [b[test] for b in bands], responses[train], np.logspace(-2, 6, 9), inner,
-                           n_iter=10, solver=solver, **settings)
+        fit_predict_banded(
+            [b[train] for b in bands],
+            [b[test] for b in bands],
+            responses[train],
+            np.logspace(-2, 6, 9),
+            inner,
+            n_iter=10,
+            solver=solver,
+            **settings,
+        )
         for solver in ("himalaya", "eigh")
     ]
 
@@ -53,10 +61,14 @@ def fit_both(bands, responses, groups, **settings):
 def test_eigh_solver_makes_himalayas_choices_and_predictions():
     bands, responses, groups = banded_problem(np.random.default_rng(0))
     reference, fast = fit_both(bands, responses, groups)
-    same = np.isclose(reference.alphas, fast.alphas) & np.isclose(reference.band_weights, fast.band_weights, atol=1e-5).all(0)
+    same = np.isclose(reference.alphas, fast.alphas) & np.isclose(
+        reference.band_weights, fast.band_weights, atol=1e-5
+    ).all(0)
     assert same.mean() >= 1 - TOLERANCE["fraction_neuroid_scores_differing"]
     scale = np.abs(reference.predictions).max()
-    np.testing.assert_allclose(fast.band_predictions[:, :, same], reference.band_predictions[:, :, same], atol=1e-3 * scale)
+    np.testing.assert_allclose(
+        fast.band_predictions[:, :, same], reference.band_predictions[:, :, same], atol=1e-3 * scale
+    )
     np.testing.assert_allclose(fast.inner_scores[same], reference.inner_scores[same], atol=NEUROID_SCORE_DIFFERENCE)
 
 
@@ -83,8 +95,15 @@ def test_penalties_below_a_negative_eigenvalue_are_excluded_as_himalaya_excludes
     alphas = np.logspace(-5, 1, 7)
     with himalaya_backend("numpy"):  # other tests may leave another backend set
         ours = _validation_resolvent(kernel, train, validation, alphas)
-        reference, _ = next(_decompose_kernel_ridge(kernel[np.ix_(train, train)], alphas, kernel[np.ix_(validation, train)],
-                                                    negative_eigenvalues="nan", n_alphas_batch=len(alphas)))
+        reference, _ = next(
+            _decompose_kernel_ridge(
+                kernel[np.ix_(train, train)],
+                alphas,
+                kernel[np.ix_(validation, train)],
+                negative_eigenvalues="nan",
+                n_alphas_batch=len(alphas),
+            )
+        )
         responses = rng.standard_normal((30, 4))
         scores = _r2_over_penalties(ours, responses[train], responses[validation])
     excluded = np.isnan(reference[:, 0, 0])
@@ -97,11 +116,16 @@ def test_penalties_below_a_negative_eigenvalue_are_excluded_as_himalaya_excludes
 def planted_sentences(rng: np.random.Generator, n_passages: int = 24, per_passage: int = 4, n_neuroids: int = 30):
     n = n_passages * per_passage
     passages = np.repeat([f"p{g:02d}" for g in range(n_passages)], per_passage)
-    stimuli = pd.DataFrame({
-        "stimulus_id": [f"s{i}" for i in range(n)], "context_group": passages,
-        "position": np.tile(np.arange(per_passage), n_passages), "text": "a few words",
-        "cv_group": passages, "partition": "all",
-    })
+    stimuli = pd.DataFrame(
+        {
+            "stimulus_id": [f"s{i}" for i in range(n)],
+            "context_group": passages,
+            "position": np.tile(np.arange(per_passage), n_passages),
+            "text": "a few words",
+            "cv_group": passages,
+            "partition": "all",
+        }
+    )
     features = rng.standard_normal((n, 200))
     responses = features[:, :8] @ rng.standard_normal((8, n_neuroids)) + rng.standard_normal((n, n_neuroids))
     neuroids = pd.DataFrame({"neuroid_id": [f"n{i}" for i in range(n_neuroids)], "subject": "s1", "roi": "lang"})
@@ -111,7 +135,9 @@ def planted_sentences(rng: np.random.Generator, n_passages: int = 24, per_passag
 @pytest.mark.parametrize("controls", [[], ["length", "position", "oasm"]])
 def test_robust_fits_with_either_solver_agree_within_the_benchmarks_tolerance(controls):
     data = planted_sentences(np.random.default_rng(3))
-    before, after = (fit_robust(*data, {**FAST, "controls": controls, "solver": solver}) for solver in ("himalaya", "eigh"))
+    before, after = (
+        fit_robust(*data, {**FAST, "controls": controls, "solver": solver}) for solver in ("himalaya", "eigh")
+    )
     differences = compare_fits(before, after)
     assert all(differences[key] <= limit for key, limit in TOLERANCE.items()), differences
     assert after.score > 0.05  # the planted signal is found, so the comparison is not between two empty fits

@@ -30,7 +30,9 @@ def synthetic_corpus(n_stories=6, sentences_per_story=40, words_per_sentence=10,
         }
     )
     stimuli["word_in_sentence"] = np.tile(np.arange(1, words_per_sentence + 1), n // words_per_sentence)
-    surprisal = pd.DataFrame({"stimulus_id": stimuli["stimulus_id"], "surprisal_bits": rng.gamma(4.0, 2.0, n), "n_tokens": 1})
+    surprisal = pd.DataFrame(
+        {"stimulus_id": stimuli["stimulus_id"], "surprisal_bits": rng.gamma(4.0, 2.0, n), "n_tokens": 1}
+    )
     surprisal.loc[stimuli["position"] == 0, "surprisal_bits"] = np.nan
     return stimuli, surprisal
 
@@ -42,7 +44,13 @@ def planted_readers(stimuli, surprisal, n_readers, beta, noise_sd, seed=1, missi
     offsets = rng.normal(0, 30, n_readers)
     times = 300 + signal[:, None] + offsets[None, :] + rng.normal(0, noise_sd, (len(stimuli), n_readers))
     times[rng.random(times.shape) < missing] = np.nan
-    readers = pd.DataFrame({"neuroid_id": [f"r{j}" for j in range(n_readers)], "subject": [f"r{j}" for j in range(n_readers)], "roi": "reader"})
+    readers = pd.DataFrame(
+        {
+            "neuroid_id": [f"r{j}" for j in range(n_readers)],
+            "subject": [f"r{j}" for j in range(n_readers)],
+            "roi": "reader",
+        }
+    )
     return times, readers, signal
 
 
@@ -84,21 +92,27 @@ def test_cross_validated_fit_matches_sklearn():
         model = LinearRegression().fit(features[~test], target[~test])
         np.testing.assert_allclose(predicted[test], model.predict(features[test]), rtol=1e-8)
         sd = np.sqrt(np.mean((target[~test] - model.predict(features[~test])) ** 2))
-        np.testing.assert_allclose(loglik[test], stats.norm.logpdf(target[test], model.predict(features[test]), sd), rtol=1e-8)
+        np.testing.assert_allclose(
+            loglik[test], stats.norm.logpdf(target[test], model.predict(features[test]), sd), rtol=1e-8
+        )
 
 
 def test_scores_recover_planted_surprisal_effect():
     stimuli, surprisal = synthetic_corpus(n_stories=8)
     n_readers, noise_sd, beta = 30, 120.0, 4.0
     times, readers, _ = planted_readers(stimuli, surprisal, n_readers, beta, noise_sd)
-    result = rt.score_reading_times(surprisal, stimuli, times, readers, {"alignment": "synthetic", "n_bootstrap": 300}).set_index("protocol")
+    result = rt.score_reading_times(
+        surprisal, stimuli, times, readers, {"alignment": "synthetic", "n_bootstrap": 300}
+    ).set_index("protocol")
     # aw2024: the independent computation (scipy on the mean over readers, sentence starts dropped).
     keep = stimuli["word_in_sentence"].to_numpy() != 1
     expected_r = stats.pearsonr(surprisal["surprisal_bits"].to_numpy()[keep], times.mean(axis=1)[keep])[0]
     assert result.loc["aw2024", "r"] == pytest.approx(expected_r, rel=1e-9)
     assert result.loc["aw2024", "n_words"] == keep.sum()
     assert result.loc["aw2024", "ci_low"] < result.loc["aw2024", "score"] < result.loc["aw2024", "ci_high"]
-    assert result.loc["aw2024", "normalized_score"] == pytest.approx(result.loc["aw2024", "score"] / result.loc["aw2024", "ceiling"])
+    assert result.loc["aw2024", "normalized_score"] == pytest.approx(
+        result.loc["aw2024", "score"] / result.loc["aw2024", "ceiling"]
+    )
     assert np.isnan(result.loc["regression", "normalized_score"])  # a gain in r has no ceiling
     # regression: the mean over readers has noise variance noise^2/n; without the surprisal terms the
     # residual variance grows by beta^2 var(surprisal) (surprisal is independent of the controls).
@@ -113,7 +127,11 @@ def test_scores_recover_planted_surprisal_effect():
 def test_regression_finds_no_gain_without_effect():
     stimuli, surprisal = synthetic_corpus(n_stories=8)
     times, readers, _ = planted_readers(stimuli, surprisal, 30, beta=0.0, noise_sd=120.0)
-    row = rt.score_reading_times(surprisal, stimuli, times, readers, {"n_bootstrap": 300}).set_index("protocol").loc["regression"]
+    row = (
+        rt.score_reading_times(surprisal, stimuli, times, readers, {"n_bootstrap": 300})
+        .set_index("protocol")
+        .loc["regression"]
+    )
     assert row["delta_loglik"] < 0.005
     assert row["delta_loglik_ci_low"] < 0.002
     assert row["p_value"] > 0.001
@@ -125,7 +143,9 @@ def test_paper_surprisal_feeds_the_aw2024_score_only():
     noise = surprisal.assign(surprisal_bits=np.random.default_rng(5).normal(size=len(surprisal)))
     options = {"n_bootstrap": 20}
     alone = rt.score_reading_times(surprisal, stimuli, times, readers, options).set_index("protocol")
-    paired = rt.score_reading_times(surprisal, stimuli, times, readers, options, paper_surprisal=noise).set_index("protocol")
+    paired = rt.score_reading_times(surprisal, stimuli, times, readers, options, paper_surprisal=noise).set_index(
+        "protocol"
+    )
     assert paired.loc["regression", "score"] == alone.loc["regression", "score"]
     noise_alone = rt.score_reading_times(noise, stimuli, times, readers, options).set_index("protocol")
     assert paired.loc["aw2024", "score"] == noise_alone.loc["aw2024", "score"] != alone.loc["aw2024", "score"]
@@ -144,7 +164,9 @@ def test_mixed_effects_recovers_planted_effect():
     stimuli, surprisal = synthetic_corpus(n_stories=3, sentences_per_story=10)
     noise_sd, beta = 60.0, 5.0
     times, readers, _ = planted_readers(stimuli, surprisal, 8, beta, noise_sd)
-    result = rt.score_reading_times(surprisal, stimuli, times, readers, {"mixed_effects": True, "n_bootstrap": 50}).set_index("protocol")
+    result = rt.score_reading_times(
+        surprisal, stimuli, times, readers, {"mixed_effects": True, "n_bootstrap": 50}
+    ).set_index("protocol")
     row = result.loc["regression_mixed"]
     expected = 0.5 * np.log((noise_sd**2 + beta**2 * np.nanvar(surprisal["surprisal_bits"])) / noise_sd**2)
     assert row["delta_loglik"] == pytest.approx(expected, rel=0.15)
@@ -157,7 +179,9 @@ def test_sentence_column_option_changes_first_word_rule():
     stimuli["paragraph"] = stimuli["sentence_id"] // 4
     times, readers, _ = planted_readers(stimuli, surprisal, 6, beta=4.0, noise_sd=50.0)
     by_sentence = rt.score_reading_times(surprisal, stimuli, times, readers, {"n_bootstrap": 20})
-    by_paragraph = rt.score_reading_times(surprisal, stimuli, times, readers, {"n_bootstrap": 20, "sentence_column": "paragraph"})
+    by_paragraph = rt.score_reading_times(
+        surprisal, stimuli, times, readers, {"n_bootstrap": 20, "sentence_column": "paragraph"}
+    )
     assert by_sentence.loc[0, "n_words"] == len(stimuli) - stimuli["sentence_id"].nunique()
     assert by_paragraph.loc[0, "n_words"] == len(stimuli) - stimuli["paragraph"].nunique()
 
@@ -185,11 +209,28 @@ def test_pipeline_step_matches_direct_scoring(tmp_path):
     times, readers, _ = planted_readers(stimuli, surprisal, 6, beta=4.0, noise_sd=50.0)
     io.write_stimuli(tmp_path / "s.parquet", stimuli, {"dataset": "synthetic"})
     checksum = io.stimuli_checksum(tmp_path / "s.parquet")
-    io.write_surprisal(tmp_path / "p.parquet", surprisal.iloc[::-1],
-                       {"model": "m", "stimuli_sha256": checksum, "readout": "unit", "context_policy": "windows"})
+    io.write_surprisal(
+        tmp_path / "p.parquet",
+        surprisal.iloc[::-1],
+        {"model": "m", "stimuli_sha256": checksum, "readout": "unit", "context_policy": "windows"},
+    )
     order = np.random.default_rng(0).permutation(len(stimuli))  # responses in another row order
-    io.write_responses(tmp_path / "r.parquet", stimuli["stimulus_id"].to_numpy()[order], times[order], readers, {"alignment": "synthetic"})
-    fit_reading_times("m", "d", tmp_path / "p.parquet", tmp_path / "s.parquet", tmp_path / "r.parquet", {"n_bootstrap": 30}, tmp_path / "out.tsv")
+    io.write_responses(
+        tmp_path / "r.parquet",
+        stimuli["stimulus_id"].to_numpy()[order],
+        times[order],
+        readers,
+        {"alignment": "synthetic"},
+    )
+    fit_reading_times(
+        "m",
+        "d",
+        tmp_path / "p.parquet",
+        tmp_path / "s.parquet",
+        tmp_path / "r.parquet",
+        {"n_bootstrap": 30},
+        tmp_path / "out.tsv",
+    )
     direct = rt.score_reading_times(surprisal, stimuli, times, readers, {"n_bootstrap": 30, "alignment": "synthetic"})
     written = io.read_tsv(tmp_path / "out.tsv")
     np.testing.assert_allclose(written["score"], direct["score"], rtol=1e-6)
@@ -208,8 +249,16 @@ def test_each_behavior_row_names_the_surprisal_it_read(tmp_path):
     for readout in ("aw2024", "unit"):
         io.write_surprisal(tmp_path / f"{readout}.parquet", surprisal, {"stimuli_sha256": checksum, "readout": readout})
     io.write_responses(tmp_path / "r.parquet", stimuli["stimulus_id"].to_numpy(), times, readers, {})
-    fit_reading_times("m", "d", tmp_path / "unit.parquet", tmp_path / "s.parquet", tmp_path / "r.parquet", {"n_bootstrap": 0},
-                      tmp_path / "out.tsv", paper_surprisal_path=tmp_path / "aw2024.parquet")
+    fit_reading_times(
+        "m",
+        "d",
+        tmp_path / "unit.parquet",
+        tmp_path / "s.parquet",
+        tmp_path / "r.parquet",
+        {"n_bootstrap": 0},
+        tmp_path / "out.tsv",
+        paper_surprisal_path=tmp_path / "aw2024.parquet",
+    )
     written = io.read_tsv(tmp_path / "out.tsv").set_index("protocol")
     assert written.loc["aw2024", "surprisal_readout"] == "aw2024"
     assert written.loc["regression", "surprisal_readout"] == "unit"

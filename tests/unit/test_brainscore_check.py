@@ -34,7 +34,10 @@ def test_the_suite_plans_the_three_pinned_scores(config):
     assert checks[0]["ceiling"] == "results/ceiling/aw2024/pereira2018.parquet"
     assert checks[1]["behavior"] == "results/behavior/futrell2018/distilgpt2.tsv"
     assert {(p.model, p.expected) for p in PINNED} == {
-        ("distilgpt2", PEREIRA_243), ("distilgpt2", 0.36144805), ("gpt2-xl", 0.31825621)}
+        ("distilgpt2", PEREIRA_243),
+        ("distilgpt2", 0.36144805),
+        ("gpt2-xl", 0.31825621),
+    }
 
 
 def test_a_neural_check_needs_the_committed_layer(config):
@@ -51,14 +54,26 @@ def stand_in_scores(folder: Path, raw_243: float, ceiling_243: float, futrell: d
     io.write_table(fit, pd.DataFrame({"neuroid_id": ["n"]}), io.provenance(layer=6, details={"partitions": partitions}))
     summary = {"partitions": {"243sentences": {"ceiling": ceiling_243}, "384sentences": {"ceiling": 0.4}}}
     io.write_table(ceiling, pd.DataFrame({"ceiling": [ceiling_243]}), io.provenance(summary=summary))
-    checks = [{"model": "distilgpt2", "benchmark": "Pereira2018.243sentences-linear", "dataset": "pereira2018",
-               "partition": "243sentences", "fit": str(fit), "ceiling": str(ceiling)}]
+    checks = [
+        {
+            "model": "distilgpt2",
+            "benchmark": "Pereira2018.243sentences-linear",
+            "dataset": "pereira2018",
+            "partition": "243sentences",
+            "fit": str(fit),
+            "ceiling": str(ceiling),
+        }
+    ]
     for model, (score, ceiling_value) in futrell.items():
         path = folder / f"{model}.tsv"
-        rows = [{"protocol": "aw2024", "score": score, "ceiling": ceiling_value},
-                {"protocol": "robust", "score": 0.01, "ceiling": float("nan")}]
+        rows = [
+            {"protocol": "aw2024", "score": score, "ceiling": ceiling_value},
+            {"protocol": "robust", "score": 0.01, "ceiling": float("nan")},
+        ]
         io.write_tsv(path, pd.DataFrame(rows))
-        checks.append({"model": model, "benchmark": "Futrell2018-pearsonr", "dataset": "futrell2018", "behavior": str(path)})
+        checks.append(
+            {"model": model, "benchmark": "Futrell2018-pearsonr", "dataset": "futrell2018", "behavior": str(path)}
+        )
     return checks
 
 

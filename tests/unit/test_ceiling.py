@@ -23,8 +23,12 @@ def simulate_subjects(n_stimuli=100, n_subjects=6, n_voxels=8, n_latent=3, noise
     signal = (signal - signal.mean(0)) / signal.std(0)
     responses = signal + noise * rng.standard_normal(signal.shape)
     stimuli = pd.DataFrame({"stimulus_id": [f"s{i}" for i in range(n_stimuli)], "partition": "all"})
-    neuroids = pd.DataFrame({"neuroid_id": [f"n{i}" for i in range(signal.shape[1])],
-                             "subject": np.repeat([f"S{k}" for k in range(n_subjects)], n_voxels)})
+    neuroids = pd.DataFrame(
+        {
+            "neuroid_id": [f"n{i}" for i in range(signal.shape[1])],
+            "subject": np.repeat([f"S{k}" for k in range(n_subjects)], n_voxels),
+        }
+    )
     return responses, stimuli, pd.DataFrame({"stimulus_id": stimuli["stimulus_id"]}), neuroids
 
 
@@ -118,12 +122,25 @@ def test_the_ceiling_stage_reads_published_ceilings_instead_of_computing(tmp_pat
     from brainalign import io
     from brainalign.encoding.pipeline import ceiling_value, compute_ceiling
 
-    stimuli = pd.DataFrame({"stimulus_id": ["a", "b"], "context_group": "g", "position": [0, 1], "text": ["x", "y"],
-                            "cv_group": "g", "partition": "all"})
+    stimuli = pd.DataFrame(
+        {
+            "stimulus_id": ["a", "b"],
+            "context_group": "g",
+            "position": [0, 1],
+            "text": ["x", "y"],
+            "cv_group": "g",
+            "partition": "all",
+        }
+    )
     io.write_stimuli(tmp_path / "stimuli.parquet", stimuli, {})
     neuroids = pd.DataFrame({"neuroid_id": ["n0"], "subject": ["s0"], "roi": ["lang"]})
     io.write_responses(tmp_path / "responses.parquet", stimuli["stimulus_id"], np.zeros((2, 1)), neuroids, {})
     xr.DataArray(0.3).to_netcdf(tmp_path / "ceiling.nc")
-    compute_ceiling("aw2024", tmp_path / "stimuli.parquet", tmp_path / "responses.parquet",
-                    {"published": {"all": str(tmp_path / "ceiling.nc")}}, tmp_path / "out.parquet")
+    compute_ceiling(
+        "aw2024",
+        tmp_path / "stimuli.parquet",
+        tmp_path / "responses.parquet",
+        {"published": {"all": str(tmp_path / "ceiling.nc")}},
+        tmp_path / "out.parquet",
+    )
     assert ceiling_value(tmp_path / "out.parquet") == (pytest.approx(0.3), "r")

@@ -36,7 +36,14 @@ def test_paper_suite_matches_the_paper(raw_config):
     assert len(models) == 25
     assert sum(block["instruction_tuned"] for block in models.values()) == 17
     assert {block["base"] for block in models.values() if block["instruction_tuned"]} == {
-        "t5-small", "t5-base", "t5-large", "t5-xl", "t5-xxl", "llama-7b", "llama-13b", "llama-33b"
+        "t5-small",
+        "t5-base",
+        "t5-large",
+        "t5-xl",
+        "t5-xxl",
+        "llama-7b",
+        "llama-13b",
+        "llama-33b",
     }
     assert models["flan-t5-xxl"]["metadata"]["mmlu"] == pytest.approx(0.545)
     assert set(suite_datasets(config, "paper")) == {"pereira2018", "blank2014", "wehbe2014", "futrell2018"}
@@ -44,14 +51,30 @@ def test_paper_suite_matches_the_paper(raw_config):
 
 # The layers the Brain-Score fork's registrations commit to (0-based block or layer index).
 FORK_COMMITTED = {
-    "t5-small": ("decoder", 6), "t5-base": ("encoder", 9), "t5-large": ("encoder", 17), "t5-xl": ("decoder", 2),
-    "t5-xxl": ("decoder", 0), "flan-t5-small": ("encoder", 7), "flan-t5-base": ("decoder", 7),
-    "flan-t5-large": ("encoder", 18), "flan-t5-xl": ("decoder", 2), "flan-t5-xxl": ("decoder", 0),
-    "flan-alpaca-base": ("encoder", 11), "flan-alpaca-large": ("encoder", 19), "flan-alpaca-xl": ("decoder", 5),
-    "flan-alpaca-xxl": ("decoder", 0), "flan-gpt4all-xl": ("decoder", 2), "flan-sharegpt-xl": ("decoder", 5),
-    "flan-alpaca-gpt4-xl": ("decoder", 2), "llama-7b": ("layers", 29), "alpaca-7b": ("layers", 29),
-    "vicuna-7b": ("layers", 28), "llama-13b": ("layers", 33), "vicuna-13b": ("layers", 33),
-    "llama-33b": ("layers", 53), "vicuna-33b": ("layers", 52),
+    "t5-small": ("decoder", 6),
+    "t5-base": ("encoder", 9),
+    "t5-large": ("encoder", 17),
+    "t5-xl": ("decoder", 2),
+    "t5-xxl": ("decoder", 0),
+    "flan-t5-small": ("encoder", 7),
+    "flan-t5-base": ("decoder", 7),
+    "flan-t5-large": ("encoder", 18),
+    "flan-t5-xl": ("decoder", 2),
+    "flan-t5-xxl": ("decoder", 0),
+    "flan-alpaca-base": ("encoder", 11),
+    "flan-alpaca-large": ("encoder", 19),
+    "flan-alpaca-xl": ("decoder", 5),
+    "flan-alpaca-xxl": ("decoder", 0),
+    "flan-gpt4all-xl": ("decoder", 2),
+    "flan-sharegpt-xl": ("decoder", 5),
+    "flan-alpaca-gpt4-xl": ("decoder", 2),
+    "llama-7b": ("layers", 29),
+    "alpaca-7b": ("layers", 29),
+    "vicuna-7b": ("layers", 28),
+    "llama-13b": ("layers", 33),
+    "vicuna-13b": ("layers", 33),
+    "llama-33b": ("layers", 53),
+    "vicuna-33b": ("layers", 52),
 }
 
 
@@ -83,13 +106,22 @@ def test_every_schema_key_has_a_description():
 @pytest.mark.parametrize(
     ("edit", "expected"),
     [
-        (lambda c: c["models"]["tiny-t5"].update(n_layer=4), ["models.tiny-t5", "'n_layer'", "did you mean 'n_layers'"]),
+        (
+            lambda c: c["models"]["tiny-t5"].update(n_layer=4),
+            ["models.tiny-t5", "'n_layer'", "did you mean 'n_layers'"],
+        ),
         (lambda c: c["models"]["tiny-t5"].update(kind="casual"), ["models.tiny-t5.kind", "'causal', 'seq2seq'"]),
         (lambda c: c["models"]["tiny-t5"].update(n_layers="four"), ["models.tiny-t5.n_layers", "integer"]),
         (lambda c: c.update(suite="papr"), ["suite: 'papr'", "demo, brainscore-check, paper"]),
-        (lambda c: c["suites"]["demo"]["models"].append("gemma-270m"), ["suites.demo.models", "did you mean 'gemma-3-270m'"]),
+        (
+            lambda c: c["suites"]["demo"]["models"].append("gemma-270m"),
+            ["suites.demo.models", "did you mean 'gemma-3-270m'"],
+        ),
         (lambda c: c["models"]["vicuna-7b"].update(base="lama-7b"), ["models.vicuna-7b.base", "'lama-7b'"]),
-        (lambda c: c["datasets"]["demo-passages"].update(reader="pereira"), ["datasets.demo-passages.reader", "'pereira2018'"]),
+        (
+            lambda c: c["datasets"]["demo-passages"].update(reader="pereira"),
+            ["datasets.demo-passages.reader", "'pereira2018'"],
+        ),
         (lambda c: c["protocols"].update(robus={}), ["protocols", "did you mean 'robust'"]),
     ],
 )
@@ -114,9 +146,15 @@ def test_protocol_defaults_in_the_schema_equal_the_librarys(raw_config):
     # readout picks the activation file the fits read; published_ceilings picks the ceiling's source
     not_fit_options = ("toneva", "ceiling", "readout", "published_ceilings")
     assert {k: v for k, v in protocols["aw2024"].items() if k not in not_fit_options} == {
-        k: v for k, v in aw2024.DEFAULTS.items() if k != "time_series"  # a dataset fact, not a setting
+        k: v
+        for k, v in aw2024.DEFAULTS.items()
+        if k != "time_series"  # a dataset fact, not a setting
     }
-    library = {key: spec for key, spec in robust.OPTIONS_SCHEMA["properties"].items() if key not in ("time_series", "permutation", "cv_groups")}
+    library = {
+        key: spec
+        for key, spec in robust.OPTIONS_SCHEMA["properties"].items()
+        if key not in ("time_series", "permutation", "cv_groups")
+    }
     schema = yaml.safe_load((REPO / "workflow" / "schemas" / "config.schema.yaml").read_text())
     robust_schema = dict(schema["properties"]["protocols"]["properties"]["robust"]["properties"])
     robust_schema.pop("readout")  # it picks the activation file the fits read; no fit option
@@ -135,5 +173,9 @@ def test_extraction_defaults_in_the_schema_equal_the_librarys(raw_config):
 
 def test_unknown_suite_is_named_with_the_defined_ones(raw_config):
     config = validate_config(copy.deepcopy(raw_config))
-    with pytest.raises(ConfigError, match=r"suite 'nosuch' is not defined; defined suites: \['brainscore-check', 'demo', 'paper', 'rehearsal', 'rehearsal-ci'\]"):
+    with pytest.raises(
+        ConfigError,
+        match=r"suite 'nosuch' is not defined; defined suites: \['brainscore-check', 'demo', 'paper', 'rehearsal', "
+        r"'rehearsal-ci'\]",
+    ):
         suite_models(config, "nosuch")

@@ -12,15 +12,29 @@ from brainalign.datasets import blank2014
 from brainalign.errors import DataError
 
 SUBJECTS = ["090", "061", "085", "088", "098"]
-FROIS = ["01_LH_PostTemp", "02_LH_AntTemp", "03_LH_IFG", "04_LH_IFGorb", "05_LH_MFG", "06_LH_AngG",
-         "07_RH_PostTemp", "08_RH_AntTemp", "09_RH_IFG", "10_RH_IFGorb", "11_RH_MFG", "12_RH_AngG"]
+FROIS = [
+    "01_LH_PostTemp",
+    "02_LH_AntTemp",
+    "03_LH_IFG",
+    "04_LH_IFGorb",
+    "05_LH_MFG",
+    "06_LH_AngG",
+    "07_RH_PostTemp",
+    "08_RH_AntTemp",
+    "09_RH_IFG",
+    "10_RH_IFGorb",
+    "11_RH_MFG",
+    "12_RH_AngG",
+]
 
 
 def write_assembly(path, values, presentations: pd.DataFrame, neuroids: pd.DataFrame) -> None:
     """Write an assembly as Brain-Score stores it: flattened coordinates, one ``data`` variable."""
     coords = {c: ("presentation", presentations[c].to_numpy()) for c in presentations}
     coords |= {c: ("neuroid", neuroids[c].to_numpy()) for c in neuroids}
-    xr.DataArray(values, dims=("presentation", "neuroid"), coords=coords, name="data").to_netcdf(path, engine="h5netcdf")
+    xr.DataArray(values, dims=("presentation", "neuroid"), coords=coords, name="data").to_netcdf(
+        path, engine="h5netcdf"
+    )
 
 
 def story_chunks(chunks_per_story: dict[str, int], rng: np.random.Generator) -> pd.DataFrame:
@@ -31,14 +45,26 @@ def story_chunks(chunks_per_story: dict[str, int], rng: np.random.Generator) -> 
             sentence, part = divmod(k, 3)
             text = "Once upon a " if k == 0 else f"{story} words {k} "
             rows.append((text, f"{story}.{sentence}.{part}", story, sentence, part, 2.0 * k))
-    frame = pd.DataFrame(rows, columns=["stimulus", "stimulus_id", "story", "sentence_number_in_story", "part_number_in_sentence", "timepoint_value"])
+    frame = pd.DataFrame(
+        rows,
+        columns=[
+            "stimulus",
+            "stimulus_id",
+            "story",
+            "sentence_number_in_story",
+            "part_number_in_sentence",
+            "timepoint_value",
+        ],
+    )
     return frame.iloc[rng.permutation(len(frame))].reset_index(drop=True)
 
 
 def froi_neuroids(subjects: list[str], frois: list[str]) -> pd.DataFrame:
     subject = np.repeat(subjects, len(frois))
     froi = np.tile(frois, len(subjects))
-    return pd.DataFrame({"subject_id": subject, "fROI_area": froi, "neuroid_id": [f"{s}.{f}" for s, f in zip(subject, froi)]})
+    return pd.DataFrame(
+        {"subject_id": subject, "fROI_area": froi, "neuroid_id": [f"{s}.{f}" for s, f in zip(subject, froi)]}
+    )
 
 
 def block_for(path, strict: bool = True) -> dict:
@@ -87,7 +113,10 @@ def test_stimuli_follow_story_order_and_point_to_their_tr(small_assembly, tmp_pa
     ids, matrix, table, rows = io.read_responses(responses_path)
     assert list(ids) == stimuli["response_id"].tolist()
     np.testing.assert_array_equal(matrix, values[pd.Index(presentations["stimulus_id"]).get_indexer(ids)])
-    assert table["roi"].tolist() == neuroids["fROI_area"].tolist() and table["subject"].tolist() == neuroids["subject_id"].tolist()
+    assert (
+        table["roi"].tolist() == neuroids["fROI_area"].tolist()
+        and table["subject"].tolist() == neuroids["subject_id"].tolist()
+    )
     assert rows["run"].tolist() == stimuli["story"].tolist()
 
 

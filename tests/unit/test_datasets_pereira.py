@@ -13,7 +13,16 @@ from brainalign import io
 from brainalign.datasets import pereira2018
 from brainalign.errors import DataError
 
-PRESENTATION_COORDS = ["sentence", "sentence_num", "stimulus_id", "experiment", "story", "passage_index", "passage_label", "passage_category"]
+PRESENTATION_COORDS = [
+    "sentence",
+    "sentence_num",
+    "stimulus_id",
+    "experiment",
+    "story",
+    "passage_index",
+    "passage_label",
+    "passage_category",
+]
 
 
 def write_assembly(path, values, presentations: pd.DataFrame, neuroids: pd.DataFrame) -> None:
@@ -40,7 +49,12 @@ def neuroid_table(subjects: list[str], per_subject: int) -> pd.DataFrame:
     subject = np.repeat(subjects, per_subject)
     voxel = np.tile(np.arange(per_subject), len(subjects))
     return pd.DataFrame(
-        {"subject": subject, "voxel_num": voxel, "neuroid_id": [f"{s}.{v}" for s, v in zip(subject, voxel)], "roi": "LH_AntTemp"}
+        {
+            "subject": subject,
+            "voxel_num": voxel,
+            "neuroid_id": [f"{s}.{v}" for s, v in zip(subject, voxel)],
+            "roi": "LH_AntTemp",
+        }
     )
 
 
@@ -50,9 +64,23 @@ def block_for(path, strict: bool = True) -> dict:
 
 def small_presentations() -> pd.DataFrame:
     rows = []
-    for experiment, labels in (("243sentences", ["dreams", "dreams", "beekeeping"]), ("384sentences", ["Woman", "Woman", "Window"])):
+    for experiment, labels in (
+        ("243sentences", ["dreams", "dreams", "beekeeping"]),
+        ("384sentences", ["Woman", "Woman", "Window"]),
+    ):
         for i, label in enumerate(labels):
-            rows.append((f"{experiment} sentence {i}.", i, f"{experiment}.{i}", experiment, f"{experiment}.{label}", i // 2 + 1, label, label.lower()))
+            rows.append(
+                (
+                    f"{experiment} sentence {i}.",
+                    i,
+                    f"{experiment}.{i}",
+                    experiment,
+                    f"{experiment}.{label}",
+                    i // 2 + 1,
+                    label,
+                    label.lower(),
+                )
+            )
     return pd.DataFrame(rows, columns=PRESENTATION_COORDS)
 
 
@@ -71,7 +99,9 @@ def small_assembly(tmp_path):
 def test_stimulus_set_has_the_published_structure(pereira_stimuli):
     stimuli = pd.read_csv(pereira_stimuli, index_col=0)
     assert len(stimuli) == 627 and stimuli["stimulus_id"].is_unique
-    per_experiment = stimuli.groupby("experiment").agg(sentences=("sentence", "size"), passages=("passage_index", "nunique"))
+    per_experiment = stimuli.groupby("experiment").agg(
+        sentences=("sentence", "size"), passages=("passage_index", "nunique")
+    )
     assert per_experiment.loc["384sentences"].tolist() == [384, 96]
     assert per_experiment.loc["243sentences"].tolist() == [243, 72]
     assert set(pereira2018.KNOWN_SENTENCES) <= set(stimuli["sentence"])
@@ -111,7 +141,9 @@ def test_reader_agrees_with_brainscore_stimulus_set(full_size_assembly, tmp_path
     for experiment, rows in stimuli.groupby("partition", sort=False):
         expected = reference[reference.experiment == experiment]
         expected_ids = [
-            sid for label in sorted(set(expected.passage_label)) for sid in expected.loc[expected.passage_label == label, "stimulus_id"]
+            sid
+            for label in sorted(set(expected.passage_label))
+            for sid in expected.loc[expected.passage_label == label, "stimulus_id"]
         ]
         assert rows["stimulus_id"].tolist() == expected_ids
     merged = stimuli.merge(reference, on="stimulus_id")
@@ -163,8 +195,12 @@ def test_strict_counts_refuse_a_subset_and_relaxed_counts_read_it(small_assembly
     pereira2018.prepare_stimuli(block_for(path, strict=False), out)
     stimuli = io.read_stimuli(out)
     assert stimuli["context_group"].tolist() == [
-        "243sentences.beekeeping", "243sentences.dreams", "243sentences.dreams",
-        "384sentences.Window", "384sentences.Woman", "384sentences.Woman",
+        "243sentences.beekeeping",
+        "243sentences.dreams",
+        "243sentences.dreams",
+        "384sentences.Window",
+        "384sentences.Woman",
+        "384sentences.Woman",
     ]
     assert stimuli["position"].tolist() == [0, 0, 1, 0, 0, 1]
 
@@ -207,7 +243,9 @@ def test_missing_assembly_says_what_to_download(tmp_path):
     block = {
         "reader": "pereira2018",
         "files": {"assembly": str(tmp_path / "assy.nc")},
-        "download": {"assembly": {"url": "https://example.org/assy.nc", "sha1": "f8434b4022f5b2c862f0ff2854d5b3f5f2a7fb96"}},
+        "download": {
+            "assembly": {"url": "https://example.org/assy.nc", "sha1": "f8434b4022f5b2c862f0ff2854d5b3f5f2a7fb96"}
+        },
     }
     with pytest.raises(DataError, match=r"(?s)does not exist.*https://example.org/assy.nc.*sha1 f8434b40"):
         pereira2018.prepare_stimuli(block, tmp_path / "stimuli.parquet")

@@ -47,8 +47,18 @@ def toneva_block(tmp_path, **options) -> dict:
     for seed, subject in enumerate(("A", "B")):
         np.save(folder / f"data_subject_{subject}.npy", kept_data(seed))
     np.savez(tmp_path / "masks.npz", **masks())
-    settings = {"subjects": ["A", "B"], "rois": ["r1", "r2"], "trim_start": TRIM[0], "trim_end": TRIM[1], "strict_counts": False}
-    return {"reader": "wehbe2014", "files": {"folder": str(folder), "roi_masks": str(tmp_path / "masks.npz")}, "options": settings | options}
+    settings = {
+        "subjects": ["A", "B"],
+        "rois": ["r1", "r2"],
+        "trim_start": TRIM[0],
+        "trim_end": TRIM[1],
+        "strict_counts": False,
+    }
+    return {
+        "reader": "wehbe2014",
+        "files": {"folder": str(folder), "roi_masks": str(tmp_path / "masks.npz")},
+        "options": settings | options,
+    }
 
 
 # --------------------------------------------------------------------------- timing rules
@@ -137,7 +147,14 @@ def test_missing_folder_lists_the_files_to_bring(tmp_path):
     with pytest.raises(DataError) as error:
         wehbe2014.prepare_stimuli(block, tmp_path / "stimuli.parquet")
     message = str(error.value)
-    for needed in ("files.folder", "time_words_fmri.npy", "words_fmri.npy", "data_subject_{F,H,I,J,K,L,M,N}.npy", "subject_{1..8}.mat", "options.format: cmu"):
+    for needed in (
+        "files.folder",
+        "time_words_fmri.npy",
+        "words_fmri.npy",
+        "data_subject_{F,H,I,J,K,L,M,N}.npy",
+        "subject_{1..8}.mat",
+        "options.format: cmu",
+    ):
         assert needed in message
 
 
@@ -172,7 +189,9 @@ def write_cmu_subject(path, data: np.ndarray) -> None:
         dtype=[("text", object), ("start", object), ("length", object)],
     )
     meta = {"subject": path.stem, "nTRs": len(line.tr_time), "nvoxels": data.shape[1]}
-    scipy.io.savemat(path, {"data": data, "time": np.column_stack([line.tr_time, line.tr_run]), "words": words, "meta": meta})
+    scipy.io.savemat(
+        path, {"data": data, "time": np.column_stack([line.tr_time, line.tr_run]), "words": words, "meta": meta}
+    )
 
 
 def test_cmu_files_are_trimmed_and_detrended_per_run(tmp_path):
@@ -187,8 +206,15 @@ def test_cmu_files_are_trimmed_and_detrended_per_run(tmp_path):
     block = {
         "reader": "wehbe2014",
         "files": {"cmu_folder": str(folder), "roi_masks": str(tmp_path / "masks.npz")},
-        "options": {"format": "cmu", "subjects": ["1", "2"], "rois": ["r1", "r2"], "trim_start": TRIM[0], "trim_end": TRIM[1],
-                    "cmu_mask_subjects": {"1": "A", "2": "B"}, "strict_counts": False},
+        "options": {
+            "format": "cmu",
+            "subjects": ["1", "2"],
+            "rois": ["r1", "r2"],
+            "trim_start": TRIM[0],
+            "trim_end": TRIM[1],
+            "cmu_mask_subjects": {"1": "A", "2": "B"},
+            "strict_counts": False,
+        },
     }
     stimuli_path, responses_path = tmp_path / "stimuli.parquet", tmp_path / "responses.parquet"
     wehbe2014.prepare_stimuli(block, stimuli_path)

@@ -69,7 +69,14 @@ def test_simulated_voxels_follow_the_generative_model():
     rng = np.random.default_rng(0)
     activations = rng.standard_normal((60, 30)) @ rng.standard_normal((30, 30))
     controls = np.column_stack([rng.integers(5, 20, 60), np.tile(np.arange(4), 15)]).astype(float)
-    simulation = {"seed": 3, "n_components": 5, "n_subjects": 2, "n_voxels": 7, "signal_fraction": 0.6, "control_fraction": 0.1}
+    simulation = {
+        "seed": 3,
+        "n_components": 5,
+        "n_subjects": 2,
+        "n_voxels": 7,
+        "signal_fraction": 0.6,
+        "control_fraction": 0.1,
+    }
     voxels, neuroids = demo_fmri.simulate_voxels(activations, controls, simulation)
     np.testing.assert_allclose(voxels, naive_voxels(activations, controls, simulation), rtol=1e-4, atol=1e-4)
     assert neuroids["subject"].nunique() == 2 and len(neuroids) == 14
@@ -81,8 +88,14 @@ def test_simulated_readers_recover_the_planted_slopes():
     surprisal = rng.gamma(2.0, 3.0, 3000)
     surprisal[0] = np.nan
     length = rng.integers(1, 12, 3000).astype(float)
-    simulation = {"seed": 5, "n_readers": 20, "surprisal_ms_per_bit": 12.0, "length_ms_per_char": 8.0,
-                  "reader_sd_ms": 40.0, "noise_sd_ms": 90.0}
+    simulation = {
+        "seed": 5,
+        "n_readers": 20,
+        "surprisal_ms_per_bit": 12.0,
+        "length_ms_per_char": 8.0,
+        "reader_sd_ms": 40.0,
+        "noise_sd_ms": 90.0,
+    }
     times = demo_reading_times.simulate_readers(surprisal, length, simulation)
     mean = times.mean(axis=1)
     design = np.column_stack([np.ones(2999), surprisal[1:], length[1:]])

@@ -108,14 +108,27 @@ def test_missing_files_message_for_pinned_and_user_supplied_data():
     pereira = {
         "reader": "pereira2018",
         "files": {"assembly": "resources/downloads/pereira2018/assy_Pereira2018_language.nc"},
-        "download": {"assembly": {"url": "https://brainscore-storage.s3.amazonaws.com/brainscore-language/assy_Pereira2018_language.nc",
-                                  "sha1": "f8434b4022f5b2c862f0ff2854d5b3f5f2a7fb96"}},
+        "download": {
+            "assembly": {
+                "url": "https://brainscore-storage.s3.amazonaws.com/brainscore-language/assy_Pereira2018_language.nc",
+                "sha1": "f8434b4022f5b2c862f0ff2854d5b3f5f2a7fb96",
+            }
+        },
     }
     message = download.missing_files_message("pereira2018", pereira)
     assert "files.assembly = resources/downloads/pereira2018/assy_Pereira2018_language.nc" in message
     assert "https://brainscore-storage.s3.amazonaws.com/brainscore-language/assy_Pereira2018_language.nc" in message
     assert "sha1 f8434b4022f5b2c862f0ff2854d5b3f5f2a7fb96" in message
     wehbe = download.missing_files_message("wehbe2014", {"reader": "wehbe2014", "files": {"folder": "my/hp"}})
-    for needed in ("files.folder (now my/hp)", "data_subject_{F,H,I,J,K,L,M,N}.npy", "time_fmri.npy", "runs_fmri.npy",
-                   "time_words_fmri.npy", "words_fmri.npy", "files.roi_masks", "subject_{1..8}.mat", "files.cmu_folder"):
+    for needed in (
+        "files.folder (now my/hp)",
+        "data_subject_{F,H,I,J,K,L,M,N}.npy",
+        "time_fmri.npy",
+        "runs_fmri.npy",
+        "time_words_fmri.npy",
+        "words_fmri.npy",
+        "files.roi_masks",
+        "subject_{1..8}.mat",
+        "files.cmu_folder",
+    ):
         assert needed in wehbe

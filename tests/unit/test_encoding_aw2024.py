@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import json
 
 import numpy as np
@@ -11,12 +12,9 @@ from scipy.stats import pearsonr
 from sklearn.linear_model import LinearRegression
 from sklearn.model_selection import ShuffleSplit
 
-import argparse
-
 from brainalign.encoding.aw2024 import fit_aw2024, ols_prediction_operator, predict_with_operator
 from brainalign.encoding.cli import minimal_tables, register
 from brainalign.errors import ConfigError, DataError
-
 
 F64 = {"fit_precision": "float64"}
 """Options that compare the float64 fit with float64 references."""
@@ -166,8 +164,19 @@ def test_cli_writes_score_and_neuroid_r(tmp_path):
     responses[0, 4] = np.nan
     np.save(tmp_path / "x.npy", features)
     np.save(tmp_path / "y.npy", responses)
-    run_cli(["encode", "--features", str(tmp_path / "x.npy"), "--responses", str(tmp_path / "y.npy"),
-             "--protocol", "aw2024", "--out", str(tmp_path / "out.json")])
+    run_cli(
+        [
+            "encode",
+            "--features",
+            str(tmp_path / "x.npy"),
+            "--responses",
+            str(tmp_path / "y.npy"),
+            "--protocol",
+            "aw2024",
+            "--out",
+            str(tmp_path / "out.json"),
+        ]
+    )
     document = json.loads((tmp_path / "out.json").read_text())
     r_ref, score_ref = reference_scores(features, responses[:, :4])
     np.testing.assert_allclose(document["score"], score_ref, atol=1e-6)
@@ -179,8 +188,17 @@ def test_cli_refuses_mismatched_rows(tmp_path):
     np.save(tmp_path / "x.npy", np.zeros((5, 2)))
     np.save(tmp_path / "y.npy", np.zeros((4, 2)))
     with pytest.raises(DataError, match="same number of rows"):
-        run_cli(["encode", "--features", str(tmp_path / "x.npy"), "--responses", str(tmp_path / "y.npy"),
-                 "--out", str(tmp_path / "o.json")])
+        run_cli(
+            [
+                "encode",
+                "--features",
+                str(tmp_path / "x.npy"),
+                "--responses",
+                str(tmp_path / "y.npy"),
+                "--out",
+                str(tmp_path / "o.json"),
+            ]
+        )
 
 
 def test_cli_robust_dispatches_with_groups(tmp_path, monkeypatch):
@@ -201,8 +219,23 @@ def test_cli_robust_dispatches_with_groups(tmp_path, monkeypatch):
     np.save(tmp_path / "x.npy", np.ones((4, 3)))
     np.save(tmp_path / "y.npy", np.ones((4, 2)))
     np.save(tmp_path / "g.npy", np.array([1, 1, 2, 2]))
-    run_cli(["encode", "--features", str(tmp_path / "x.npy"), "--responses", str(tmp_path / "y.npy"),
-             "--protocol", "robust", "--groups", str(tmp_path / "g.npy"), "--device", "auto", "--out", str(tmp_path / "o.json")])
+    run_cli(
+        [
+            "encode",
+            "--features",
+            str(tmp_path / "x.npy"),
+            "--responses",
+            str(tmp_path / "y.npy"),
+            "--protocol",
+            "robust",
+            "--groups",
+            str(tmp_path / "g.npy"),
+            "--device",
+            "auto",
+            "--out",
+            str(tmp_path / "o.json"),
+        ]
+    )
     document = json.loads((tmp_path / "o.json").read_text())
     assert seen["cv_group"] == ["1", "1", "2", "2"] and seen["options"] == {"device": "auto"}
     assert document["score"] == 0.375 and document["neuroid_r"] == [0.5, 0.25]

@@ -36,8 +36,12 @@ def bootstrap_score_ci(partitions, n_bootstrap, random_state=0, n_subjects=1):
 def grouped_null_fold(rng, n_groups=12, size=4, n_targets=15, group_effect=2.0):
     """Independent predictions and responses, both with strong shared group effects."""
     units = np.repeat(np.arange(n_groups), size)
-    predictions = group_effect * rng.standard_normal(n_groups)[units][:, None] + rng.standard_normal((len(units), n_targets))
-    observed = group_effect * rng.standard_normal(n_groups)[units][:, None] + rng.standard_normal((len(units), n_targets))
+    predictions = group_effect * rng.standard_normal(n_groups)[units][:, None] + rng.standard_normal(
+        (len(units), n_targets)
+    )
+    observed = group_effect * rng.standard_normal(n_groups)[units][:, None] + rng.standard_normal(
+        (len(units), n_targets)
+    )
     return HeldOut(predictions, observed, units)
 
 
@@ -64,10 +68,18 @@ def test_headline_from_unit_sums_equals_the_r2_gain_of_the_rows():
 def naive_fold_score(held_out: HeldOut, unit_counts: np.ndarray, subject_counts: np.ndarray) -> float:
     """The fold's headline on one crossed resample, by building the resampled data: each unit's
     rows repeated as often as it is drawn, each subject's neuroids as often as the subject."""
-    rows = np.concatenate([np.flatnonzero(held_out.units == u) for u, k in enumerate(unit_counts) for _ in range(int(k))])
-    columns = np.concatenate([np.flatnonzero(held_out.subjects == s) for s, k in enumerate(subject_counts) for _ in range(int(k))])
+    rows = np.concatenate(
+        [np.flatnonzero(held_out.units == u) for u, k in enumerate(unit_counts) for _ in range(int(k))]
+    )
+    columns = np.concatenate(
+        [np.flatnonzero(held_out.subjects == s) for s, k in enumerate(subject_counts) for _ in range(int(k))]
+    )
     baseline = None if held_out.baseline is None else held_out.baseline[np.ix_(rows, columns)]
-    return np.nanmedian(headline_columns(held_out.predictions[np.ix_(rows, columns)], held_out.observed[np.ix_(rows, columns)], baseline))
+    return np.nanmedian(
+        headline_columns(
+            held_out.predictions[np.ix_(rows, columns)], held_out.observed[np.ix_(rows, columns)], baseline
+        )
+    )
 
 
 def test_crossed_fold_statistic_equals_naive_recomputation_on_resamples():
@@ -100,14 +112,18 @@ def test_crossed_ci_equals_a_naive_bootstrap_and_widens_with_between_subject_var
     crossed = bootstrap_score_ci(partitions, n_bootstrap=200, random_state=5, n_subjects=8)
     subject_counts, unit_counts = bootstrap_draws(8, [[12, 12]], 200, random_state=5)
     naive = [
-        np.mean([naive_fold_score(fold, unit_counts[0][f][b], subject_counts[b]) for f, fold in enumerate(partitions[0])])
+        np.mean(
+            [naive_fold_score(fold, unit_counts[0][f][b], subject_counts[b]) for f, fold in enumerate(partitions[0])]
+        )
         for b in range(200)
     ]
     np.testing.assert_allclose(crossed, percentile_interval(np.array(naive)), rtol=1e-9)
     stimuli_only = [[HeldOut(f.predictions, f.observed, f.units) for f in partitions[0]]]
     low, high = bootstrap_score_ci(stimuli_only, n_bootstrap=200, random_state=5)
     assert crossed[1] - crossed[0] > 3 * (high - low)
-    score = aggregate_fold_scores([np.array([[np.median(headline_columns(f.predictions, f.observed, None))] for f in partitions[0]])])[0]
+    score = aggregate_fold_scores(
+        [np.array([[np.median(headline_columns(f.predictions, f.observed, None))] for f in partitions[0]])]
+    )[0]
     assert crossed[0] < score < crossed[1]
 
 
@@ -178,7 +194,9 @@ def test_circular_shift_p_values_are_uniform_for_autocorrelated_null_series():
             noise = rng.standard_normal((2, 120, 8))
             series = np.apply_along_axis(lambda x: np.convolve(x, np.ones(5) / 5, mode="same"), 1, noise)
             folds.append(HeldOut(series[0], series[1], np.arange(120) // 20))
-        p_values.append(permutation_p_value([folds], n_permutations=99, scheme="circular_shift", min_shift=10, random_state=seed)[0])
+        p_values.append(
+            permutation_p_value([folds], n_permutations=99, scheme="circular_shift", min_shift=10, random_state=seed)[0]
+        )
     p_values = np.array(p_values)
     assert 3 <= np.sum(p_values <= 0.05) <= 21
     assert stats.kstest(p_values, "uniform").pvalue > 0.01
@@ -204,24 +222,36 @@ def null_layout(layout: str, rng) -> list[list[HeldOut]]:
             for _ in range(2):
                 sizes = rng.choice([3, 4], size=12)
                 units = np.repeat(np.arange(12), sizes)
-                folds.append(HeldOut(rng.standard_normal((len(units), 10)), rng.standard_normal((len(units), 10)), units))
+                folds.append(
+                    HeldOut(rng.standard_normal((len(units), 10)), rng.standard_normal((len(units), 10)), units)
+                )
             partitions.append(folds)
         return partitions
     lengths = rng.integers(120, 201, size=4) if layout == "blank" else np.full(4, 150)
     folds = []
     for length in lengths:
         units = np.zeros(length, dtype=int) if layout == "blank" else np.arange(length) // 20
-        folds.append(HeldOut(smoothed_noise(rng, length, 10), smoothed_noise(rng, length, 10), units, np.zeros(length, dtype=int)))
+        folds.append(
+            HeldOut(
+                smoothed_noise(rng, length, 10), smoothed_noise(rng, length, 10), units, np.zeros(length, dtype=int)
+            )
+        )
     return [folds]
 
 
-@pytest.mark.parametrize(("layout", "scheme"), [("pereira", "group_swap"), ("blank", "circular_shift"), ("wehbe", "circular_shift")])
+@pytest.mark.parametrize(
+    ("layout", "scheme"), [("pereira", "group_swap"), ("blank", "circular_shift"), ("wehbe", "circular_shift")]
+)
 def test_pure_noise_gives_uniform_p_values_under_every_dataset_layout(layout, scheme):
     rng = np.random.default_rng(11)
-    p_values = np.array([
-        permutation_p_value(null_layout(layout, rng), n_permutations=99, scheme=scheme, min_shift=20, random_state=seed)[0]
-        for seed in range(200)
-    ])
+    p_values = np.array(
+        [
+            permutation_p_value(
+                null_layout(layout, rng), n_permutations=99, scheme=scheme, min_shift=20, random_state=seed
+            )[0]
+            for seed in range(200)
+        ]
+    )
     assert np.all(np.isfinite(p_values))
     # Binomial(200, 0.05): P(X > 21) < 1e-3 and P(X < 3) < 3e-3.
     assert 3 <= np.sum(p_values <= 0.05) <= 21
@@ -261,10 +291,14 @@ def controls_driven_fold(rng, increment_weight: float = 0.0, n_groups=12, size=4
 
 def test_the_gain_over_a_baseline_has_uniform_p_values_under_the_null_and_detects_a_real_increment():
     rng = np.random.default_rng(14)
-    null_p = np.array([
-        permutation_p_value([[controls_driven_fold(rng), controls_driven_fold(rng)]], n_permutations=99, random_state=seed)[0]
-        for seed in range(200)
-    ])
+    null_p = np.array(
+        [
+            permutation_p_value(
+                [[controls_driven_fold(rng), controls_driven_fold(rng)]], n_permutations=99, random_state=seed
+            )[0]
+            for seed in range(200)
+        ]
+    )
     assert 3 <= np.sum(null_p <= 0.05) <= 21
     assert stats.kstest(null_p, "uniform").pvalue > 0.01
     planted = [[controls_driven_fold(rng, increment_weight=0.5) for _ in range(2)]]

@@ -13,9 +13,16 @@ from threadpoolctl import threadpool_limits
 
 from brainalign.encoding.banded import fit_predict_banded, standardize_bands
 from brainalign.encoding.cv import grouped_splits
-from brainalign.stats import pearson_columns
-from brainalign.encoding.robust import choose_layers, fit_controls, fit_robust, resolve_options, sentence_design, time_series_design
+from brainalign.encoding.robust import (
+    choose_layers,
+    fit_controls,
+    fit_robust,
+    resolve_options,
+    sentence_design,
+    time_series_design,
+)
 from brainalign.errors import ConfigError, DataError
+from brainalign.stats import pearson_columns
 
 FAST = {"n_bootstrap": 0, "n_permutations": 0, "n_band_weights": 6, "n_inner_folds": 3}
 
@@ -31,14 +38,16 @@ def sentence_stimuli(n_passages: int, per_passage: int, rng: np.random.Generator
     n = n_passages * per_passage
     passages = np.repeat([f"p{g:03d}" for g in range(n_passages)], per_passage)
     lengths = rng.integers(4, 15, size=n)
-    return pd.DataFrame({
-        "stimulus_id": [f"s{i}" for i in range(n)],
-        "context_group": passages,
-        "position": np.tile(np.arange(per_passage), n_passages),
-        "text": [" ".join(["w"] * k) for k in lengths],
-        "cv_group": passages,
-        "partition": "all",
-    })
+    return pd.DataFrame(
+        {
+            "stimulus_id": [f"s{i}" for i in range(n)],
+            "context_group": passages,
+            "position": np.tile(np.arange(per_passage), n_passages),
+            "text": [" ".join(["w"] * k) for k in lengths],
+            "cv_group": passages,
+            "partition": "all",
+        }
+    )
 
 
 def neuroid_table(n: int) -> pd.DataFrame:
@@ -75,12 +84,28 @@ def test_controls_driven_data_give_no_unique_llm_contribution_under_robust_but_l
         + 1.5 * rng.standard_normal((n_passages, n_neuroids))[passage]
         + rng.standard_normal((len(stimuli), n_neuroids))
     )
-    result = fit_robust(llm, responses, stimuli, stimuli[["stimulus_id"]], neuroid_table(n_neuroids), {**FAST, "controls": ["length", "position", "oasm"]})
+    result = fit_robust(
+        llm,
+        responses,
+        stimuli,
+        stimuli[["stimulus_id"]],
+        neuroid_table(n_neuroids),
+        {**FAST, "controls": ["length", "position", "oasm"]},
+    )
     assert result.details["score_controls"] > 0.1
     assert abs(result.score) < 0.02
     assert abs(result.details["r_unique"]) < 0.05
     assert set(result.neuroids.columns) >= {
-        "score", "score_joint", "score_controls", "score_llm", "r", "r_controls", "r_unique", "alpha", "score_fold_0", "r_fold_0"
+        "score",
+        "score_joint",
+        "score_controls",
+        "score_llm",
+        "r",
+        "r_controls",
+        "r_unique",
+        "alpha",
+        "score_fold_0",
+        "r_fold_0",
     }
 
     shuffled = []
@@ -103,7 +128,9 @@ def test_nested_layer_choice_recovers_the_generating_layer():
     nested, choices = choose_layers(folds)
     assert (choices["layer"] == 2).all()
     assert nested["score"] == pytest.approx(folds[2]["test_score"].mean())
-    assert nested["score_joint"] == nested["score_llm"] == pytest.approx(folds[2]["test_score_joint"].mean())  # no control bands
+    assert (
+        nested["score_joint"] == nested["score_llm"] == pytest.approx(folds[2]["test_score_joint"].mean())
+    )  # no control bands
     assert np.isnan(nested["score_controls"])
     assert choices.attrs["max_over_layers_layer"] == 2
     assert nested["score"] <= choices.attrs["max_over_layers_score"] + 1e-12
@@ -131,7 +158,14 @@ def test_partitions_are_scored_separately_and_nan_neuroids_dropped():
     features = rng.standard_normal((len(stimuli), 20))
     responses = features @ rng.standard_normal((20, 5)) + rng.standard_normal((len(stimuli), 5))
     responses[48:, 0] = np.nan  # neuroid 0 absent from partition b
-    result = fit_robust(features, responses, stimuli, stimuli[["stimulus_id"]], neuroid_table(5), {**FAST, "controls": ["position"], "n_outer_folds": 3})
+    result = fit_robust(
+        features,
+        responses,
+        stimuli,
+        stimuli[["stimulus_id"]],
+        neuroid_table(5),
+        {**FAST, "controls": ["position"], "n_outer_folds": 3},
+    )
     assert sorted(result.folds["partition"].unique()) == ["a", "b"]
     assert result.details["partitions"]["b"]["n_neuroids_non_finite"] == 1
     assert len(result.neuroids) == 5 + 4
@@ -140,22 +174,26 @@ def test_partitions_are_scored_separately_and_nan_neuroids_dropped():
 
 def time_series_data(rng: np.random.Generator, n_runs: int = 4, trs_per_run: int = 60, words_per_tr: int = 3):
     """Words averaged into TRs of runs; 8 voxels follow the TR two steps earlier within the run."""
-    rows = pd.DataFrame({
-        "stimulus_id": [f"tr{i}" for i in range(n_runs * trs_per_run)],
-        "run": np.repeat(np.arange(n_runs), trs_per_run),
-        "time": np.tile(np.arange(trs_per_run) * 2.0, n_runs),
-    })
+    rows = pd.DataFrame(
+        {
+            "stimulus_id": [f"tr{i}" for i in range(n_runs * trs_per_run)],
+            "run": np.repeat(np.arange(n_runs), trs_per_run),
+            "time": np.tile(np.arange(trs_per_run) * 2.0, n_runs),
+        }
+    )
     silent = rng.random(len(rows)) < 0.1  # fixation TRs without words
     response_id = np.repeat(rows["stimulus_id"].to_numpy()[~silent], words_per_tr)
-    stimuli = pd.DataFrame({
-        "stimulus_id": [f"w{i}" for i in range(len(response_id))],
-        "context_group": "story",
-        "position": np.arange(len(response_id)),
-        "text": "w",
-        "cv_group": "story",
-        "partition": "all",
-        "response_id": response_id,
-    })
+    stimuli = pd.DataFrame(
+        {
+            "stimulus_id": [f"w{i}" for i in range(len(response_id))],
+            "context_group": "story",
+            "position": np.arange(len(response_id)),
+            "text": "w",
+            "cv_group": "story",
+            "partition": "all",
+            "response_id": response_id,
+        }
+    )
     words = rng.standard_normal((len(stimuli), 12))
     per_tr = np.zeros((len(rows), 12))
     per_tr[~silent] = words.reshape(-1, words_per_tr, 12).mean(axis=1)
@@ -170,7 +208,15 @@ def time_series_data(rng: np.random.Generator, n_runs: int = 4, trs_per_run: int
 def test_time_series_words_to_trs_with_delays_and_statistics():
     n_runs, trs_per_run = 4, 60
     words, responses, stimuli, rows = time_series_data(np.random.default_rng(5), n_runs, trs_per_run)
-    options = {**FAST, "time_series": True, "n_outer_folds": 4, "controls": ["length"], "n_bootstrap": 200, "n_permutations": 99, "block_trs": 10}
+    options = {
+        **FAST,
+        "time_series": True,
+        "n_outer_folds": 4,
+        "controls": ["length"],
+        "n_bootstrap": 200,
+        "n_permutations": 99,
+        "block_trs": 10,
+    }
     result = fit_robust(words, responses, stimuli, rows, neuroid_table(8), options)
     assert result.score > 0.5
     assert result.p_value == pytest.approx(0.01)
@@ -180,7 +226,9 @@ def test_time_series_words_to_trs_with_delays_and_statistics():
     assert (result.folds["n_train"] == (n_runs - 1) * trs_per_run).all()
 
 
-def trimmed_run_edges(responses: np.ndarray, rows: pd.DataFrame, start: int = 5, end: int = 4) -> tuple[np.ndarray, pd.DataFrame]:
+def trimmed_run_edges(
+    responses: np.ndarray, rows: pd.DataFrame, start: int = 5, end: int = 4
+) -> tuple[np.ndarray, pd.DataFrame]:
     """NaN responses and a ``trimmed`` flag on each run's first and last TRs, as the Wehbe2014 reader writes them."""
     position = rows.groupby("run").cumcount().to_numpy()
     run_length = rows.groupby("run")["run"].transform("size").to_numpy()
@@ -194,12 +242,21 @@ def test_trimmed_run_edges_are_left_out_of_fits_but_feed_the_delays():
     n_runs, trs_per_run = 4, 60
     words, responses, stimuli, rows = time_series_data(np.random.default_rng(5), n_runs, trs_per_run)
     responses, rows = trimmed_run_edges(responses, rows)
-    options = {**FAST, "time_series": True, "n_outer_folds": 4, "controls": ["length"], "n_permutations": 19, "block_trs": 10}
+    options = {
+        **FAST,
+        "time_series": True,
+        "n_outer_folds": 4,
+        "controls": ["length"],
+        "n_permutations": 19,
+        "block_trs": 10,
+    }
     result = fit_robust(words, responses, stimuli, rows, neuroid_table(8), options)
     assert result.score > 0.5 and 0 < result.p_value <= 0.05
     assert result.details["partitions"]["all"]["n_rows"] == n_runs * (trs_per_run - 9)
     assert (result.folds["n_test"] == trs_per_run - 9).all()
-    assert np.isfinite(fit_controls(stimuli, responses, rows, neuroid_table(8), options).filter(like="prediction:").to_numpy()).all()
+    assert np.isfinite(
+        fit_controls(stimuli, responses, rows, neuroid_table(8), options).filter(like="prediction:").to_numpy()
+    ).all()
     # The first kept TR of a run (position 5) is predicted from the words of trimmed TR 3 (delay 2).
     design = time_series_design(words, stimuli, rows, resolve_options({**options, "delays": [2]}))
     words_of_tr = stimuli.groupby("response_id").indices
@@ -213,8 +270,12 @@ def test_trimmed_run_edges_are_left_out_of_fits_but_feed_the_delays():
 def test_unflagged_rows_without_measurement_are_refused_with_the_fix():
     words, responses, stimuli, rows = time_series_data(np.random.default_rng(5))
     responses, rows = trimmed_run_edges(responses, rows)
-    with pytest.raises(DataError, match="no neuroid has finite, non-constant responses on its 240 measured rows; flag .* 'trimmed'"):
-        fit_robust(words, responses, stimuli, rows.drop(columns="trimmed"), neuroid_table(8), {**FAST, "time_series": True})
+    with pytest.raises(
+        DataError, match="no neuroid has finite, non-constant responses on its 240 measured rows; flag .* 'trimmed'"
+    ):
+        fit_robust(
+            words, responses, stimuli, rows.drop(columns="trimmed"), neuroid_table(8), {**FAST, "time_series": True}
+        )
 
 
 def sentence_data(rng: np.random.Generator):
@@ -230,14 +291,25 @@ def test_a_controls_fit_made_once_gives_the_same_result_as_fitting_it_inline(tim
     rng = np.random.default_rng(7)
     features, responses, stimuli, rows = time_series_data(rng) if time_series else sentence_data(rng)
     neuroids = neuroid_table(responses.shape[1])
-    options = {**FAST, "time_series": time_series, "controls": ["length", "position", "oasm"], "n_bootstrap": 20, "n_permutations": 19}
+    options = {
+        **FAST,
+        "time_series": time_series,
+        "controls": ["length", "position", "oasm"],
+        "n_bootstrap": 20,
+        "n_permutations": 19,
+    }
     inline = fit_robust(features, responses, stimuli, rows, neuroids, options)
     assert np.isfinite(inline.score) and np.isfinite(inline.details["score_controls"])
     controls = fit_controls(stimuli, responses, rows, neuroids, options)
     cached = fit_robust(features, responses, stimuli, rows, neuroids, options, controls=controls)
     pd.testing.assert_frame_equal(cached.neuroids, inline.neuroids)
     pd.testing.assert_frame_equal(cached.folds, inline.folds)
-    assert (cached.score, cached.ci_low, cached.ci_high, cached.p_value) == (inline.score, inline.ci_low, inline.ci_high, inline.p_value)
+    assert (cached.score, cached.ci_low, cached.ci_high, cached.p_value) == (
+        inline.score,
+        inline.ci_low,
+        inline.ci_high,
+        inline.p_value,
+    )
     assert inline.details["score_controls"] == cached.details["score_controls"]
 
 
@@ -245,7 +317,9 @@ def test_a_controls_fit_of_other_responses_is_refused():
     features, responses, stimuli, rows = sentence_data(np.random.default_rng(8))
     options = {**FAST, "controls": ["length"]}
     controls = fit_controls(stimuli, responses[:, :5], rows, neuroid_table(5), options)
-    with pytest.raises(DataError, match="does not cover every neuroid and row scored in partition 'a'.*rerun fit_controls"):
+    with pytest.raises(
+        DataError, match="does not cover every neuroid and row scored in partition 'a'.*rerun fit_controls"
+    ):
         fit_robust(features, responses, stimuli, rows, neuroid_table(6), options, controls=controls)
     with pytest.raises(ConfigError, match="controls is empty"):
         fit_controls(stimuli, responses, rows, neuroid_table(6), {**FAST, "controls": []})

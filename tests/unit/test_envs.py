@@ -117,8 +117,11 @@ def test_every_rule_with_a_script_has_an_env():
 def test_env_lists_every_import_of_its_rule(rule):
     imports = third_party_imports(Path(RULES[rule]["script"]))
     listed = env_packages(Path(RULES[rule]["conda"]))
-    missing = sorted(i for i in imports if CONDA_NAMES.get(i, i).lower().replace("_", "-") not in
-                     {p.replace("_", "-") for p in listed})
+    missing = sorted(
+        i
+        for i in imports
+        if CONDA_NAMES.get(i, i).lower().replace("_", "-") not in {p.replace("_", "-") for p in listed}
+    )
     assert not missing, f"{Path(RULES[rule]['conda']).name} lacks {missing} imported by rule {rule}"
 
 
@@ -131,4 +134,6 @@ def test_env_pins_match_the_venv(env_file):
             continue
         name, version = re.fullmatch(r"([\w.-]+) =([\d.]+)", dependency).groups()
         installed = metadata.version(PYPI_NAMES.get(name, name))
-        assert installed.split("+")[0].startswith(version + "."), f"{env_file.name}: {name} ={version}, venv has {installed}"
+        assert installed.split("+")[0].startswith(version + "."), (
+            f"{env_file.name}: {name} ={version}, venv has {installed}"
+        )

@@ -2,21 +2,20 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import argparse
 import json
 import math
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
-import yaml
 import pytest
+import yaml
 from scipy import stats
 
 from brainalign import io
-from brainalign.behavior.reading_times import score_reading_times
 from brainalign.behavior import cli
+from brainalign.behavior.reading_times import score_reading_times
 from brainalign.datasets import futrell2018 as f
 from brainalign.errors import ConfigError, DataError
 
@@ -25,6 +24,7 @@ from brainalign.errors import ConfigError, DataError
 @pytest.fixture(scope="module")
 def stimuli(naturalstories):
     return f.load_stimuli({"naturalstories": str(naturalstories)})
+
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -48,8 +48,12 @@ def test_stimuli_of_the_real_corpus(naturalstories, tmp_path):
 
 
 def test_alignments_differ_in_812_story3_words(naturalstories):
-    old = f.load_reading_times({"naturalstories": str(naturalstories)}, {"reading_times": "brainscore_means", "alignment": "brainscore2022"})
-    new = f.load_reading_times({"naturalstories": str(naturalstories)}, {"reading_times": "wordinfo", "alignment": "naturalstories2021"})
+    old = f.load_reading_times(
+        {"naturalstories": str(naturalstories)}, {"reading_times": "brainscore_means", "alignment": "brainscore2022"}
+    )
+    new = f.load_reading_times(
+        {"naturalstories": str(naturalstories)}, {"reading_times": "wordinfo", "alignment": "naturalstories2021"}
+    )
     ids = pd.Series(old.stimulus_ids)
     differ = ~np.isclose(old.matrix[:, 0], new.matrix[:, 0], atol=1e-4)
     assert differ.sum() == 812
@@ -57,7 +61,9 @@ def test_alignments_differ_in_812_story3_words(naturalstories):
     assert set(item) == {3} and zone.min() == 229
     # Converting the corpus's means to the old alignment reproduces Brain-Score's means,
     # except the blank token's time (story 3 zone 229) that the realigned file does not hold.
-    converted = f.load_reading_times({"naturalstories": str(naturalstories)}, {"reading_times": "wordinfo", "alignment": "brainscore2022"})
+    converted = f.load_reading_times(
+        {"naturalstories": str(naturalstories)}, {"reading_times": "wordinfo", "alignment": "brainscore2022"}
+    )
     blank = ids == "3.229"
     assert np.isnan(converted.matrix[blank.to_numpy(), 0]).all()
     np.testing.assert_allclose(converted.matrix[~blank.to_numpy(), 0], old.matrix[~blank.to_numpy(), 0], atol=1e-4)
@@ -79,11 +85,15 @@ def test_prepare_responses_records_alignment(naturalstories, tmp_path):
 def independent_word_length_r(naturalstories, drop_zone=None):
     """Pearson r of word length with Brain-Score's means, first words of sentences dropped (scipy)."""
     means = pd.read_csv(naturalstories / "brainscore_era_mean_rts.csv", dtype={"word": str}, keep_default_na=False)
-    words = pd.read_csv(naturalstories / "all_stories.tok", sep="\t", quoting=3, dtype={"word": str}, keep_default_na=False)
+    words = pd.read_csv(
+        naturalstories / "all_stories.tok", sep="\t", quoting=3, dtype={"word": str}, keep_default_na=False
+    )
     frame = words.merge(means[["item", "zone", "meanItemRT"]], on=["item", "zone"])
     text = frame["word"].tolist()
     starts = [0] + [
-        i + 1 for i in range(len(text) - 1) if text[i].endswith((".", "?", "!", ".'", "?'", "!'", ";'")) and not (text[i + 1].islower() or text[i] == "Mr.")
+        i + 1
+        for i in range(len(text) - 1)
+        if text[i].endswith((".", "?", "!", ".'", "?'", "!'", ";'")) and not (text[i + 1].islower() or text[i] == "Mr.")
     ]
     keep = np.ones(len(frame), bool)
     keep[starts] = False
@@ -92,8 +102,12 @@ def independent_word_length_r(naturalstories, drop_zone=None):
 
 def test_score_of_an_independent_prediction(naturalstories, stimuli):
     times = f.load_reading_times({"naturalstories": str(naturalstories)}, {"alignment": "brainscore2022"})
-    surprisal = pd.DataFrame({"stimulus_id": stimuli["stimulus_id"], "surprisal_bits": stimuli["text"].str.len().astype(float)})
-    result = score_reading_times(surprisal, stimuli, times.matrix, times.readers, {"alignment": "brainscore2022", "n_bootstrap": 200})
+    surprisal = pd.DataFrame(
+        {"stimulus_id": stimuli["stimulus_id"], "surprisal_bits": stimuli["text"].str.len().astype(float)}
+    )
+    result = score_reading_times(
+        surprisal, stimuli, times.matrix, times.readers, {"alignment": "brainscore2022", "n_bootstrap": 200}
+    )
     row = result.set_index("protocol").loc["aw2024"]
     expected_r, n_words = independent_word_length_r(naturalstories)
     assert n_words == 10256 - 481
@@ -117,20 +131,35 @@ def test_cli_scores_a_predictions_file(naturalstories, tmp_path, stimuli):
     predictions.to_csv(tmp_path / "p.tsv", sep="\t", index=False)
     run_cli(
         ["score-reading-times", "--predictions", str(tmp_path / "p.tsv"), "--reading-times", str(naturalstories),
-         "--alignment", "brainscore2022", "--protocol", "aw2024", "--n-bootstrap", "50", "--out", str(tmp_path / "r.json")]
+         "--alignment", "brainscore2022", "--protocol", "aw2024", "--n-bootstrap", "50",
+         "--out", str(tmp_path / "r.json")]
     )  # fmt: skip
     result = json.loads((tmp_path / "r.json").read_text())
     expected_r, n_words = independent_word_length_r(naturalstories)
     assert result["r"] == pytest.approx(expected_r, abs=1e-9) and result["n_words"] == n_words
     assert result["ceiling"] is None and result["alignment"] == "brainscore2022"
     with pytest.raises(DataError, match="missing.tsv does not exist"):
-        run_cli(["score-reading-times", "--predictions", str(tmp_path / "missing.tsv"), "--reading-times", str(naturalstories), "--out", str(tmp_path / "x.json")])
+        run_cli(
+            [
+                "score-reading-times",
+                "--predictions",
+                str(tmp_path / "missing.tsv"),
+                "--reading-times",
+                str(naturalstories),
+                "--out",
+                str(tmp_path / "x.json"),
+            ]
+        )
 
 
 # --------------------------------------------------------------------------- per-reader formats (synthetic files)
 def synthetic_folder(tmp_path, n_story3=240):
     """A small corpus (stories 1-3; story 3 long enough for the blank-token rule) in all_stories.tok."""
-    rows = [(f"w{item}_{zone}", zone, item) for item, size in ((1, 20), (2, 15), (3, n_story3)) for zone in range(1, size + 1)]
+    rows = [
+        (f"w{item}_{zone}", zone, item)
+        for item, size in ((1, 20), (2, 15), (3, n_story3))
+        for zone in range(1, size + 1)
+    ]
     words = pd.DataFrame(rows, columns=["word", "zone", "item"])
     words.to_csv(tmp_path / "all_stories.tok", sep="\t", index=False)
     return words
@@ -179,7 +208,11 @@ def test_raw_batches_follow_process_rts(tmp_path):
 def test_processed_rts_and_ceiling(tmp_path):
     words = synthetic_folder(tmp_path)
     rng = np.random.default_rng(1)
-    rows = [(r, 500, 6, i, z, 300 + 2 * z + rng.normal(0, 5), "w") for r in "PQRS" for i, z in zip(words["item"], words["zone"])]
+    rows = [
+        (r, 500, 6, i, z, 300 + 2 * z + rng.normal(0, 5), "w")
+        for r in "PQRS"
+        for i, z in zip(words["item"], words["zone"])
+    ]
     pd.DataFrame(rows, columns=["WorkerId", "WorkTimeInSeconds", "correct", "item", "zone", "RT", "word"]).to_csv(
         tmp_path / "processed_RTs.tsv", sep="\t", index=False
     )
@@ -204,16 +237,22 @@ def test_brainscore_assembly(tmp_path):
         matrix,
         dims=("presentation", "subject"),
         coords={
-            "word": ("presentation", words["word"].to_numpy(str)), "story_id": ("presentation", words["item"].to_numpy()),
-            "word_id": ("presentation", words["zone"].to_numpy()), "stimulus_id": ("presentation", np.arange(1, len(words) + 1)),
+            "word": ("presentation", words["word"].to_numpy(str)),
+            "story_id": ("presentation", words["item"].to_numpy()),
+            "word_id": ("presentation", words["zone"].to_numpy()),
+            "stimulus_id": ("presentation", np.arange(1, len(words) + 1)),
             "subject_id": ("subject", ["x", "y", "z"]), "correct": ("subject", [6, 5, 6]),
         },
     )  # fmt: skip
     assembly[::-1].to_netcdf(tmp_path / "assy.nc", engine="h5netcdf")  # rows out of order: matched by id
-    old = f.load_reading_times({"naturalstories": None, "assembly": str(tmp_path / "assy.nc")}, {"alignment": "brainscore2022"})
+    old = f.load_reading_times(
+        {"naturalstories": None, "assembly": str(tmp_path / "assy.nc")}, {"alignment": "brainscore2022"}
+    )
     np.testing.assert_allclose(old.matrix, matrix)
     assert old.info["source"] == "assembly" and old.readers["subject"].tolist() == ["x", "y", "z"]
-    new = f.load_reading_times({"naturalstories": None, "assembly": str(tmp_path / "assy.nc")}, {"alignment": "naturalstories2021"})
+    new = f.load_reading_times(
+        {"naturalstories": None, "assembly": str(tmp_path / "assy.nc")}, {"alignment": "naturalstories2021"}
+    )
     tail = np.flatnonzero((words["item"] == 3) & (words["zone"] >= 229))
     np.testing.assert_allclose(new.matrix[tail[:-1]], matrix[tail[1:]])
     assert np.isnan(new.matrix[tail[-1]]).all()
@@ -228,10 +267,14 @@ def test_bad_inputs(tmp_path):
         f.load_reading_times({"naturalstories": str(tmp_path)}, {})
     with pytest.raises(DataError, match="does not exist"):
         f.load_reading_times({"naturalstories": str(tmp_path)}, {"reading_times": "wordinfo"})
-    pd.DataFrame({"item": [1], "zone": [1], "RT": [300]}).to_csv(tmp_path / "processed_wordinfo.tsv", sep="\t", index=False)
+    pd.DataFrame({"item": [1], "zone": [1], "RT": [300]}).to_csv(
+        tmp_path / "processed_wordinfo.tsv", sep="\t", index=False
+    )
     with pytest.raises(DataError, match=r"missing columns \['meanItemRT'\]"):
         f.load_reading_times({"naturalstories": str(tmp_path)}, {"reading_times": "wordinfo"})
-    pd.DataFrame({"item": [1, 11], "zone": [1, 1], "meanItemRT": [300, 310]}).to_csv(tmp_path / "processed_wordinfo.tsv", sep="\t", index=False)
+    pd.DataFrame({"item": [1, 11], "zone": [1, 1], "meanItemRT": [300, 310]}).to_csv(
+        tmp_path / "processed_wordinfo.tsv", sep="\t", index=False
+    )
     with pytest.raises(DataError, match="absent from the corpus"):
         f.load_reading_times({"naturalstories": str(tmp_path)}, {"reading_times": "wordinfo"})
     with pytest.raises(ConfigError, match="alignment"):
@@ -283,7 +326,9 @@ def test_smollm2_surprisal_predicts_reading_times(naturalstories, stimuli):
     assert np.isfinite(bits[1:]).all() and (bits[1:] > 0).all()
     surprisal = pd.DataFrame({"stimulus_id": stimuli["stimulus_id"], "surprisal_bits": bits})
     times = f.load_reading_times({"naturalstories": str(naturalstories)}, {"alignment": "brainscore2022"})
-    result = score_reading_times(surprisal, stimuli, times.matrix, times.readers, {"alignment": "brainscore2022"}).set_index("protocol")
+    result = score_reading_times(
+        surprisal, stimuli, times.matrix, times.readers, {"alignment": "brainscore2022"}
+    ).set_index("protocol")
     keep = stimuli["word_in_sentence"].to_numpy() != 1
     assert result.loc["aw2024", "r"] == pytest.approx(stats.pearsonr(bits[keep], times.matrix[keep, 0])[0], abs=1e-9)
     assert result.loc["aw2024", "r"] > 0.1

@@ -127,7 +127,9 @@ def test_brainscore_scalar_score_file_is_read(tmp_path):
     score.to_netcdf(path)  # unnamed, as Brain-Score's write_netcdf stores a Score
     assert read_score(path) == 0.35
     aggregated = tmp_path / "aggregated.nc"
-    xr.DataArray([0.4, 0.02], coords={"aggregation": ["center", "error"]}, dims=["aggregation"], name="data").to_netcdf(aggregated)
+    xr.DataArray([0.4, 0.02], coords={"aggregation": ["center", "error"]}, dims=["aggregation"], name="data").to_netcdf(
+        aggregated
+    )
     assert read_score(aggregated) == 0.4
 
 

@@ -19,8 +19,13 @@ from brainalign.models.loading import load_model, read_manifest
 REPO = Path(__file__).resolve().parents[2]
 TINY = {
     "gpt2": {"n_embd": 16, "n_layer": 3, "n_head": 2},
-    "llama": {"hidden_size": 16, "intermediate_size": 32, "num_hidden_layers": 2, "num_attention_heads": 2,
-              "num_key_value_heads": 2},
+    "llama": {
+        "hidden_size": 16,
+        "intermediate_size": 32,
+        "num_hidden_layers": 2,
+        "num_attention_heads": 2,
+        "num_key_value_heads": 2,
+    },
     "t5": {"d_model": 16, "d_ff": 32, "num_layers": 2, "num_decoder_layers": 3, "num_heads": 2, "d_kv": 8},
 }
 
@@ -34,7 +39,11 @@ def config(tmp_path) -> Path:
 
 def random_checkpoint(tmp_path: Path, architecture: str) -> Path:
     manifest = tmp_path / architecture / "manifest.json"
-    fetch_model(architecture, {"source": {"type": "random", "architecture": architecture, "config": TINY[architecture]}}, manifest)
+    fetch_model(
+        architecture,
+        {"source": {"type": "random", "architecture": architecture, "config": TINY[architecture]}},
+        manifest,
+    )
     return manifest
 
 
@@ -70,11 +79,29 @@ def test_gguf_facts_match_the_file_metadata(config):
 def test_entry_is_appended_with_comments_kept_and_suite_extended(config, tmp_path):
     before = config.read_text()
     manifest = random_checkpoint(tmp_path, "gpt2")
-    assert main(["add-model", str(manifest.parent), "--name", "mine", "--base", "tiny-gpt2", "--suite", "tiny",
-                 "--config", str(config)]) == 0
+    assert (
+        main(
+            [
+                "add-model",
+                str(manifest.parent),
+                "--name",
+                "mine",
+                "--base",
+                "tiny-gpt2",
+                "--suite",
+                "tiny",
+                "--config",
+                str(config),
+            ]
+        )
+        == 0
+    )
     after = config.read_text()
-    assert after.startswith(before.split("models:\n  # initializer_range")[0].replace(
-        "models: [tiny-gpt2, tiny-gpt2-tuned, tiny-t5]", "models: [tiny-gpt2, tiny-gpt2-tuned, tiny-t5, mine]"))
+    assert after.startswith(
+        before.split("models:\n  # initializer_range")[0].replace(
+            "models: [tiny-gpt2, tiny-gpt2-tuned, tiny-t5]", "models: [tiny-gpt2, tiny-gpt2-tuned, tiny-t5, mine]"
+        )
+    )
     assert "# initializer_range 0.5 makes" in after and "# Added by `brainalign add-model" in after
     parsed = yaml.safe_load(after)
     assert parsed["suites"]["tiny"]["models"][-1] == "mine"

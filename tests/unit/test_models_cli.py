@@ -15,8 +15,16 @@ from brainalign.models.loading import load_model, read_manifest
 from brainalign.models.surprisal import surprisal_table
 
 WORDS = ["The", "gardener", "didn't", "plant", "tulips,", "but", "they", "grew."]
-BLOCK = {"source": {"type": "random", "architecture": "llama", "seed": 3, "config": {
-    "hidden_size": 16, "intermediate_size": 32, "num_hidden_layers": 2, "num_attention_heads": 2}}, "kind": "causal", "n_layers": 2}
+BLOCK = {
+    "source": {
+        "type": "random",
+        "architecture": "llama",
+        "seed": 3,
+        "config": {"hidden_size": 16, "intermediate_size": 32, "num_hidden_layers": 2, "num_attention_heads": 2},
+    },
+    "kind": "causal",
+    "n_layers": 2,
+}
 
 
 @pytest.fixture(scope="module")
@@ -38,7 +46,21 @@ def test_surprisal_command_matches_library(model_folder, tmp_path, readout):
     words = tmp_path / "words.txt"
     words.write_text("\n".join(WORDS) + "\n")
     out = tmp_path / "surprisal.parquet"
-    _run(["surprisal", "--model", str(model_folder), "--words", str(words), "--out", str(out), "--device", "cpu", "--readout", readout])
+    _run(
+        [
+            "surprisal",
+            "--model",
+            str(model_folder),
+            "--words",
+            str(words),
+            "--out",
+            str(out),
+            "--device",
+            "cpu",
+            "--readout",
+            readout,
+        ]
+    )
     table = read_table(out)
     assert table["word"].tolist() == WORDS
     assert read_metadata(out)["readout"] == readout
@@ -55,11 +77,33 @@ def test_surprisal_command_matches_library(model_folder, tmp_path, readout):
 @pytest.mark.parametrize("readout", ["unit", "aw2024"])
 def test_extract_command_writes_every_layer(model_folder, tmp_path, readout):
     stimuli = tmp_path / "stimuli.parquet"
-    frame = pd.DataFrame({"stimulus_id": [f"w{i}" for i in range(len(WORDS))], "context_group": "g",
-                          "position": range(len(WORDS)), "text": WORDS, "cv_group": "g", "partition": "all"})
+    frame = pd.DataFrame(
+        {
+            "stimulus_id": [f"w{i}" for i in range(len(WORDS))],
+            "context_group": "g",
+            "position": range(len(WORDS)),
+            "text": WORDS,
+            "cv_group": "g",
+            "partition": "all",
+        }
+    )
     write_stimuli(stimuli, frame, {})
     out = tmp_path / "activations.parquet"
-    _run(["extract", "--model", str(model_folder), "--stimuli", str(stimuli), "--out", str(out), "--device", "cpu", "--readout", readout])
+    _run(
+        [
+            "extract",
+            "--model",
+            str(model_folder),
+            "--stimuli",
+            str(stimuli),
+            "--out",
+            str(out),
+            "--device",
+            "cpu",
+            "--readout",
+            readout,
+        ]
+    )
     for layer in (1, 2):
         ids, values = read_activations(out, layer)
         assert values.shape == (len(WORDS), 16) and list(ids) == frame["stimulus_id"].tolist()
@@ -68,12 +112,36 @@ def test_extract_command_writes_every_layer(model_folder, tmp_path, readout):
 
 def test_extract_command_reads_word_windows_of_a_time_series(model_folder, tmp_path):
     stimuli = tmp_path / "stimuli.parquet"
-    frame = pd.DataFrame({"stimulus_id": [f"w{i}" for i in range(len(WORDS))], "context_group": "run1",
-                          "position": range(len(WORDS)), "text": WORDS, "cv_group": "run1", "partition": "all"})
+    frame = pd.DataFrame(
+        {
+            "stimulus_id": [f"w{i}" for i in range(len(WORDS))],
+            "context_group": "run1",
+            "position": range(len(WORDS)),
+            "text": WORDS,
+            "cv_group": "run1",
+            "partition": "all",
+        }
+    )
     write_stimuli(stimuli, frame, {})
     out = tmp_path / "activations.parquet"
-    _run(["extract", "--model", str(model_folder), "--stimuli", str(stimuli), "--out", str(out), "--device", "cpu",
-          "--readout", "aw2024", "--time-series", "--word-window", "3"])
+    _run(
+        [
+            "extract",
+            "--model",
+            str(model_folder),
+            "--stimuli",
+            str(stimuli),
+            "--out",
+            str(out),
+            "--device",
+            "cpu",
+            "--readout",
+            "aw2024",
+            "--time-series",
+            "--word-window",
+            "3",
+        ]
+    )
     metadata = read_metadata(out)
     assert "the 3 words of its context group ending with it" in metadata["context_policy"]
     assert metadata["pooling"] == "mean of the last word's tokens"

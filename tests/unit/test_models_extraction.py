@@ -25,22 +25,55 @@ WORDS = (
     "1,234 that's surrounded by moors as high as mountains. It is in this valley where you "
     "would find the city of Bradford."
 ).split()
-SENTENCES = ["Tulips are bright flowers.", "The gardener didn't plant them!", "They grew anyway.", "Numbers: 3.14 (pi)."]
+SENTENCES = [
+    "Tulips are bright flowers.",
+    "The gardener didn't plant them!",
+    "They grew anyway.",
+    "Numbers: 3.14 (pi).",
+]
 
 BLOCKS = {
     "gpt2": {
-        "source": {"type": "random", "architecture": "gpt2", "seed": 0, "config": {"n_embd": 32, "n_layer": 2, "n_head": 2}},
-        "kind": "causal", "n_layers": 2, "max_length": 40, "dtype": "float32",
+        "source": {
+            "type": "random",
+            "architecture": "gpt2",
+            "seed": 0,
+            "config": {"n_embd": 32, "n_layer": 2, "n_head": 2},
+        },
+        "kind": "causal",
+        "n_layers": 2,
+        "max_length": 40,
+        "dtype": "float32",
     },
     "llama": {
-        "source": {"type": "random", "architecture": "llama", "seed": 1, "config": {
-            "hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 3, "num_attention_heads": 4, "num_key_value_heads": 2}},
-        "kind": "causal", "n_layers": 3, "max_length": 40, "dtype": "float32",
+        "source": {
+            "type": "random",
+            "architecture": "llama",
+            "seed": 1,
+            "config": {
+                "hidden_size": 32,
+                "intermediate_size": 64,
+                "num_hidden_layers": 3,
+                "num_attention_heads": 4,
+                "num_key_value_heads": 2,
+            },
+        },
+        "kind": "causal",
+        "n_layers": 3,
+        "max_length": 40,
+        "dtype": "float32",
     },
     "t5": {
-        "source": {"type": "random", "architecture": "t5", "seed": 2, "config": {
-            "d_model": 32, "d_ff": 64, "num_layers": 2, "num_decoder_layers": 2, "num_heads": 4, "d_kv": 8}},
-        "kind": "seq2seq", "n_layers": 4, "max_length": 30, "dtype": "float32",
+        "source": {
+            "type": "random",
+            "architecture": "t5",
+            "seed": 2,
+            "config": {"d_model": 32, "d_ff": 64, "num_layers": 2, "num_decoder_layers": 2, "num_heads": 4, "d_kv": 8},
+        },
+        "kind": "seq2seq",
+        "n_layers": 4,
+        "max_length": 30,
+        "dtype": "float32",
     },
 }
 OPTIONS = {"min_context_tokens": 8, "batch_size": 3, "device": "cpu"}
@@ -49,13 +82,27 @@ OPTIONS = {"min_context_tokens": 8, "batch_size": 3, "device": "cpu"}
 @pytest.fixture(scope="module")
 def stimuli_path(tmp_path_factory) -> str:
     rows = [
-        {"stimulus_id": f"w{i}", "context_group": "story", "position": i, "text": w, "cv_group": "a", "partition": "all"}
+        {
+            "stimulus_id": f"w{i}",
+            "context_group": "story",
+            "position": i,
+            "text": w,
+            "cv_group": "a",
+            "partition": "all",
+        }
         for i, w in enumerate(WORDS)
     ]
     # Passage rows come first in the table but in shuffled position order: outputs follow table order.
     order = [2, 0, 3, 1]
     rows = [
-        {"stimulus_id": f"s{i}", "context_group": "passage", "position": i, "text": SENTENCES[i], "cv_group": "b", "partition": "all"}
+        {
+            "stimulus_id": f"s{i}",
+            "context_group": "passage",
+            "position": i,
+            "text": SENTENCES[i],
+            "cv_group": "b",
+            "partition": "all",
+        }
         for i in order
     ] + rows
     path = tmp_path_factory.mktemp("stimuli") / "stimuli.parquet"
@@ -83,10 +130,14 @@ def test_activations_equal_naive_per_prefix(fetched, stimuli_path, tmp_path):
     extract_activations(stimuli_path, manifest, block, OPTIONS, out)
     stimuli = read_table(stimuli_path)
     seq2seq = block["kind"] == "seq2seq"
-    reference = naive_states(loaded.model, loaded.tokenizer, stimuli, block["max_length"], OPTIONS["min_context_tokens"], seq2seq)
+    reference = naive_states(
+        loaded.model, loaded.tokenizer, stimuli, block["max_length"], OPTIONS["min_context_tokens"], seq2seq
+    )
     assert len(WORDS) * 2 > block["max_length"]  # the word stream does not fit in one window
     for layer in range(1, block["n_layers"] + 1):
-        ids, values = read_activations(out, layer, expected=expected_metadata(name, block, OPTIONS, stimuli_path, read_manifest(manifest)))
+        ids, values = read_activations(
+            out, layer, expected=expected_metadata(name, block, OPTIONS, stimuli_path, read_manifest(manifest))
+        )
         assert list(ids) == stimuli["stimulus_id"].tolist()
         assert _relative_error(values, reference[layer - 1]) < 1e-4, f"layer {layer}"
 
@@ -99,7 +150,12 @@ def test_surprisal_equals_naive_per_prefix(fetched, stimuli_path, tmp_path):
     table = read_table(out)
     stimuli = read_table(stimuli_path)
     reference = naive_surprisal(
-        loaded.model, loaded.tokenizer, stimuli, block["max_length"], OPTIONS["min_context_tokens"], block["kind"] == "seq2seq"
+        loaded.model,
+        loaded.tokenizer,
+        stimuli,
+        block["max_length"],
+        OPTIONS["min_context_tokens"],
+        block["kind"] == "seq2seq",
     )
     assert table["stimulus_id"].tolist() == stimuli["stimulus_id"].tolist()
     first = stimuli["position"].to_numpy() == 0
@@ -149,6 +205,8 @@ def test_stale_file_is_refused(fetched, stimuli_path, tmp_path):
     name, manifest, _ = fetched
     out = tmp_path / "activations.parquet"
     extract_activations(stimuli_path, manifest, BLOCKS[name], OPTIONS, out)
-    other = expected_metadata(name, {**BLOCKS[name], "prompt_policy": "template"}, OPTIONS, stimuli_path, read_manifest(manifest))
+    other = expected_metadata(
+        name, {**BLOCKS[name], "prompt_policy": "template"}, OPTIONS, stimuli_path, read_manifest(manifest)
+    )
     with pytest.raises(Exception, match="prompt_policy"):
         read_activations(out, 1, expected=other)

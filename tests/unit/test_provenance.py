@@ -135,7 +135,9 @@ def test_cli_prints_the_record(tmp_path, stimuli_file):
     provenance.record_job([stimuli_file], [], rule="prepare_stimuli", wildcards={"dataset": "d"}, params={"x": 1})
     completed = subprocess.run(
         [sys.executable, "-m", "brainalign.cli", "provenance", str(stimuli_file)],
-        capture_output=True, text=True, check=True,
+        capture_output=True,
+        text=True,
+        check=True,
     )
     printed = json.loads(completed.stdout)
     assert printed["provenance"]["params"] == {"x": 1}
@@ -185,7 +187,10 @@ def test_removed_module_and_other_version_make_result_stale(tmp_path):
         package_version=lambda _: "0.0.1",
     )
     (stale,) = provenance.stale_results(results)
-    assert set(stale.reasons) == {"module brainalign.gone removed", f"package version 0.0.1 -> {brainalign.__version__}"}
+    assert set(stale.reasons) == {
+        "module brainalign.gone removed",
+        f"package version 0.0.1 -> {brainalign.__version__}",
+    }
 
 
 def test_edited_output_is_reported(tmp_path):
@@ -200,6 +205,8 @@ def test_cli_stale_lists_paths_for_forcerun(tmp_path):
     _edit_record(result, modules=lambda modules: {**modules, "brainalign.io": "0" * 64})
     completed = subprocess.run(
         [sys.executable, "-m", "brainalign.cli", "provenance", "--stale", str(results), "--paths"],
-        capture_output=True, text=True, check=True,
+        capture_output=True,
+        text=True,
+        check=True,
     )
     assert completed.stdout.split() == [str(result)]

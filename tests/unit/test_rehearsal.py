@@ -7,13 +7,13 @@ import numpy as np
 import pandas as pd
 import pytest
 import xarray as xr
+from conftest import REPO_ROOT, shared_data_dir
 from sklearn.linear_model import LinearRegression
 
-from brainalign.config import load_config
 from brainalign import rehearsal
+from brainalign.config import load_config
 from brainalign.datasets import blank2014, pereira2018, wehbe2014
 from brainalign.errors import ConfigError
-from conftest import REPO_ROOT, shared_data_dir
 
 NULL = {
     "variant": "null",

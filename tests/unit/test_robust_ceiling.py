@@ -35,16 +35,22 @@ def shared_signal_subjects(signal_fraction, n_rows=240, n_groups=12, n_subjects=
     noise = rng.standard_normal(signal.shape)
     responses = np.sqrt(signal_fraction) * signal + np.sqrt(1 - signal_fraction) * noise
     groups = np.repeat([f"g{k}" for k in range(n_groups)], n_rows // n_groups)
-    stimuli = pd.DataFrame({
-        "stimulus_id": [f"s{i}" for i in range(n_rows)],
-        "context_group": groups,
-        "position": np.tile(np.arange(n_rows // n_groups), n_groups),
-        "text": "a few words",
-        "cv_group": groups,
-        "partition": "all",
-    })
-    neuroids = pd.DataFrame({"neuroid_id": [f"n{i}" for i in range(signal.shape[1])],
-                             "subject": np.repeat([f"S{k}" for k in range(n_subjects)], n_voxels)})
+    stimuli = pd.DataFrame(
+        {
+            "stimulus_id": [f"s{i}" for i in range(n_rows)],
+            "context_group": groups,
+            "position": np.tile(np.arange(n_rows // n_groups), n_groups),
+            "text": "a few words",
+            "cv_group": groups,
+            "partition": "all",
+        }
+    )
+    neuroids = pd.DataFrame(
+        {
+            "neuroid_id": [f"n{i}" for i in range(signal.shape[1])],
+            "subject": np.repeat([f"S{k}" for k in range(n_subjects)], n_voxels),
+        }
+    )
     return responses, stimuli, stimuli[["stimulus_id"]], neuroids
 
 
@@ -69,8 +75,13 @@ def test_pool_fit_equals_naive_ridge_at_one_penalty(n_subjects):
     subject_of = neuroids["subject"].to_numpy()
     others = [f"S{k}" for k in range(1, n_subjects)]
     ours = pool_r2_scorer(responses, subject_of, folds, options)(others, "S0")
-    expected = naive_pool_r2(responses[:, subject_of != "S0"], responses[:, subject_of == "S0"],
-                             stimuli["cv_group"].to_numpy(), 4, alpha=10.0)
+    expected = naive_pool_r2(
+        responses[:, subject_of != "S0"],
+        responses[:, subject_of == "S0"],
+        stimuli["cv_group"].to_numpy(),
+        4,
+        alpha=10.0,
+    )
     np.testing.assert_allclose(ours, expected, atol=2e-4)
 
 
@@ -98,12 +109,26 @@ def test_each_partition_scores_its_own_subjects():
 def test_time_series_ceiling_uses_the_measured_trs_of_contiguous_folds():
     responses, _, _, neuroids = shared_signal_subjects(0.6, n_rows=200, n_groups=10, n_subjects=4, n_voxels=6, seed=3)
     runs = np.repeat(["r1", "r2", "r3", "r4"], 50)
-    rows = pd.DataFrame({"stimulus_id": [f"tr{i}" for i in range(200)], "run": runs,
-                         "time": np.tile(np.arange(50.0), 4), "trimmed": np.tile(np.arange(50) < 3, 4)})
+    rows = pd.DataFrame(
+        {
+            "stimulus_id": [f"tr{i}" for i in range(200)],
+            "run": runs,
+            "time": np.tile(np.arange(50.0), 4),
+            "trimmed": np.tile(np.arange(50) < 3, 4),
+        }
+    )
     responses[rows["trimmed"].to_numpy()] = np.nan  # run edges without a kept measurement
-    stimuli = pd.DataFrame({"stimulus_id": [f"w{i}" for i in range(200)], "response_id": rows["stimulus_id"],
-                            "context_group": runs, "position": np.tile(np.arange(50), 4), "text": "word",
-                            "cv_group": runs, "partition": "all"})
+    stimuli = pd.DataFrame(
+        {
+            "stimulus_id": [f"w{i}" for i in range(200)],
+            "response_id": rows["stimulus_id"],
+            "context_group": runs,
+            "position": np.tile(np.arange(50), 4),
+            "text": "word",
+            "cv_group": runs,
+            "partition": "all",
+        }
+    )
     table, summary = compute_robust_ceiling(responses, stimuli, rows, neuroids, {**FAST, "time_series": True})
     assert summary["cv_groups"] == "runs (contiguous blocks)" and len(table) == 24
     assert 0.6 - 0.08 <= summary["ceiling"] <= 0.6 + 0.02
@@ -122,15 +147,28 @@ def test_unknown_ceiling_option_names_the_robust_section():
 
 
 def test_robust_scores_are_divided_by_the_robust_ceiling(tmp_path):
-    fold = {"partition": "all", "inner_score": 0.1, "bootstrap_scores": [0.1, 0.2], "permutation_scores": None,
-            **{column: 0.0 for column in robust.SCORE_COLUMNS.values()}}
+    fold = {
+        "partition": "all",
+        "inner_score": 0.1,
+        "bootstrap_scores": [0.1, 0.2],
+        "permutation_scores": None,
+        **{column: 0.0 for column in robust.SCORE_COLUMNS.values()},
+    }
     paths = []
     for layer, headline in ((1, 0.06), (2, 0.12)):
         folds = [{**fold, "fold": k, "inner_score": headline, "test_score": headline} for k in range(2)]
-        neuroids = pd.DataFrame({"partition": "all", "neuroid_id": ["n0"], "subject": ["S0"],
-                                 **{f"{m}_fold_{k}": [headline] for m in robust.FOLD_MEASURES for k in range(2)}})
+        neuroids = pd.DataFrame(
+            {
+                "partition": "all",
+                "neuroid_id": ["n0"],
+                "subject": ["S0"],
+                **{f"{m}_fold_{k}": [headline] for m in robust.FOLD_MEASURES for k in range(2)},
+            }
+        )
         path = tmp_path / f"layer-{layer}.parquet"
-        io.write_table(path, neuroids, io.provenance(layer=layer, score=headline, folds=folds, details={"confidence_level": 0.95}))
+        io.write_table(
+            path, neuroids, io.provenance(layer=layer, score=headline, folds=folds, details={"confidence_level": 0.95})
+        )
         paths.append(path)
     ceiling = tmp_path / "ceiling.parquet"
     io.write_table(ceiling, pd.DataFrame({"ceiling": [0.4]}), io.provenance(summary={"ceiling": 0.4, "measure": "R^2"}))

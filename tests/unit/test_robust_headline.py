@@ -12,7 +12,13 @@ from threadpoolctl import threadpool_limits
 from brainalign.encoding.controls import oasm
 from brainalign.encoding.robust import fit_robust
 
-OPTIONS = {"n_bootstrap": 0, "n_permutations": 99, "n_band_weights": 6, "n_inner_folds": 3, "controls": ["length", "position", "oasm"]}
+OPTIONS = {
+    "n_bootstrap": 0,
+    "n_permutations": 99,
+    "n_band_weights": 6,
+    "n_inner_folds": 3,
+    "controls": ["length", "position", "oasm"],
+}
 N_TOPICS, PASSAGES_PER_TOPIC, SENTENCES_PER_PASSAGE, N_NEUROIDS, N_FEATURES = 20, 3, 4, 10, 40
 N_SEEDS = 40
 
@@ -30,14 +36,16 @@ def topic_stimuli(rng: np.random.Generator) -> pd.DataFrame:
     n = N_TOPICS * per_topic
     passage = np.repeat(np.arange(N_TOPICS * PASSAGES_PER_TOPIC), SENTENCES_PER_PASSAGE)
     lengths = rng.integers(4, 15, size=n)
-    return pd.DataFrame({
-        "stimulus_id": [f"s{i}" for i in range(n)],
-        "context_group": [f"p{p:03d}" for p in passage],
-        "position": np.tile(np.arange(SENTENCES_PER_PASSAGE), N_TOPICS * PASSAGES_PER_TOPIC),
-        "text": [" ".join(["w"] * k) for k in lengths],
-        "cv_group": [f"t{t:02d}" for t in passage // PASSAGES_PER_TOPIC],
-        "partition": "all",
-    })
+    return pd.DataFrame(
+        {
+            "stimulus_id": [f"s{i}" for i in range(n)],
+            "context_group": [f"p{p:03d}" for p in passage],
+            "position": np.tile(np.arange(SENTENCES_PER_PASSAGE), N_TOPICS * PASSAGES_PER_TOPIC),
+            "text": [" ".join(["w"] * k) for k in lengths],
+            "cv_group": [f"t{t:02d}" for t in passage // PASSAGES_PER_TOPIC],
+            "partition": "all",
+        }
+    )
 
 
 def adversarial_data(scenario: str, seed: int) -> tuple[np.ndarray, np.ndarray, pd.DataFrame]:
@@ -58,7 +66,9 @@ def adversarial_data(scenario: str, seed: int) -> tuple[np.ndarray, np.ndarray, 
     noise = rng.standard_normal((n, N_NEUROIDS))
     features = rng.standard_normal((n, N_FEATURES))
     standard_length = (length - length.mean()) / length.std()
-    controls_signal = np.outer(standard_length, rng.uniform(0.5, 1.0, N_NEUROIDS)) + np.outer(position - position.mean(), rng.uniform(0.3, 0.6, N_NEUROIDS))
+    controls_signal = np.outer(standard_length, rng.uniform(0.5, 1.0, N_NEUROIDS)) + np.outer(
+        position - position.mean(), rng.uniform(0.3, 0.6, N_NEUROIDS)
+    )
     if scenario == "controls":
         codes = np.column_stack([np.cos(k * standard_length) for k in range(1, 6)] + [standard_length**2])
         features = codes @ rng.standard_normal((codes.shape[1], N_FEATURES)) + 0.1 * features
@@ -78,7 +88,9 @@ def adversarial_data(scenario: str, seed: int) -> tuple[np.ndarray, np.ndarray, 
 def robust_fit(scenario: str, seed: int):
     features, responses, stimuli = adversarial_data(scenario, seed)
     neuroids = pd.DataFrame({"neuroid_id": [f"n{i}" for i in range(N_NEUROIDS)], "subject": "s1"})
-    return fit_robust(features, responses, stimuli, stimuli[["stimulus_id"]], neuroids, {**OPTIONS, "random_state": seed})
+    return fit_robust(
+        features, responses, stimuli, stimuli[["stimulus_id"]], neuroids, {**OPTIONS, "random_state": seed}
+    )
 
 
 @pytest.mark.parametrize("scenario", ["controls", "autocorrelation", "passage"])

@@ -19,11 +19,22 @@ from brainalign.errors import ConfigError
 N_FOLDS = 3
 N_LAYERS = 4
 PARTITIONS = ("243sentences", "384sentences")
-ACTIVATIONS = {"model": "m", "dtype": "float32", "prompt_policy": "raw", "context_policy": "context-group so far", "readout_module": "decoder.block"}
+ACTIVATIONS = {
+    "model": "m",
+    "dtype": "float32",
+    "prompt_policy": "raw",
+    "context_policy": "context-group so far",
+    "readout_module": "decoder.block",
+}
 
 
 def layer_table(rng: np.random.Generator, strength: dict[str, float]) -> pd.DataFrame:
-    rows = [{"partition": p, "neuroid_id": f"s{s}.v{v}", "subject": f"s{s}"} for p in PARTITIONS for s in range(3) for v in range(4)]
+    rows = [
+        {"partition": p, "neuroid_id": f"s{s}.v{v}", "subject": f"s{s}"}
+        for p in PARTITIONS
+        for s in range(3)
+        for v in range(4)
+    ]
     table = pd.DataFrame(rows)
     shift = table["partition"].map(strength).to_numpy()[:, None]
     folds = rng.uniform(-0.1, 0.1, size=(len(table), N_FOLDS)) + shift
@@ -65,7 +76,18 @@ def layer_files(tmp_path):
 def run(tmp_path, layer_files, **choice) -> pd.Series:
     paths, ceiling, _ = layer_files
     out = tmp_path / "model.tsv"
-    score_model("aw2024", "m", "pereira2018", paths, ceiling, N_LAYERS, out, tmp_path / "layers.tsv", tmp_path / "neuroids.parquet", **choice)
+    score_model(
+        "aw2024",
+        "m",
+        "pereira2018",
+        paths,
+        ceiling,
+        N_LAYERS,
+        out,
+        tmp_path / "layers.tsv",
+        tmp_path / "neuroids.parquet",
+        **choice,
+    )
     return io.read_tsv(out).iloc[0]
 
 
@@ -80,7 +102,9 @@ def test_max_per_dataset_takes_the_layer_with_the_best_dataset_score(tmp_path, l
 
 def test_max_per_partition_averages_each_partitions_best_layer(tmp_path, layer_files):
     metadata = layer_files[2]
-    best = {p: max(metadata, key=lambda layer: metadata[layer]["details"]["partitions"][p]["score"]) for p in PARTITIONS}
+    best = {
+        p: max(metadata, key=lambda layer: metadata[layer]["details"]["partitions"][p]["score"]) for p in PARTITIONS
+    }
     assert best == {"243sentences": 2, "384sentences": 3}
     row = run(tmp_path, layer_files, layer_rule="max_per_partition")
     expected = np.mean([metadata[best[p]]["details"]["partitions"][p]["score"] for p in PARTITIONS])
@@ -125,24 +149,49 @@ def test_robust_rows_carry_the_nested_headline_and_the_models_beside_it(tmp_path
     n_passages, per_passage = 20, 4
     passages = np.repeat([f"p{g:02d}" for g in range(n_passages)], per_passage)
     lengths = rng.integers(4, 15, size=len(passages))
-    stimuli = pd.DataFrame({
-        "stimulus_id": [f"s{i}" for i in range(len(passages))], "context_group": passages,
-        "position": np.tile(np.arange(per_passage), n_passages), "text": [" ".join(["w"] * k) for k in lengths],
-        "cv_group": passages, "partition": "all",
-    })
+    stimuli = pd.DataFrame(
+        {
+            "stimulus_id": [f"s{i}" for i in range(len(passages))],
+            "context_group": passages,
+            "position": np.tile(np.arange(per_passage), n_passages),
+            "text": [" ".join(["w"] * k) for k in lengths],
+            "cv_group": passages,
+            "partition": "all",
+        }
+    )
     layers = {layer: rng.standard_normal((len(stimuli), 12)) for layer in (1, 2)}
-    responses = layers[1][:, :4] @ rng.standard_normal((4, 6)) + np.outer(lengths - lengths.mean(), np.ones(6)) / 3 + rng.standard_normal((len(stimuli), 6))
+    responses = (
+        layers[1][:, :4] @ rng.standard_normal((4, 6))
+        + np.outer(lengths - lengths.mean(), np.ones(6)) / 3
+        + rng.standard_normal((len(stimuli), 6))
+    )
     neuroids = pd.DataFrame({"neuroid_id": [f"n{i}" for i in range(6)], "subject": np.repeat(["a", "b"], 3)})
-    options = {"n_bootstrap": 40, "n_permutations": 19, "n_band_weights": 6, "n_inner_folds": 3, "controls": ["length", "position"]}
+    options = {
+        "n_bootstrap": 40,
+        "n_permutations": 19,
+        "n_band_weights": 6,
+        "n_inner_folds": 3,
+        "controls": ["length", "position"],
+    }
     paths, folds = [], {}
     for layer, features in layers.items():
         result = fit_robust(features, responses, stimuli, stimuli[["stimulus_id"]], neuroids, options)
         folds[layer] = result.folds
         paths.append(str(tmp_path / f"layer-{layer}.parquet"))
-        io.write_table(paths[-1], result.neuroids, io.provenance(
-            layer=layer, score=result.score, folds=result.folds.to_dict(orient="records"), details=result.details, activations=ACTIVATIONS,
-            ci_low=result.ci_low, ci_high=result.ci_high, p_value=result.p_value
-        ))
+        io.write_table(
+            paths[-1],
+            result.neuroids,
+            io.provenance(
+                layer=layer,
+                score=result.score,
+                folds=result.folds.to_dict(orient="records"),
+                details=result.details,
+                activations=ACTIVATIONS,
+                ci_low=result.ci_low,
+                ci_high=result.ci_high,
+                p_value=result.p_value,
+            ),
+        )
     ceiling = tmp_path / "ceiling.parquet"
     io.write_table(ceiling, pd.DataFrame({"ceiling": [0.5]}), io.provenance(summary={"ceiling": 0.5}))
     out, neuroids_out = tmp_path / "model.tsv", tmp_path / "neuroids.parquet"

@@ -8,11 +8,16 @@ import pytest
 from scipy.stats import zscore
 from sklearn.decomposition import PCA
 
-from brainalign.encoding.toneva import fit_toneva
-from brainalign.encoding.toneva import contiguous_folds, delay_features, kept_tr_mask
+from brainalign.encoding.toneva import contiguous_folds, delay_features, fit_toneva, kept_tr_mask
 
-SETTINGS = {"n_components": 3, "trim_start": 4, "trim_end": 3, "boundary_trs": 2, "inner_folds": 4,
-            "alphas": [1e-2, 1.0, 1e2, 1e4]}
+SETTINGS = {
+    "n_components": 3,
+    "trim_start": 4,
+    "trim_end": 3,
+    "boundary_trs": 2,
+    "inner_folds": 4,
+    "alphas": [1e-2, 1.0, 1e2, 1e4],
+}
 
 
 def simulate(n_runs=4, trs_per_run=40, words_per_tr=4, n_features=12, n_voxels=6, noise=0.5, seed=0):
@@ -29,17 +34,26 @@ def simulate(n_runs=4, trs_per_run=40, words_per_tr=4, n_features=12, n_voxels=6
     responses[2:] = drive[:-2]  # the BOLD lags the words by 2 TRs
     responses += noise * rng.standard_normal(responses.shape)
     tr_ids = [f"tr{t:04d}" for t in range(n_trs)]
-    stimuli = pd.DataFrame({"stimulus_id": [f"w{i:05d}" for i in range(len(word_tr))], "response_id": np.array(tr_ids)[word_tr],
-                            "partition": "all"})
+    stimuli = pd.DataFrame(
+        {
+            "stimulus_id": [f"w{i:05d}" for i in range(len(word_tr))],
+            "response_id": np.array(tr_ids)[word_tr],
+            "partition": "all",
+        }
+    )
     rows = pd.DataFrame({"stimulus_id": tr_ids, "run": runs})
-    neuroids = pd.DataFrame({"neuroid_id": [f"v{i}" for i in range(n_voxels)], "subject": np.repeat(["A", "B"], n_voxels // 2)})
+    neuroids = pd.DataFrame(
+        {"neuroid_id": [f"v{i}" for i in range(n_voxels)], "subject": np.repeat(["A", "B"], n_voxels // 2)}
+    )
     return words, responses, stimuli, rows, neuroids, word_tr, runs
 
 
 def naive_toneva(words, responses, word_tr, runs, settings):
     """Loop-by-loop transcription of the original pipeline (inv-based ridge, per-voxel loops)."""
     n_trs = len(runs)
-    kept = np.concatenate([np.arange(n_trs)[runs == r][settings["trim_start"]:-settings["trim_end"]] for r in np.unique(runs)])
+    kept = np.concatenate(
+        [np.arange(n_trs)[runs == r][settings["trim_start"] : -settings["trim_end"]] for r in np.unique(runs)]
+    )
     n_kept = len(kept)
     size = n_kept // 4
     fold_of = np.array([min(i // size, 3) for i in range(n_kept)])
@@ -55,7 +69,9 @@ def naive_toneva(words, responses, word_tr, runs, settings):
         for t in range(n_trs):
             tmp[t] = np.mean(reduced[word_tr == t], 0)
         delayed = np.concatenate([np.vstack([np.zeros((d, tmp.shape[1])), tmp[:-d]]) for d in (1, 2, 3, 4)], axis=1)
-        design = np.vstack([zscore(delayed[runs == r][settings["trim_start"]:-settings["trim_end"]]) for r in np.unique(runs)])
+        design = np.vstack(
+            [zscore(delayed[runs == r][settings["trim_start"] : -settings["trim_end"]]) for r in np.unique(runs)]
+        )
         train_x, test_x, train_y, test_y = design[train_ind], design[test_ind], data[train_ind], data[test_ind]
         skip = settings["boundary_trs"]
         if fold == 0:

@@ -47,8 +47,18 @@ PINNED = (
 )
 
 CHECK_COLUMNS = [
-    "model", "benchmark", "dataset", "layer", "raw", "ceiling", "score", "expected", "difference", "tolerance",
-    "passed", "source",
+    "model",
+    "benchmark",
+    "dataset",
+    "layer",
+    "raw",
+    "ceiling",
+    "score",
+    "expected",
+    "difference",
+    "tolerance",
+    "passed",
+    "source",
 ]
 
 
@@ -84,9 +94,15 @@ def check_row(pinned: PinnedScore, dataset: str, measured: Mapping[str, float], 
     """A pass/fail row: ours against the pinned value."""
     difference = measured["score"] - pinned.expected
     return {
-        "model": pinned.model, "benchmark": pinned.benchmark, "dataset": dataset, **measured,
-        "expected": pinned.expected, "difference": difference, "tolerance": tolerance,
-        "passed": bool(abs(difference) <= tolerance), "source": SOURCE,
+        "model": pinned.model,
+        "benchmark": pinned.benchmark,
+        "dataset": dataset,
+        **measured,
+        "expected": pinned.expected,
+        "difference": difference,
+        "tolerance": tolerance,
+        "passed": bool(abs(difference) <= tolerance),
+        "source": SOURCE,
     }
 
 
@@ -130,7 +146,9 @@ def planned_checks(models: Mapping[str, Mapping], datasets: Mapping[str, Mapping
     return checks
 
 
-def check_brainscore(checks: Sequence[Mapping[str, str]], out_path: str | Path, tolerance: float = TOLERANCE) -> pd.DataFrame:
+def check_brainscore(
+    checks: Sequence[Mapping[str, str]], out_path: str | Path, tolerance: float = TOLERANCE
+) -> pd.DataFrame:
     """Compare the suite's scores with Brain-Score's pinned values and write the pass/fail table.
 
     Parameters

@@ -10,9 +10,9 @@ from brainalign import io
 from brainalign.analysis.correlations import bits_per_word
 from brainalign.analysis.published import PUBLISHED_DIR, load_models_file
 from brainalign.analysis.run import analyze
-from brainalign.stats import N_RESAMPLES
 from brainalign.analysis.tables import read_scores
 from brainalign.errors import ConfigError
+from brainalign.stats import N_RESAMPLES
 
 log = logging.getLogger(__name__)
 
@@ -39,11 +39,20 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--brain-layers", type=Path, help="per-layer brain scores (brain_layers.tsv) for figures")
     parser.add_argument("--figures", type=Path, help="also draw the figures into this folder")
     parser.add_argument("--summary", type=Path, help="also write the markdown summary to this file")
-    parser.add_argument("--pair-tests", type=Path, help="per-pair tests against the base (brain_pairs.tsv): they join "
-                        "the FDR family and the summary; written with p_fdr to <out>/instruction_pair_tests.tsv")
+    parser.add_argument(
+        "--pair-tests",
+        type=Path,
+        help="per-pair tests against the base (brain_pairs.tsv): they join "
+        "the FDR family and the summary; written with p_fdr to <out>/instruction_pair_tests.tsv",
+    )
     parser.add_argument("--demo", action="store_true", help="label figures and summary as simulated demo data")
-    parser.add_argument("--surprisal", type=Path, nargs="+", help="surprisal files on Natural Stories, one per model "
-                        "(results/surprisal/futrell2018/<model>.unit.parquet): adds bits_per_word to the properties")
+    parser.add_argument(
+        "--surprisal",
+        type=Path,
+        nargs="+",
+        help="surprisal files on Natural Stories, one per model "
+        "(results/surprisal/futrell2018/<model>.unit.parquet): adds bits_per_word to the properties",
+    )
     parser.set_defaults(func=run_analyze)
 
 
@@ -61,8 +70,6 @@ def resolve_models(args: argparse.Namespace) -> tuple[dict[str, dict], dict[str,
     return dict(selected), dict(registry)
 
 
-
-
 def run_analyze(args: argparse.Namespace) -> None:
     """Handler of ``brainalign analyze``."""
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
@@ -72,8 +79,15 @@ def run_analyze(args: argparse.Namespace) -> None:
     bits = bits_per_word(args.surprisal) if args.surprisal else None
     pair_tests = io.read_tsv(args.pair_tests) if args.pair_tests else None
     pair_tests = analyze(
-        brain, behavior, selected, args.out, published_dir=args.published, n_resamples=args.n_resamples,
-        seed=args.seed, pair_tests=pair_tests, bits=bits,
+        brain,
+        behavior,
+        selected,
+        args.out,
+        published_dir=args.published,
+        n_resamples=args.n_resamples,
+        seed=args.seed,
+        pair_tests=pair_tests,
+        bits=bits,
     )
     if pair_tests is not None:
         io.write_tsv(args.out / "instruction_pair_tests.tsv", pair_tests)

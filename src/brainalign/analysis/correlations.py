@@ -164,10 +164,31 @@ def property_correlations(
             for model_set, subset in _model_subsets(group, prop):
                 x, y = subset[prop].to_numpy(), subset["score"].to_numpy()
                 low, high = bootstrap_pearson_ci(x, y, n_resamples, seed)
-                rows.append({"protocol": protocol, "dataset": dataset, "property": prop, "models": model_set,
-                             "n": len(subset), **correlation(x, y), "ci_low": low, "ci_high": high})
-    columns = ["protocol", "dataset", "property", "models", "n", "pearson_r", "p_value", "spearman_r",
-               "spearman_p", "ci_low", "ci_high"]
+                rows.append(
+                    {
+                        "protocol": protocol,
+                        "dataset": dataset,
+                        "property": prop,
+                        "models": model_set,
+                        "n": len(subset),
+                        **correlation(x, y),
+                        "ci_low": low,
+                        "ci_high": high,
+                    }
+                )
+    columns = [
+        "protocol",
+        "dataset",
+        "property",
+        "models",
+        "n",
+        "pearson_r",
+        "p_value",
+        "spearman_r",
+        "spearman_p",
+        "ci_low",
+        "ci_high",
+    ]
     return pd.DataFrame(rows, columns=columns)
 
 
@@ -194,12 +215,21 @@ def partial_correlations(scores: pd.DataFrame, properties: pd.DataFrame, covaria
                 continue
             x, y, z = subset[prop].to_numpy(), subset["score"].to_numpy(), subset[covariate].to_numpy()
             r, p = partial_correlation(y, x, z)
-            rows.append({"protocol": protocol, "dataset": dataset, "property": prop, "covariate": covariate,
-                         "models": "instruction_tuned", "n": len(subset),
-                         "pearson_r": correlation(x, y)["pearson_r"], "partial_r": r, "p_value": p})
+            rows.append(
+                {
+                    "protocol": protocol,
+                    "dataset": dataset,
+                    "property": prop,
+                    "covariate": covariate,
+                    "models": "instruction_tuned",
+                    "n": len(subset),
+                    "pearson_r": correlation(x, y)["pearson_r"],
+                    "partial_r": r,
+                    "p_value": p,
+                }
+            )
     columns = ["protocol", "dataset", "property", "covariate", "models", "n", "pearson_r", "partial_r", "p_value"]
     return pd.DataFrame(rows, columns=columns)
-
 
 
 def adjusted_correlation(x: np.ndarray, y: np.ndarray, covariates: np.ndarray) -> dict[str, float]:
@@ -254,8 +284,15 @@ def _family_rows(subset: pd.DataFrame, prop: str) -> list[dict]:
 def _plain_row(method: str, family: str, models: pd.DataFrame, prop: str, n_families: int) -> dict:
     """Pearson r of score with ``prop`` over ``models``."""
     result = correlation(models[prop].to_numpy(), models["score"].to_numpy())
-    return {"method": method, "family": family, "covariates": "", "n": len(models), "n_families": n_families,
-            "pearson_r": result["pearson_r"], "p_value": result["p_value"]}
+    return {
+        "method": method,
+        "family": family,
+        "covariates": "",
+        "n": len(models),
+        "n_families": n_families,
+        "pearson_r": result["pearson_r"],
+        "p_value": result["p_value"],
+    }
 
 
 def _adjusted_row(subset: pd.DataFrame, families: pd.Series, prop: str) -> dict:
@@ -263,13 +300,30 @@ def _adjusted_row(subset: pd.DataFrame, families: pd.Series, prop: str) -> dict:
     models = subset if prop == SIZE else subset.dropna(subset=[SIZE])
     covariates = [family_dummies(families[models.index])] + ([] if prop == SIZE else [models[[SIZE]].to_numpy()])
     result = adjusted_correlation(models[prop].to_numpy(), models["score"].to_numpy(), np.hstack(covariates))
-    return {"method": "family_adjusted", "family": "", "covariates": "family" if prop == SIZE else f"family + {SIZE}",
-            "n": len(models), "n_families": families[models.index].nunique(),
-            "pearson_r": result["pearson_r"], "p_value": result["p_value"]}
+    return {
+        "method": "family_adjusted",
+        "family": "",
+        "covariates": "family" if prop == SIZE else f"family + {SIZE}",
+        "n": len(models),
+        "n_families": families[models.index].nunique(),
+        "pearson_r": result["pearson_r"],
+        "p_value": result["p_value"],
+    }
 
 
-FAMILY_COLUMNS = ["protocol", "dataset", "property", "models", "method", "family", "covariates", "n", "n_families",
-                  "pearson_r", "p_value"]
+FAMILY_COLUMNS = [
+    "protocol",
+    "dataset",
+    "property",
+    "models",
+    "method",
+    "family",
+    "covariates",
+    "n",
+    "n_families",
+    "pearson_r",
+    "p_value",
+]
 
 
 def family_correlations(scores: pd.DataFrame, properties: pd.DataFrame) -> pd.DataFrame:

@@ -26,7 +26,6 @@ from collections.abc import Mapping
 
 import numpy as np
 import pandas as pd
-
 from scipy import stats
 
 from brainalign.stats import (
@@ -98,8 +97,18 @@ def pair_changes(scores: pd.DataFrame, pairs: pd.DataFrame) -> pd.DataFrame:
     merged = merged[~missing].copy()
     merged["change"] = merged["score_tuned"] - merged["score_base"]
     merged["pct_change"] = 100 * merged["change"] / merged["score_base"]
-    columns = ["protocol", "dataset", "model", "base", "family", "score_base", "ci_low_base", "score_tuned", "change",
-               "pct_change"]
+    columns = [
+        "protocol",
+        "dataset",
+        "model",
+        "base",
+        "family",
+        "score_base",
+        "ci_low_base",
+        "score_tuned",
+        "change",
+        "pct_change",
+    ]
     return merged[columns].sort_values(["protocol", "dataset", "family", "model"]).reset_index(drop=True)
 
 
@@ -127,17 +136,23 @@ def percent_refusal(base_scores: np.ndarray, base_ci_low: np.ndarray, confidence
     its t-interval over bases of zero: the ratio is then unbounded.
     """
     if (base_scores <= 0).any():
-        return (f"not computed: base score {base_scores.min():.4g} <= 0, so a percent change has no meaning; "
-                "read mean_change")
+        return (
+            f"not computed: base score {base_scores.min():.4g} <= 0, so a percent change has no meaning; "
+            "read mean_change"
+        )
     reaching = np.isfinite(base_ci_low) & (base_ci_low <= 0)
     if reaching.any():
-        return (f"not computed: the CI of base score {base_scores[reaching].min():.4g} reaches zero "
-                f"(ci_low {base_ci_low[reaching].min():.4g}), so the ratio is unbounded; read mean_change")
+        return (
+            f"not computed: the CI of base score {base_scores[reaching].min():.4g} reaches zero "
+            f"(ci_low {base_ci_low[reaching].min():.4g}), so the ratio is unbounded; read mean_change"
+        )
     if len(base_scores) >= 2:
         half_width = stats.t.ppf(0.5 + confidence / 2, len(base_scores) - 1) * stats.sem(base_scores)
         if base_scores.mean() - half_width <= 0:
-            return (f"not computed: the mean base score {base_scores.mean():.4g} is within its {confidence:.0%} "
-                    "t-interval of zero, so the ratio's CI is unbounded; read mean_change")
+            return (
+                f"not computed: the mean base score {base_scores.mean():.4g} is within its {confidence:.0%} "
+                "t-interval of zero, so the ratio's CI is unbounded; read mean_change"
+            )
     return ""
 
 

@@ -16,7 +16,6 @@ from brainalign.analysis.run import analyze
 from brainalign.analysis.summary import write_summary
 from brainalign.analysis.tables import KEY_COLUMNS, SCORE_COLUMNS, read_scores
 from brainalign.encoding.columns import PAIR_TEST_COLUMNS
-from brainalign.errors import DataError
 
 log = logging.getLogger(__name__)
 
@@ -75,7 +74,13 @@ def analyze_scores(
         bits = None
         log.info("no Natural Stories (futrell2018 reader) dataset in the suite: bits_per_word is not a model property")
     pair_tests = analyze(
-        brain, behavior, dict(models), out_dir, published_dir=published_dir, pair_tests=io.read_tsv(pairs_path), bits=bits
+        brain,
+        behavior,
+        dict(models),
+        out_dir,
+        published_dir=published_dir,
+        pair_tests=io.read_tsv(pairs_path),
+        bits=bits,
     )
     io.write_tsv(pair_tests_out, pair_tests)
     write_summary(out_dir, brain, behavior, summary_out, demo, pair_tests)
@@ -90,4 +95,3 @@ def analyze_published(
     brain = read_scores(Path(brain_path), selected, registry)
     behavior = read_scores(Path(behavior_path), selected, registry)
     analyze(brain, behavior, selected, Path(effect_out).parent, published_dir=None)
-

@@ -19,7 +19,8 @@ from brainalign.io import read_tsv
 
 log = logging.getLogger(__name__)
 
-PUBLISHED_DIR = Path(__file__).resolve().parents[3] / "resources" / "published"
+PUBLISHED_DIR = Path(__file__).resolve().parents[1] / "published"
+"""Package data (``resources/published`` in a checkout links to it)."""
 PUBLISHED_PROTOCOL = "aw2024"
 
 
@@ -33,7 +34,9 @@ def load_models_file(path: str | Path, suite: str | None = None) -> tuple[dict[s
     """
     path = Path(path)
     if not path.exists():
-        raise ConfigError(f"{path} does not exist. Point --models at a models file such as resources/published/models.yaml.")
+        raise ConfigError(
+            f"{path} does not exist. Point --models at a models file such as resources/published/models.yaml."
+        )
     document = yaml.safe_load(path.read_text()) or {}
     registry = document.get("models")
     if not isinstance(registry, dict) or not registry:
@@ -42,10 +45,14 @@ def load_models_file(path: str | Path, suite: str | None = None) -> tuple[dict[s
         return dict(registry), dict(registry)
     suites = document.get("suites") or {}
     if suite not in suites:
-        raise ConfigError(f"{path}: no suite {suite!r}; it defines {sorted(suites)}. Pick one of those or omit --suite.")
+        raise ConfigError(
+            f"{path}: no suite {suite!r}; it defines {sorted(suites)}. Pick one of those or omit --suite."
+        )
     undefined = sorted(set(suites[suite]) - set(registry))
     if undefined:
-        raise ConfigError(f"{path}: suite {suite!r} lists undefined models {undefined}. Add their blocks under 'models:'.")
+        raise ConfigError(
+            f"{path}: suite {suite!r} lists undefined models {undefined}. Add their blocks under 'models:'."
+        )
     return {name: registry[name] for name in suites[suite]}, dict(registry)
 
 

@@ -42,9 +42,9 @@ from brainalign.analysis.correlations import (
 )
 from brainalign.analysis.instruction import instruction_effect, instruction_pairs, pair_changes
 from brainalign.analysis.published import PUBLISHED_DIR, compare_with_published, published_scores
-from brainalign.stats import N_RESAMPLES, reach_columns, with_fdr
 from brainalign.analysis.tables import validate_scores, with_dataset_average
 from brainalign.io import write_tsv
+from brainalign.stats import N_RESAMPLES, reach_columns, with_fdr
 
 log = logging.getLogger(__name__)
 

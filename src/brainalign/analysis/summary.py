@@ -13,7 +13,10 @@ from brainalign.analysis.tables import AVERAGE
 from brainalign.io import read_tsv, write_text
 from brainalign.stats import ALPHA
 
-DEMO_BANNER = "> **DEMO DATA (simulated)**: these numbers come from the demo suite's simulated data and say nothing about real brains or models."
+DEMO_BANNER = (
+    "> **DEMO DATA (simulated)**: these numbers come from the demo suite's simulated data and say nothing "
+    "about real brains or models."
+)
 
 
 def _number(value: float, digits: int = 3) -> str:
@@ -37,13 +40,16 @@ def effect_sentence(row: pd.Series) -> str:
     if isinstance(row.get("pct_note"), str) and row["pct_note"]:
         percent = f"percent change {row['pct_note']}"
     else:
-        percent = (f"{_signed(row['pct_change'])}% (95% CI {_signed(row['ci_low'])} to {_signed(row['ci_high'])}%; "
-                   f"the paper's mean of per-pair percent changes: {_signed(row['pct_change_paper'])}%)")
+        percent = (
+            f"{_signed(row['pct_change'])}% (95% CI {_signed(row['ci_low'])} to {_signed(row['ci_high'])}%; "
+            f"the paper's mean of per-pair percent changes: {_signed(row['pct_change_paper'])}%)"
+        )
     return (
         f"{percent}; mean change over bases {_signed(row['mean_change'], 4)} "
         f"(95% CI {_signed(row['change_ci_low'], 4)} to {_signed(row['change_ci_high'], 4)}), "
         f"sign flips over {int(row['n_bases'])} bases p = {_number(row['p_value'])}, FDR p = {_number(row['p_fdr'])}"
-        f"{reach_clause(row, int(row['n_bases']), 'bases')}; {int(row['n_improved'])}/{int(row['n_pairs'])} pairs improve"
+        f"{reach_clause(row, int(row['n_bases']), 'bases')}; {int(row['n_improved'])}/{int(row['n_pairs'])} pairs "
+        f"improve"
     )
 
 
@@ -80,19 +86,25 @@ def _family_lines(family: pd.DataFrame, dataset: str) -> list[str]:
         left_out = rows[(rows["property"] == prop) & (rows["method"] == "leave_family_out")]["pearson_r"]
         spread = f"; r {_number(left_out.min())} to {_number(left_out.max())} with one family left out"
         spread = spread if len(left_out) else ""
-        lines.append(f"- {label} adjusted for {row['covariates'].replace(SIZE, 'log10 parameters')}: partial r = "
-                     f"{_number(row['pearson_r'])}, p = {_number(row['p_value'])} (n = {int(row['n'])} models in "
-                     f"{int(row['n_families'])} families){spread}")
+        lines.append(
+            f"- {label} adjusted for {row['covariates'].replace(SIZE, 'log10 parameters')}: partial r = "
+            f"{_number(row['pearson_r'])}, p = {_number(row['p_value'])} (n = {int(row['n'])} models in "
+            f"{int(row['n_families'])} families){spread}"
+        )
     return lines
 
 
 def _correlation_lines(correlations: pd.DataFrame, partial: pd.DataFrame, dataset: str) -> list[str]:
     rows = correlations[correlations["dataset"] == dataset]
     has_category = rows["property"].eq("bbh_world_knowledge").any()
-    wanted = [("mmlu", "instruction_tuned", "MMLU"),
-              ("bbh_world_knowledge", "instruction_tuned", "BBH world knowledge") if has_category
-              else ("bbh", "instruction_tuned", "BBH overall (world-knowledge category not available)"),
-              (SIZE, "instruction_tuned", "log10 parameters"), (SIZE, "all", "log10 parameters")]
+    wanted = [
+        ("mmlu", "instruction_tuned", "MMLU"),
+        ("bbh_world_knowledge", "instruction_tuned", "BBH world knowledge")
+        if has_category
+        else ("bbh", "instruction_tuned", "BBH overall (world-knowledge category not available)"),
+        (SIZE, "instruction_tuned", "log10 parameters"),
+        (SIZE, "all", "log10 parameters"),
+    ]
     lines = []
     for prop, models, label in wanted:
         match = rows[(rows["property"] == prop) & (rows["models"] == models)]
@@ -101,8 +113,10 @@ def _correlation_lines(correlations: pd.DataFrame, partial: pd.DataFrame, datase
     controlled = partial[(partial["dataset"] == dataset) & (partial["property"] == "mmlu")]
     if not controlled.empty:
         row = controlled.iloc[0]
-        lines.append(f"- MMLU controlling for log10 parameters: partial r = {_number(row['partial_r'])}, "
-                     f"p = {_number(row['p_value'])} (n = {int(row['n'])})")
+        lines.append(
+            f"- MMLU controlling for log10 parameters: partial r = {_number(row['partial_r'])}, "
+            f"p = {_number(row['p_value'])} (n = {int(row['n'])})"
+        )
     return lines or ["- no model properties available for these models"]
 
 
@@ -111,7 +125,8 @@ def pair_test_sentence(row: pd.Series) -> str:
     return (
         f"{row['model']} vs {row['base']}: mean score difference {_signed(row['mean_difference'], 4)} "
         f"(median score {_number(row['score_model'])} vs {_number(row['score_base'])}), p = {_number(row['p_value'])}, "
-        f"FDR p = {_number(row['p_fdr'])}; {int(row['n_neuroids'])} neuroids in {int(row['n_groups'])} {row['group_by']} blocks"
+        f"FDR p = {_number(row['p_fdr'])}; {int(row['n_neuroids'])} neuroids in {int(row['n_groups'])} "
+        f"{row['group_by']} blocks"
         f"{reach_clause(row, int(row['n_groups']), str(row['group_by']) + ' blocks')}"
     )
 
@@ -126,8 +141,10 @@ def _pair_test_lines(pair_tests: pd.DataFrame) -> list[str]:
         return [*lines, "- no instruction-tuned/base pairs in this suite", ""]
     significant = int((pair_tests["p_fdr"] < ALPHA).sum())
     unreachable = int((pair_tests["can_reach_alpha"].astype(str).str.lower() == "false").sum())
-    lines.append(f"- {significant}/{len(pair_tests)} (pair, dataset) tests at FDR p < {ALPHA}; "
-                 f"{unreachable} of them cannot reach p < {ALPHA} with so few blocks, whatever the data")
+    lines.append(
+        f"- {significant}/{len(pair_tests)} (pair, dataset) tests at FDR p < {ALPHA}; "
+        f"{unreachable} of them cannot reach p < {ALPHA} with so few blocks, whatever the data"
+    )
     for dataset, rows in pair_tests.groupby("dataset", sort=True):
         lines += [f"  - {dataset}: {pair_test_sentence(row)}" for _, row in rows.sort_values("model").iterrows()]
     return [*lines, ""]
@@ -216,11 +233,18 @@ def write_summary(
                 "",
                 *_effect_lines(effect[(effect["alignment"] == alignment) & (effect["protocol"] == protocol)]),
                 "",
-                *(_pair_test_lines(pair_tests[pair_tests["protocol"] == protocol]) if alignment == "brain" and pair_tests is not None else []),
+                *(
+                    _pair_test_lines(pair_tests[pair_tests["protocol"] == protocol])
+                    if alignment == "brain" and pair_tests is not None
+                    else []
+                ),
                 f"Correlations with model properties ({'mean over datasets' if dataset == AVERAGE else dataset}):",
                 "",
-                *_correlation_lines(correlations[(correlations["alignment"] == alignment) & (correlations["protocol"] == protocol)],
-                                    partial[(partial["alignment"] == alignment) & (partial["protocol"] == protocol)], dataset),
+                *_correlation_lines(
+                    correlations[(correlations["alignment"] == alignment) & (correlations["protocol"] == protocol)],
+                    partial[(partial["alignment"] == alignment) & (partial["protocol"] == protocol)],
+                    dataset,
+                ),
                 *_family_lines(family[(family["alignment"] == alignment) & (family["protocol"] == protocol)], dataset),
                 "",
             ]

@@ -61,7 +61,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         description="Score one value per Natural Stories word (e.g. surprisal) against reading times.",
     )
     parser.add_argument("--predictions", required=True, help="TSV with columns item, zone, value (corpus order)")
-    parser.add_argument("--reading-times", required=True, help="Natural Stories folder or Brain-Score assy_Futrell2018.nc")
+    parser.add_argument(
+        "--reading-times", required=True, help="Natural Stories folder or Brain-Score assy_Futrell2018.nc"
+    )
     parser.add_argument("--alignment", choices=futrell2018.ALIGNMENTS, default="brainscore2022")
     parser.add_argument("--protocol", choices=("aw2024", "regression"), default="aw2024")
     parser.add_argument("--n-bootstrap", type=int, default=1000, help="sentence-bootstrap samples for the CIs")

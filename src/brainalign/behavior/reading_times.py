@@ -36,8 +36,8 @@ from scipy import stats
 from brainalign import io
 from brainalign.errors import ConfigError, DataError
 from brainalign.stats import (
-    clustered_mean_p_value,
     cluster_bootstrap_counts,
+    clustered_mean_p_value,
     mean_from_counts,
     pearson_columns,
     pearson_from_counts,
@@ -87,7 +87,12 @@ def word_table(surprisal: pd.DataFrame, stimuli: pd.DataFrame, options: dict) ->
     missing = [c for c in needed if c not in stimuli.columns]
     if missing:
         raise DataError(f"stimuli table lacks columns {missing} (sentence_column = {sentence_column!r}).")
-    rows = io.align_rows(pd.Index(stimuli["stimulus_id"].astype(str)), pd.Index(surprisal["stimulus_id"].astype(str)), "surprisal table", "score_reading_times")
+    rows = io.align_rows(
+        pd.Index(stimuli["stimulus_id"].astype(str)),
+        pd.Index(surprisal["stimulus_id"].astype(str)),
+        "surprisal table",
+        "score_reading_times",
+    )
     words = stimuli[needed].copy().reset_index(drop=True)
     words["surprisal"] = surprisal["surprisal_bits"].to_numpy(np.float64)[rows]
     order = np.lexsort((words["position"].to_numpy(), words["context_group"].astype(str).to_numpy()))
@@ -105,7 +110,9 @@ def word_table(surprisal: pd.DataFrame, stimuli: pd.DataFrame, options: dict) ->
 
 def scored_words(inputs: np.ndarray, mean_rt: np.ndarray, words: pd.DataFrame, options: dict) -> np.ndarray:
     """Boolean mask of the words that enter a protocol: finite inputs, first words dropped if asked."""
-    keep = np.isfinite(mean_rt) & np.all(np.isfinite(np.asarray(inputs, dtype=np.float64).reshape(len(mean_rt), -1)), axis=1)
+    keep = np.isfinite(mean_rt) & np.all(
+        np.isfinite(np.asarray(inputs, dtype=np.float64).reshape(len(mean_rt), -1)), axis=1
+    )
     if options["drop_first_words"]:
         keep &= ~words["first_in_sentence"].to_numpy()
     return keep
@@ -204,16 +211,28 @@ def score_aw2024(words: pd.DataFrame, mean_rt: np.ndarray, options: dict) -> dic
     if keep.sum() < 3:
         raise DataError(f"only {int(keep.sum())} words have both surprisal and a reading time; nothing to score.")
     r, p_value = stats.pearsonr(x, y)
-    counts, index = cluster_bootstrap_counts(words[options["sentence_column"]].to_numpy()[keep], options["n_bootstrap"], options["seed"])
+    counts, index = cluster_bootstrap_counts(
+        words[options["sentence_column"]].to_numpy()[keep], options["n_bootstrap"], options["seed"]
+    )
     low, high = percentile_interval(np.abs(pearson_from_counts(x, y, counts, index)), options["confidence"])
-    return {"score": abs(float(r)), "r": float(r), "n_words": int(keep.sum()), "ci_low": low, "ci_high": high, "p_value": float(p_value)}
+    return {
+        "score": abs(float(r)),
+        "r": float(r),
+        "n_words": int(keep.sum()),
+        "ci_low": low,
+        "ci_high": high,
+        "p_value": float(p_value),
+    }
 
 
 def regression_design(words: pd.DataFrame, options: dict) -> tuple[pd.DataFrame, list[str], list[str]]:
     """Return the regression's feature table, the baseline columns and the surprisal columns."""
     surprisal_columns = ["surprisal"] + [f"surprisal_lag{lag}" for lag in range(1, options["spillover"] + 1)]
     baseline_columns = ["length", "log_frequency", "position_in_group"]
-    table = pd.concat([words[surprisal_columns + ["position_in_group"]], word_features(words["text"], options["frequency_language"])], axis=1)
+    table = pd.concat(
+        [words[surprisal_columns + ["position_in_group"]], word_features(words["text"], options["frequency_language"])],
+        axis=1,
+    )
     return table, baseline_columns, surprisal_columns
 
 
@@ -226,12 +245,18 @@ def score_regression(words: pd.DataFrame, mean_rt: np.ndarray, options: dict) ->
         raise DataError("the regression protocol cross-validates by cv_group and needs at least two groups (stories).")
     y = mean_rt[keep]
     base_prediction, base_loglik = cross_validated_fit(table[baseline_columns].to_numpy()[keep], y, groups)
-    full_prediction, full_loglik = cross_validated_fit(table[baseline_columns + surprisal_columns].to_numpy()[keep], y, groups)
+    full_prediction, full_loglik = cross_validated_fit(
+        table[baseline_columns + surprisal_columns].to_numpy()[keep], y, groups
+    )
     r_full = pearson_columns(full_prediction[:, None], y[:, None])[0]
     r_base = pearson_columns(base_prediction[:, None], y[:, None])[0]
     gain = full_loglik - base_loglik
-    counts, index = cluster_bootstrap_counts(words[options["sentence_column"]].to_numpy()[keep], options["n_bootstrap"], options["seed"])
-    delta_r = pearson_from_counts(full_prediction, y, counts, index) - pearson_from_counts(base_prediction, y, counts, index)
+    counts, index = cluster_bootstrap_counts(
+        words[options["sentence_column"]].to_numpy()[keep], options["n_bootstrap"], options["seed"]
+    )
+    delta_r = pearson_from_counts(full_prediction, y, counts, index) - pearson_from_counts(
+        base_prediction, y, counts, index
+    )
     low, high = percentile_interval(delta_r, options["confidence"])
     ll_low, ll_high = percentile_interval(mean_from_counts(gain, counts, index), options["confidence"])
     return {
@@ -241,7 +266,9 @@ def score_regression(words: pd.DataFrame, mean_rt: np.ndarray, options: dict) ->
     }  # fmt: skip
 
 
-def score_mixed_effects(words: pd.DataFrame, reading_times: np.ndarray, readers: pd.DataFrame, options: dict) -> dict[str, Any]:
+def score_mixed_effects(
+    words: pd.DataFrame, reading_times: np.ndarray, readers: pd.DataFrame, options: dict
+) -> dict[str, Any]:
     """Likelihood-ratio test of the surprisal terms in a mixed model with reader intercepts.
 
     Fit by maximum likelihood (not REML, so the two fixed-effect structures are comparable)
@@ -250,7 +277,9 @@ def score_mixed_effects(words: pd.DataFrame, reading_times: np.ndarray, readers:
     import statsmodels.api as sm
 
     table, baseline_columns, surprisal_columns = regression_design(words, options)
-    keep = scored_words(table[baseline_columns + surprisal_columns].to_numpy(), reader_mean(reading_times), words, options)
+    keep = scored_words(
+        table[baseline_columns + surprisal_columns].to_numpy(), reader_mean(reading_times), words, options
+    )
     features = table[baseline_columns + surprisal_columns].to_numpy()[keep]
     features = (features - features.mean(axis=0)) / features.std(axis=0)
     word_index, reader_index = np.nonzero(np.isfinite(reading_times[keep]))
@@ -308,14 +337,18 @@ def score_reading_times(
     reading_times = np.asarray(reading_times, dtype=np.float64)
     if reading_times.ndim != 2 or reading_times.shape != (len(stimuli), len(readers)):
         raise DataError(
-            f"reading times have shape {reading_times.shape}; expected ({len(stimuli)} stimuli, {len(readers)} readers). "
+            f"reading times have shape {reading_times.shape}; expected ({len(stimuli)} stimuli, {len(readers)} "
+            f"readers). "
             "Align the response matrix to the stimuli by stimulus_id (brainalign.io.align_rows)."
         )
     words = word_table(surprisal, stimuli, options)
     paper_words = words if paper_surprisal is None else word_table(paper_surprisal, stimuli, options)
     mean_rt = reader_mean(reading_times)
     ceiling, ceiling_status = _ceiling(reading_times, readers, options)
-    results = {"aw2024": score_aw2024(paper_words, mean_rt, options), "regression": score_regression(words, mean_rt, options)}
+    results = {
+        "aw2024": score_aw2024(paper_words, mean_rt, options),
+        "regression": score_regression(words, mean_rt, options),
+    }
     if options["mixed_effects"] and _has_readers(readers):
         results["regression_mixed"] = score_mixed_effects(words, reading_times, readers, options)
     rows = []

@@ -77,7 +77,11 @@ def read_assembly(path: str | os.PathLike, strict: bool = True) -> BlankData:
     netcdf.check_unique(presentations["stimulus_id"], "stimulus_id values", source)
     netcdf.check_unique(neuroid_coords["neuroid_id"], "neuroid_id values", source)
     neuroids = pd.DataFrame(
-        {"neuroid_id": neuroid_coords["neuroid_id"], "subject": neuroid_coords["subject_id"], "roi": neuroid_coords["fROI_area"]}
+        {
+            "neuroid_id": neuroid_coords["neuroid_id"],
+            "subject": neuroid_coords["subject_id"],
+            "roi": neuroid_coords["fROI_area"],
+        }
     ).astype(str)
 
     netcdf.check_count(len(presentations), EXPECTED_TRS, "TR chunks", source, strict)
@@ -109,13 +113,25 @@ def _stimuli_table(presentations: pd.DataFrame) -> pd.DataFrame:
     )
     frame["position"] = frame.groupby("story").cumcount()
     frame["tr_index"] = frame["position"]
-    columns = [*io.STIMULI_COLUMNS, "response_id", "run", "tr_index", "story", "sentence_number_in_story", "part_number_in_sentence"]
+    columns = [
+        *io.STIMULI_COLUMNS,
+        "response_id",
+        "run",
+        "tr_index",
+        "story",
+        "sentence_number_in_story",
+        "part_number_in_sentence",
+    ]
     columns += [c for c in ("timepoint_value",) if c in frame]
     return frame[[*columns, "assembly_row"]].reset_index(drop=True)
 
 
 def _metadata(block: Mapping[str, Any]) -> dict[str, Any]:
-    return {"dataset": DATASET, "source": (block.get("files") or {}).get("assembly", DEFAULT_FILES["assembly"]), "tr_seconds": 2.0}
+    return {
+        "dataset": DATASET,
+        "source": (block.get("files") or {}).get("assembly", DEFAULT_FILES["assembly"]),
+        "tr_seconds": 2.0,
+    }
 
 
 def prepare_stimuli(block: Mapping[str, Any], out_path: str | os.PathLike) -> None:
@@ -129,5 +145,7 @@ def prepare_responses(block: Mapping[str, Any], stimuli_path: str | os.PathLike,
     source = str((block.get("files") or {}).get("assembly", DEFAULT_FILES["assembly"]))
     stimuli = netcdf.matching_stimuli(stimuli_path, data.stimuli["stimulus_id"], source)
     order = io.align_rows(stimuli["response_id"], data.stimuli["stimulus_id"], "assembly", source)
-    rows = pd.DataFrame({"run": data.stimuli["story"].to_numpy()[order], "tr_index": data.stimuli["tr_index"].to_numpy()[order]})
+    rows = pd.DataFrame(
+        {"run": data.stimuli["story"].to_numpy()[order], "tr_index": data.stimuli["tr_index"].to_numpy()[order]}
+    )
     io.write_responses(out_path, stimuli["response_id"], data.matrix[order], data.neuroids, _metadata(block), rows=rows)

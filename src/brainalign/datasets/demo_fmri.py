@@ -125,7 +125,9 @@ def prepare_responses(
     ids, activations = io.read_activations(
         simulation_source, simulation["source_layer"], expected={"stimuli_sha256": io.stimuli_checksum(stimuli_path)}
     )
-    activations = activations[io.align_rows(pd.Index(stimuli["stimulus_id"]), ids, "activations", str(simulation_source))]
+    activations = activations[
+        io.align_rows(pd.Index(stimuli["stimulus_id"]), ids, "activations", str(simulation_source))
+    ]
     controls = stimuli[["n_words", "position"]].to_numpy(dtype=np.float64)
     voxels, neuroids = simulate_voxels(activations.astype(np.float64), controls, simulation)
     io.write_responses(

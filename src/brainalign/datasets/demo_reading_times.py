@@ -94,7 +94,9 @@ def prepare_responses(
     stimuli = io.read_stimuli(stimuli_path)
     io.check_metadata(simulation_source, {"stimuli_sha256": io.stimuli_checksum(stimuli_path)})
     surprisal = io.read_table(simulation_source)
-    order = io.align_rows(pd.Index(stimuli["stimulus_id"]), pd.Index(surprisal["stimulus_id"]), "surprisal", str(simulation_source))
+    order = io.align_rows(
+        pd.Index(stimuli["stimulus_id"]), pd.Index(surprisal["stimulus_id"]), "surprisal", str(simulation_source)
+    )
     times = simulate_readers(
         surprisal["surprisal_bits"].to_numpy(dtype=np.float64)[order], word_length(stimuli["text"]), simulation
     )

@@ -10,7 +10,6 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
-import socket
 import urllib.error
 import urllib.request
 from collections.abc import Mapping
@@ -101,7 +100,7 @@ def _stream(url: str, tmp: Path, algorithm: str, timeout: float, dest: Path, exp
                 handle.write(block)
                 digest.update(block)
                 received += len(block)
-    except (urllib.error.URLError, socket.timeout, ConnectionError, OSError) as error:
+    except (TimeoutError, urllib.error.URLError, ConnectionError, OSError) as error:
         reason = getattr(error, "reason", error)
         raise DataError(
             f"could not download {url} ({reason}). Without network access, download it on "
@@ -155,8 +154,7 @@ def _wehbe_message(dataset: str, files: Mapping[str, Any]) -> str:
             *(f"  - {name.removeprefix('fMRI/')}" for name in WEHBE_TONEVA_FILES),
             f"Language-ROI masks: a pickle-free npz with keys '{{subject}}__{{roi}}' at files.roi_masks "
             f"(now {masks}), converted from HP_subj_roi_inds.npy of github.com/awwkl/brain_language_summarization.",
-            f"Alternatively {WEHBE_SOURCES[1]}: put them in files.cmu_folder (now {cmu}) and set "
-            "options.format: cmu.",
+            f"Alternatively {WEHBE_SOURCES[1]}: put them in files.cmu_folder (now {cmu}) and set options.format: cmu.",
         ]
     )
 

@@ -110,7 +110,9 @@ def _read_columns(path: Path, required: list[str], **read_kwargs) -> pd.DataFram
 
 
 # --------------------------------------------------------------------------- words
-def read_corpus_words(naturalstories: str | os.PathLike | None, assembly: str | os.PathLike | None = None) -> pd.DataFrame:
+def read_corpus_words(
+    naturalstories: str | os.PathLike | None, assembly: str | os.PathLike | None = None
+) -> pd.DataFrame:
     """Return the corpus words in order: ``item``, ``zone``, ``word``.
 
     From ``all_stories.tok`` in the Natural Stories folder, or from the assembly's word
@@ -122,7 +124,11 @@ def read_corpus_words(naturalstories: str | os.PathLike | None, assembly: str | 
     elif assembly:
         frame = _open_assembly(Path(assembly))
         words = pd.DataFrame(
-            {"word": frame["word"].values.astype(str), "zone": frame["word_id"].values, "item": frame["story_id"].values}
+            {
+                "word": frame["word"].values.astype(str),
+                "zone": frame["word_id"].values,
+                "item": frame["story_id"].values,
+            }
         )
     else:
         raise DataError(
@@ -255,12 +261,14 @@ def read_assembly(path: str | os.PathLike, words: pd.DataFrame) -> ReadingTimes:
     """Per-reader times from Brain-Score's assembly (alignment ``brainscore2022``)."""
     array = _open_assembly(Path(path))
     keys = pd.MultiIndex.from_arrays([array["story_id"].values.astype(int), array["word_id"].values.astype(int)])
-    rows = io.align_rows(
-        pd.MultiIndex.from_frame(words[["item", "zone"]]), keys, "assembly presentations", str(path)
-    )
+    rows = io.align_rows(pd.MultiIndex.from_frame(words[["item", "zone"]]), keys, "assembly presentations", str(path))
     subjects = array["subject_id"].values.astype(str)
     matrix = np.asarray(array.values, dtype=np.float64)[rows]
-    info = {"source": "assembly", "source_alignment": "brainscore2022", "files": {Path(path).name: io.sha256_file(path)}}
+    info = {
+        "source": "assembly",
+        "source_alignment": "brainscore2022",
+        "files": {Path(path).name: io.sha256_file(path)},
+    }
     return ReadingTimes(stimulus_ids(words["item"], words["zone"]), matrix, _reader_table(subjects), info)
 
 
@@ -286,7 +294,9 @@ def process_raw_batches(batches: pd.DataFrame, words: pd.DataFrame, alignment: s
         frame["zone"] = np.where(late, frame["zone"] - 3, frame["zone"] - 2)
     else:
         frame["zone"] = frame["zone"] - 2
-    return frame.drop(columns=["word"], errors="ignore").merge(words[["item", "zone"]], on=["item", "zone"], how="inner")
+    return frame.drop(columns=["word"], errors="ignore").merge(
+        words[["item", "zone"]], on=["item", "zone"], how="inner"
+    )
 
 
 _PER_READER_COLUMNS = ["WorkerId", "WorkTimeInSeconds", "correct", "item", "zone", "RT"]
@@ -311,7 +321,9 @@ def read_per_reader(paths: list[Path], words: pd.DataFrame, alignment: str) -> R
             f"{paths[0]}: {int(unknown.sum())} rows name words absent from the corpus (first: {ids[unknown][0]}). "
             "The file does not belong to this Natural Stories version."
         )
-    table = pd.DataFrame({"stimulus_id": ids, "reader": frame["WorkerId"].astype(str).to_numpy(), "RT": frame["RT"].to_numpy()})
+    table = pd.DataFrame(
+        {"stimulus_id": ids, "reader": frame["WorkerId"].astype(str).to_numpy(), "RT": frame["RT"].to_numpy()}
+    )
     counts["n_repeated_observations"] = int(table.duplicated(["stimulus_id", "reader"]).sum())
     wide = table.pivot_table(index="stimulus_id", columns="reader", values="RT", aggfunc="mean")
     wide = wide.reindex(stimulus_ids(words["item"], words["zone"]))
@@ -335,7 +347,9 @@ def read_word_means(path: Path, words: pd.DataFrame) -> ReadingTimes:
     corpus = pd.MultiIndex.from_frame(words[["item", "zone"]])
     unknown = ~keys.isin(corpus)
     if unknown.any():
-        raise DataError(f"{path}: {int(unknown.sum())} rows name words absent from the corpus (first: {keys[unknown][0]}).")
+        raise DataError(
+            f"{path}: {int(unknown.sum())} rows name words absent from the corpus (first: {keys[unknown][0]})."
+        )
     means = frame.set_index(["item", "zone"])["meanItemRT"].reindex(corpus).to_numpy(np.float64)
     info = {
         "source": "wordinfo" if wordinfo else "brainscore_means",
@@ -350,7 +364,9 @@ def _reader_table(subjects: np.ndarray) -> pd.DataFrame:
     return pd.DataFrame({"neuroid_id": subjects, "subject": subjects, "roi": "reader"})
 
 
-def realign(matrix: np.ndarray, items: np.ndarray, zones: np.ndarray, source: str, target: str) -> tuple[np.ndarray, int]:
+def realign(
+    matrix: np.ndarray, items: np.ndarray, zones: np.ndarray, source: str, target: str
+) -> tuple[np.ndarray, int]:
     """Move reading times from one alignment to the other (rows in corpus order).
 
     In ``brainscore2022``, story 3 zone z >= 230 holds the time that ``naturalstories2021``
@@ -385,7 +401,11 @@ def resolve_source(files: dict, options: dict) -> str:
         return "processed_rts"
     if has("batch1_pro.csv") and has("batch2_pro.csv"):
         return "raw_batches"
-    means = ["brainscore_means", "wordinfo"] if options["alignment"] == "brainscore2022" else ["wordinfo", "brainscore_means"]
+    means = (
+        ["brainscore_means", "wordinfo"]
+        if options["alignment"] == "brainscore2022"
+        else ["wordinfo", "brainscore_means"]
+    )
     for source in means:
         if has(_MEAN_FILES[source]):
             return source
@@ -417,7 +437,11 @@ def load_reading_times(files: dict, options: dict, words: pd.DataFrame | None = 
     else:
         times = read_word_means(folder / _MEAN_FILES[source], words)
     matrix, n_unavailable = realign(
-        times.matrix, words["item"].to_numpy(), words["zone"].to_numpy(), times.info["source_alignment"], options["alignment"]
+        times.matrix,
+        words["item"].to_numpy(),
+        words["zone"].to_numpy(),
+        times.info["source_alignment"],
+        options["alignment"],
     )
     times.matrix = matrix
     times.info.update(

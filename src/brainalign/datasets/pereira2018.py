@@ -125,7 +125,13 @@ def read_assembly(path: str | os.PathLike, strict: bool = True) -> PereiraData:
         rows = (presentations["experiment"] == experiment).to_numpy()
         kept[experiment] = _drop_nan_neuroids(matrix, rows, experiment, source)
         if experiment in EXPECTED_KEPT:
-            netcdf.check_count(kept[experiment], EXPECTED_KEPT[experiment], f"neuroids in {experiment} after dropping NaN neuroids", source, strict)
+            netcdf.check_count(
+                kept[experiment],
+                EXPECTED_KEPT[experiment],
+                f"neuroids in {experiment} after dropping NaN neuroids",
+                source,
+                strict,
+            )
 
     stimuli, order = _stimuli_table(presentations, text_column)
     return PereiraData(stimuli=stimuli, matrix=matrix[order], neuroids=neuroids, kept=kept)
@@ -137,7 +143,9 @@ def _neuroid_table(frame: pd.DataFrame, source: str) -> pd.DataFrame:
     return pd.DataFrame({"neuroid_id": frame["neuroid_id"], "subject": frame["subject"], "roi": roi}).astype(str)
 
 
-def _check_counts(presentations: pd.DataFrame, text_column: str, neuroids: pd.DataFrame, source: str, strict: bool) -> None:
+def _check_counts(
+    presentations: pd.DataFrame, text_column: str, neuroids: pd.DataFrame, source: str, strict: bool
+) -> None:
     counts = presentations["experiment"].value_counts()
     netcdf.check_count(len(presentations), sum(EXPECTED_SENTENCES.values()), "sentences", source, strict)
     for experiment, expected in EXPECTED_SENTENCES.items():
@@ -159,10 +167,18 @@ def _drop_nan_neuroids(matrix: np.ndarray, rows: np.ndarray, experiment: str, so
     partly_nan = missing.any(axis=0) & ~all_nan
     logger.info(
         "%s: %s: dropped %d all-NaN neuroids (subjects without this experiment), kept %d",
-        source, experiment, int(all_nan.sum()), int((~missing.any(axis=0)).sum()),
+        source,
+        experiment,
+        int(all_nan.sum()),
+        int((~missing.any(axis=0)).sum()),
     )
     if partly_nan.any():
-        logger.warning("%s: %s: also dropped %d neuroids with some NaN values, as Brain-Score does", source, experiment, int(partly_nan.sum()))
+        logger.warning(
+            "%s: %s: also dropped %d neuroids with some NaN values, as Brain-Score does",
+            source,
+            experiment,
+            int(partly_nan.sum()),
+        )
     block[:, all_nan | partly_nan] = np.nan
     matrix[rows] = block
     return int((~(all_nan | partly_nan)).sum())
@@ -219,4 +235,6 @@ def prepare_responses(block: Mapping[str, Any], stimuli_path: str | os.PathLike,
     stimuli = netcdf.matching_stimuli(stimuli_path, data.stimuli["stimulus_id"], source)
     order = io.align_rows(stimuli["stimulus_id"], data.stimuli["stimulus_id"], "assembly", source)
     rows = pd.DataFrame({"experiment": data.stimuli["experiment"].to_numpy()[order]})
-    io.write_responses(out_path, stimuli["stimulus_id"], data.matrix[order], data.neuroids, _metadata(data, block), rows=rows)
+    io.write_responses(
+        out_path, stimuli["stimulus_id"], data.matrix[order], data.neuroids, _metadata(data, block), rows=rows
+    )

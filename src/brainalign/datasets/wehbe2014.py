@@ -128,7 +128,12 @@ def cmu_timeline(mat: Mapping[str, Any], path: Path) -> Timeline:
         raise DataError(f"{path} lacks the variable(s) {missing}; is it a CMU subject_{{n}}.mat file?")
     time = np.asarray(mat["time"], dtype=float)
     words = mat["words"]
-    if time.ndim != 2 or time.shape[1] != 2 or words.dtype.names is None or not {"text", "start"} <= set(words.dtype.names):
+    if (
+        time.ndim != 2
+        or time.shape[1] != 2
+        or words.dtype.names is None
+        or not {"text", "start"} <= set(words.dtype.names)
+    ):
         raise DataError(f"{path}: 'time' must be nTRs x 2 and 'words' a struct with text and start.")
     return Timeline(
         tr_time=time[:, 0],
@@ -150,7 +155,13 @@ def check_timeline(timeline: Timeline, trim: tuple[int, int], source: str, stric
     netcdf.check_count(len(timeline.words), EXPECTED["words"], "words", source, strict)
     netcdf.check_count(len(timeline.tr_time), EXPECTED["TRs"], "TRs", source, strict)
     netcdf.check_count(len(np.unique(timeline.tr_run)), EXPECTED["runs"], "runs", source, strict)
-    netcdf.check_count(int((~trimmed_mask(timeline.tr_run, *trim)).sum()), EXPECTED["kept TRs"], "TRs after trimming run edges", source, strict)
+    netcdf.check_count(
+        int((~trimmed_mask(timeline.tr_run, *trim)).sum()),
+        EXPECTED["kept TRs"],
+        "TRs after trimming run edges",
+        source,
+        strict,
+    )
 
 
 def word_trs(word_time: np.ndarray, tr_time: np.ndarray) -> np.ndarray:
@@ -182,7 +193,9 @@ def tr_index_in_run(tr_run: np.ndarray) -> np.ndarray:
 
 
 # --------------------------------------------------------------------------- masks
-def load_roi_masks(path: str | os.PathLike, subject: str, rois: Sequence[str] | None, n_voxels: int) -> tuple[np.ndarray, np.ndarray]:
+def load_roi_masks(
+    path: str | os.PathLike, subject: str, rois: Sequence[str] | None, n_voxels: int
+) -> tuple[np.ndarray, np.ndarray]:
     """Return (voxel indices, ROI label per voxel) of ``subject`` within ``rois``.
 
     ``rois=None`` keeps every voxel (label ``all``). ROIs must not overlap, so each voxel
@@ -247,7 +260,9 @@ def _cmu_path(block: Mapping[str, Any], subject: str) -> Path:
     return path
 
 
-def _subject_responses(block: Mapping[str, Any], settings: Mapping[str, Any], subject: str, timeline: Timeline, kept: np.ndarray) -> tuple[np.ndarray, str, str]:
+def _subject_responses(
+    block: Mapping[str, Any], settings: Mapping[str, Any], subject: str, timeline: Timeline, kept: np.ndarray
+) -> tuple[np.ndarray, str, str]:
     """Return (kept TRs x voxels, mask subject, source) for one subject."""
     if settings["format"] == "toneva":
         path = _toneva_folder(block) / f"data_subject_{subject}.npy"
@@ -273,8 +288,12 @@ def load_responses(block: Mapping[str, Any], timeline: Timeline) -> tuple[np.nda
     settings = reader_settings(block)
     kept = ~trimmed_mask(timeline.tr_run, int(settings["trim_start"]), int(settings["trim_end"]))
     rois = settings["rois"]
-    masks_path = None if rois is None else download.require_file(DATASET, block, "roi_masks", DEFAULT_FILES["roi_masks"])
-    netcdf.check_count(len(settings["subjects"]), EXPECTED["subjects"], "subjects", DATASET, bool(settings["strict_counts"]))
+    masks_path = (
+        None if rois is None else download.require_file(DATASET, block, "roi_masks", DEFAULT_FILES["roi_masks"])
+    )
+    netcdf.check_count(
+        len(settings["subjects"]), EXPECTED["subjects"], "subjects", DATASET, bool(settings["strict_counts"])
+    )
     blocks, tables = [], []
     for subject in settings["subjects"]:
         data, mask_subject, source = _subject_responses(block, settings, subject, timeline, kept)
@@ -284,8 +303,12 @@ def load_responses(block: Mapping[str, Any], timeline: Timeline) -> tuple[np.nda
         full = np.full((len(kept), len(voxels)), np.nan, dtype=np.float32)
         full[kept] = data[:, voxels]
         blocks.append(full)
-        tables.append(pd.DataFrame({"neuroid_id": [f"{subject}.{v}" for v in voxels], "subject": subject, "roi": labels}))
-        logger.info("%s: subject %s: %d voxels in %s", DATASET, subject, len(voxels), "all voxels" if rois is None else rois)
+        tables.append(
+            pd.DataFrame({"neuroid_id": [f"{subject}.{v}" for v in voxels], "subject": subject, "roi": labels})
+        )
+        logger.info(
+            "%s: subject %s: %d voxels in %s", DATASET, subject, len(voxels), "all voxels" if rois is None else rois
+        )
     return np.concatenate(blocks, axis=1), pd.concat(tables, ignore_index=True)
 
 

@@ -38,9 +38,9 @@ import numpy as np
 import pandas as pd
 from sklearn.model_selection import ShuffleSplit
 
-from brainalign.stats import median_absolute_deviation, pearson_columns
 from brainalign.encoding.result import EncodingResult
 from brainalign.errors import ConfigError, DataError
+from brainalign.stats import median_absolute_deviation, pearson_columns
 
 DEFAULTS: dict[str, Any] = {
     "n_splits": 10,
@@ -77,11 +77,15 @@ def resolve_options(options: dict | None, defaults: dict[str, Any] = DEFAULTS) -
     resolved = {**defaults, **options}
     for key, allowed in (("fit_precision", FIT_PRECISIONS), ("layer_rule", LAYER_RULES)):
         if key in resolved and resolved[key] not in allowed:
-            raise ConfigError(f"protocols.aw2024.{key} is {resolved[key]!r}; use one of {list(allowed)} in config.yaml.")
+            raise ConfigError(
+                f"protocols.aw2024.{key} is {resolved[key]!r}; use one of {list(allowed)} in config.yaml."
+            )
     return resolved
 
 
-def shuffle_splits(n_samples: int, n_splits: int, train_size: float, random_state: int) -> list[tuple[np.ndarray, np.ndarray]]:
+def shuffle_splits(
+    n_samples: int, n_splits: int, train_size: float, random_state: int
+) -> list[tuple[np.ndarray, np.ndarray]]:
     """Brain-Score's splits: scikit-learn ``ShuffleSplit`` over rows in their given order.
 
     Returns
@@ -123,7 +127,9 @@ def split_order(stimuli: pd.DataFrame) -> str:
     return "stored" if "assembly_row" in stimuli else "given"
 
 
-def partition_splits(stimuli: pd.DataFrame, rows: np.ndarray, options: dict[str, Any]) -> list[tuple[np.ndarray, np.ndarray]]:
+def partition_splits(
+    stimuli: pd.DataFrame, rows: np.ndarray, options: dict[str, Any]
+) -> list[tuple[np.ndarray, np.ndarray]]:
     """Brain-Score's splits of one partition, as positions within ``rows`` (our row order).
 
     ``ShuffleSplit`` is drawn over the rows in stored order (:func:`stored_positions`) and
@@ -265,7 +271,9 @@ def predict_with_operator(operator: np.ndarray, responses_train: np.ndarray, bac
     return module.to_numpy(product) + mean
 
 
-def sklearn_predictions(features_train: np.ndarray, responses_train: np.ndarray, features_test: np.ndarray) -> np.ndarray:
+def sklearn_predictions(
+    features_train: np.ndarray, responses_train: np.ndarray, features_test: np.ndarray
+) -> np.ndarray:
     """Predictions of scikit-learn ``LinearRegression`` itself, as Brain-Score computes them.
 
     One LAPACK ``gelsd`` with every neuroid as a right-hand side, in the features' dtype
@@ -430,7 +438,9 @@ def fit_aw2024(
             "n_neuroids_dropped_nan": int((~complete).sum()),
             "n_neuroid_splits_constant": int(np.isnan(r).sum()),
             "score": float(np.mean(fold_scores)),
-            "split_sem": float(np.std(fold_scores, ddof=1) / np.sqrt(len(fold_scores))) if len(fold_scores) > 1 else np.nan,
+            "split_sem": float(np.std(fold_scores, ddof=1) / np.sqrt(len(fold_scores)))
+            if len(fold_scores) > 1
+            else np.nan,
         }
     folds = pd.DataFrame(fold_rows)
     neuroid_table = pd.concat(neuroid_rows, ignore_index=True)

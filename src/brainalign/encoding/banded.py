@@ -165,7 +165,9 @@ def fit_predict_banded(
         progress_bar=False,
     )
     n_features = sum(band.shape[1] for band in train_bands)
-    deltas, band_predictions, cv_scores = _solve(train_bands, test_bands, responses, n_features, settings, neuroid_batch, solver)
+    deltas, band_predictions, cv_scores = _solve(
+        train_bands, test_bands, responses, n_features, settings, neuroid_batch, solver
+    )
     exp_deltas = backend.to_numpy(backend.exp(deltas)).astype(np.float64)
     chosen_alphas = 1.0 / exp_deltas.sum(axis=0)
     band_predictions = backend.to_numpy(band_predictions).astype(np.float64)
@@ -189,13 +191,21 @@ def _solve(train_bands, test_bands, responses, n_features, settings, neuroid_bat
             return solve_banded_dual(
                 kernels, test_kernels, responses, settings["n_iter"], settings["alphas"], settings["cv"], neuroid_batch
             )
-        deltas, weights, cv_scores = solve_multiple_kernel_ridge_random_search(kernels, responses, return_weights="dual", **settings)
-        predictions = predict_weighted_kernel_ridge(test_kernels, backend.asarray(weights), deltas, split=True, n_targets_batch=neuroid_batch)
+        deltas, weights, cv_scores = solve_multiple_kernel_ridge_random_search(
+            kernels, responses, return_weights="dual", **settings
+        )
+        predictions = predict_weighted_kernel_ridge(
+            test_kernels, backend.asarray(weights), deltas, split=True, n_targets_batch=neuroid_batch
+        )
     else:
-        deltas, weights, cv_scores = solve_group_ridge_random_search(train_bands, responses, return_weights=True, warn=False, **settings)
+        deltas, weights, cv_scores = solve_group_ridge_random_search(
+            train_bands, responses, return_weights=True, warn=False, **settings
+        )
         weights = backend.asarray(weights)
         bounds = np.cumsum([0] + [band.shape[1] for band in test_bands])
-        predictions = backend.stack([band @ weights[start:stop] for band, start, stop in zip(test_bands, bounds[:-1], bounds[1:], strict=True)])
+        predictions = backend.stack(
+            [band @ weights[start:stop] for band, start, stop in zip(test_bands, bounds[:-1], bounds[1:], strict=True)]
+        )
     return deltas, predictions, cv_scores
 
 
@@ -276,10 +286,14 @@ def solve_banded_dual(
             resolvent = _validation_resolvent(kernel, train, validation, alphas)
             for start in range(0, n_targets, batch):
                 targets = slice(start, start + batch)
-                scores[fold, :, targets] = _r2_over_penalties(resolvent, responses[train, targets], responses[validation, targets])
+                scores[fold, :, targets] = _r2_over_penalties(
+                    resolvent, responses[train, targets], responses[validation, targets]
+                )
         _update_search(search, candidate, backend.mean_float64(scores, axis=0) + slope, alphas)
     band_predictions = _refit(kernels, test_kernels, responses, gammas, search, neuroid_batch)
-    chosen_gammas = backend.stack([gammas[:, band][backend.asarray(search.best_candidate)] for band in range(gammas.shape[1])])
+    chosen_gammas = backend.stack(
+        [gammas[:, band][backend.asarray(search.best_candidate)] for band in range(gammas.shape[1])]
+    )
     deltas = backend.log(chosen_gammas / search.best_alphas[None, :])
     return deltas, band_predictions, search.cv_scores
 
@@ -349,7 +363,7 @@ def _refit(kernels, test_kernels, responses, gammas, search: DualSearch, neuroid
         eigenvalues, vectors = _eigh((gamma[:, None, None] * kernels).sum(0))
         eigenvalues = backend.clip(eigenvalues, 0, None)
         for start in range(0, len(chosen), batch):
-            targets = backend.asarray(chosen[start:start + batch])
+            targets = backend.asarray(chosen[start : start + batch])
             projected = backend.matmul(vectors.T, responses[:, targets])
             dual = backend.matmul(vectors, projected / (search.best_alphas[targets][None, :] + eigenvalues[:, None]))
             for band in range(len(kernels)):

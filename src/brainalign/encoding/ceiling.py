@@ -30,9 +30,9 @@ import pandas as pd
 
 from brainalign.datasets.netcdf import read_score
 from brainalign.encoding.aw2024 import kernel_prediction_operator, partition_splits, resolve_options, split_order
-from brainalign.stats import pearson_columns
 from brainalign.encoding.toneva import outer_splits, resolve_toneva_options
 from brainalign.errors import ConfigError, DataError
+from brainalign.stats import pearson_columns
 
 CEILING_DEFAULTS: dict[str, Any] = {"n_subsamples": 10, "n_holdouts": 5, "n_bootstraps": 100, "seed": 0}
 
@@ -53,7 +53,9 @@ def exponential_saturation(n: np.ndarray, v0: np.ndarray, tau: np.ndarray) -> np
     return v0 * (1 - np.exp(-n / tau))
 
 
-def fit_saturation(x: np.ndarray, y: np.ndarray, n_grid: int = 200, n_refine: int = 40) -> tuple[np.ndarray, np.ndarray]:
+def fit_saturation(
+    x: np.ndarray, y: np.ndarray, n_grid: int = 200, n_refine: int = 40
+) -> tuple[np.ndarray, np.ndarray]:
     """Least-squares fit of ``v0 * (1 - exp(-x / tau))`` with ``0 <= v0 <= 1`` per row of ``y``.
 
     For fixed tau the optimal v0 is the clipped linear least-squares coefficient, so tau
@@ -169,7 +171,9 @@ def holdout_correlations(
     return holdout_scores(sorted(grams, key=str), settings, correlations)
 
 
-def extrapolate(collected: dict[int, dict[Any, list[np.ndarray]]], subjects: list, settings: dict[str, Any]) -> dict[Any, np.ndarray]:
+def extrapolate(
+    collected: dict[int, dict[Any, list[np.ndarray]]], subjects: list, settings: dict[str, Any]
+) -> dict[Any, np.ndarray]:
     """Per subject: the median over bootstraps of the fitted asymptote v0 per neuroid."""
     sizes = np.array(sorted(collected), dtype=np.float64)
     rng = np.random.RandomState(settings["seed"])

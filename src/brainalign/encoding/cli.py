@@ -21,7 +21,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         description="Fit an encoding model (stimuli x features -> stimuli x neuroids) under a protocol.",
     )
     parser.add_argument("--features", required=True, type=Path, help="stimuli x features .npy")
-    parser.add_argument("--responses", required=True, type=Path, help="stimuli x neuroids .npy (rows aligned with --features)")
+    parser.add_argument(
+        "--responses", required=True, type=Path, help="stimuli x neuroids .npy (rows aligned with --features)"
+    )
     parser.add_argument("--protocol", choices=("aw2024", "robust"), default="aw2024")
     parser.add_argument("--groups", type=Path, help="per-stimulus CV group .npy (passage, story, run)")
     parser.add_argument(
@@ -43,7 +45,9 @@ def _load_array(path: Path, what: str) -> np.ndarray:
         raise DataError(f"{path} ({what}) is not a plain numeric .npy file ({error}). Save it with np.save.") from error
 
 
-def minimal_tables(n_stimuli: int, n_neuroids: int, groups: np.ndarray | None) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
+def minimal_tables(
+    n_stimuli: int, n_neuroids: int, groups: np.ndarray | None
+) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
     """Stimuli, response-row and neuroid tables for bare arrays (one partition, one subject)."""
     ids = [f"s{index:06d}" for index in range(n_stimuli)]
     cv_group = np.asarray(groups).astype(str) if groups is not None else np.array(ids)
@@ -57,7 +61,9 @@ def minimal_tables(n_stimuli: int, n_neuroids: int, groups: np.ndarray | None) -
             "partition": "all",
         }
     )
-    neuroids = pd.DataFrame({"neuroid_id": [f"n{i:06d}" for i in range(n_neuroids)], "subject": "subject", "roi": "all"})
+    neuroids = pd.DataFrame(
+        {"neuroid_id": [f"n{i:06d}" for i in range(n_neuroids)], "subject": "subject", "roi": "all"}
+    )
     return stimuli, pd.DataFrame({"stimulus_id": ids}), neuroids
 
 

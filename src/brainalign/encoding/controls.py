@@ -98,9 +98,7 @@ def control_bands(
     """
     unknown = sorted(set(names) - set(CONTROL_NAMES))
     if unknown:
-        raise ConfigError(
-            f"protocols.robust.controls has unknown band(s) {unknown}: choose from {list(CONTROL_NAMES)}"
-        )
+        raise ConfigError(f"protocols.robust.controls has unknown band(s) {unknown}: choose from {list(CONTROL_NAMES)}")
     builders = {
         "length": lambda: np.asarray(lengths, dtype=np.float64)[:, None],
         "position": lambda: np.asarray(positions, dtype=np.float64)[:, None],

@@ -86,7 +86,11 @@ def fit_controls(
     from brainalign.encoding.robust import fit_controls as fit_controls_only
 
     table = fit_controls_only(stimuli, responses, rows, neuroids, dict(options))
-    io.write_table(out_path, table, io.provenance(controls=list(options.get("controls", [])), stimuli_sha256=io.stimuli_checksum(stimuli_path)))
+    io.write_table(
+        out_path,
+        table,
+        io.provenance(controls=list(options.get("controls", [])), stimuli_sha256=io.stimuli_checksum(stimuli_path)),
+    )
 
 
 def fit_encoding(
@@ -118,7 +122,9 @@ def fit_encoding(
         model, dict(model_block), dict(extraction_options), stimuli_path, io.read_json(manifest_path)
     )
     feature_ids, features = io.read_activations(activations_path, layer, expected=expected)
-    features = features[io.align_rows(pd.Index(stimuli["stimulus_id"]), feature_ids, "activations", str(activations_path))]
+    features = features[
+        io.align_rows(pd.Index(stimuli["stimulus_id"]), feature_ids, "activations", str(activations_path))
+    ]
     result = fit(features, responses, stimuli, rows, neuroids, dict(options))
     logger.info("layer %d: %s score %.4f", layer, protocol, result.score)
     io.write_table(
@@ -307,14 +313,18 @@ def aw2024_layer_choice(
         score = float(fits[next(iter(layer_of.values()))]["score"])
     else:
         score = float(np.mean([partition_scores(fits[layer])[partition] for partition, layer in layer_of.items()]))
-    folds = pd.concat([pd.DataFrame(fits[layer]["folds"]).assign(layer=layer) for layer in sorted(set(layer_of.values()))])
+    folds = pd.concat(
+        [pd.DataFrame(fits[layer]["folds"]).assign(layer=layer) for layer in sorted(set(layer_of.values()))]
+    )
     folds = folds[folds["partition"].astype(str).map(layer_of) == folds["layer"]]
     return score, folds[["partition", "fold", "layer"]].reset_index(drop=True)
 
 
 def _layers_by_partition(choices: pd.DataFrame) -> str:
     """``partition:layer`` per partition (``;``-joined; a nested choice lists its folds' layers)."""
-    grouped = choices.groupby("partition", sort=True)["layer"].agg(lambda layers: ",".join(str(int(v)) for v in sorted(set(layers))))
+    grouped = choices.groupby("partition", sort=True)["layer"].agg(
+        lambda layers: ",".join(str(int(v)) for v in sorted(set(layers)))
+    )
     return ";".join(f"{partition}:{layers}" for partition, layers in grouped.items())
 
 
@@ -330,7 +340,9 @@ def provenance_columns(meta: Mapping[str, Any]) -> dict[str, Any]:
     return columns
 
 
-def chosen_neuroid_scores(layer_paths: Mapping[int, str | Path], choices: pd.DataFrame, headline: str = "r") -> pd.DataFrame:
+def chosen_neuroid_scores(
+    layer_paths: Mapping[int, str | Path], choices: pd.DataFrame, headline: str = "r"
+) -> pd.DataFrame:
     """Per scored neuroid, its held-out measures under a layer choice.
 
     Parameters
@@ -406,7 +418,11 @@ def compare_with_base(
     """
     keys = ["partition", "neuroid_id", "subject"]
     paired = _paired_neuroids(io.read_table(model_path), io.read_table(base_path), keys, model_path, base_path)
-    groups = paired["subject"] if options["group_by"] == "subject" else paired[["partition", "neuroid_id"]].astype(str).agg("/".join, axis=1)
+    groups = (
+        paired["subject"]
+        if options["group_by"] == "subject"
+        else paired[["partition", "neuroid_id"]].astype(str).agg("/".join, axis=1)
+    )
     defined = paired["score_model"].notna() & paired["score_base"].notna()
     if not defined.any():
         raise DataError(f"{model_path} / {base_path}: no neuroid has a score for both models; nothing to compare")
@@ -433,7 +449,15 @@ def compare_with_base(
         "p_value": p_value,
         **reach_columns(p_value, sign_flip_p_min(n_groups, int(options["n_permutations"]))),
     }
-    logger.info("%s vs %s on %s (%s): mean score difference %+.4f, p = %.4g", model, base, dataset, protocol, difference, p_value)
+    logger.info(
+        "%s vs %s on %s (%s): mean score difference %+.4f, p = %.4g",
+        model,
+        base,
+        dataset,
+        protocol,
+        difference,
+        p_value,
+    )
     io.write_tsv(out_path, pd.DataFrame([row], columns=PAIR_TEST_COLUMNS))
 
 
@@ -451,7 +475,8 @@ def _paired_neuroids(
     if unmatched.any():
         example = paired.loc[unmatched, keys].iloc[0].to_dict()
         raise DataError(
-            f"{model_path} and {base_path} score different neuroids ({int(unmatched.sum())} unmatched, e.g. {example}): "
+            f"{model_path} and {base_path} score different neuroids ({int(unmatched.sum())} unmatched, e.g. "
+            f"{example}): "
             "they were fit on different response files; rerun both models' fit_encoding and score_model jobs "
             "on the current responses"
         )

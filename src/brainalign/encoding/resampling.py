@@ -257,7 +257,9 @@ class _IncrementNull:
         self.residual = observed - (predictions - tested)
         self.increment = tested
         self.total = ((observed - observed.mean(axis=0)) ** 2).sum(axis=0)
-        self.baseline_sse = self.total if held_out.baseline is None else ((observed - held_out.baseline) ** 2).sum(axis=0)
+        self.baseline_sse = (
+            self.total if held_out.baseline is None else ((observed - held_out.baseline) ** 2).sum(axis=0)
+        )
         self.defined = self.total > 1e-12 * np.maximum((observed**2).sum(axis=0), 1e-300)
 
     def score(self, order: np.ndarray) -> float:
@@ -319,7 +321,9 @@ def fold_permutation_scores(
         logger.warning(
             "permutation test: in %d of %d folds no two groups have the same size, so group swaps leave them "
             "as they are; for stories or runs of unequal length use the circular_shift scheme "
-            "(datasets.<name>.permutation)", n_fixed, n_folds,
+            "(datasets.<name>.permutation)",
+            n_fixed,
+            n_folds,
         )
     return None if n_fixed == n_folds else scores
 

@@ -69,36 +69,145 @@ logger = logging.getLogger(__name__)
 OPTIONS_SCHEMA: dict[str, Any] = {
     "type": "object",
     "properties": {
-        "time_series": {"type": "boolean", "default": False, "description": "Rows are TRs of runs (contiguous folds, trimming, FIR delays); set from the dataset."},
-        "permutation": {"enum": ["auto", *PERMUTATION_SCHEMES], "default": "auto", "description": "Permutation scheme of the p-value (auto: circular_shift for time series, group_swap otherwise); set from the dataset."},
-        "cv_groups": {"type": "string", "default": "cv_group", "description": "Stimuli column whose values are the cv groups of sentence data (the unit of leakage); set from the dataset."},
-        "n_outer_folds": {"type": "integer", "minimum": 2, "default": 5, "description": "Outer folds: grouped by the dataset's cv_groups column, or contiguous blocks/runs for time series."},
-        "n_inner_folds": {"type": "integer", "minimum": 2, "default": 5, "description": "Inner folds on each outer training set (grouped the same way) that choose penalties and band weights."},
+        "time_series": {
+            "type": "boolean",
+            "default": False,
+            "description": "Rows are TRs of runs (contiguous folds, trimming, FIR delays); set from the dataset.",
+        },
+        "permutation": {
+            "enum": ["auto", *PERMUTATION_SCHEMES],
+            "default": "auto",
+            "description": "Permutation scheme of the p-value (auto: circular_shift for time series, group_swap "
+            "otherwise); set from the dataset.",
+        },
+        "cv_groups": {
+            "type": "string",
+            "default": "cv_group",
+            "description": "Stimuli column whose values are the cv groups of sentence data (the unit of leakage); "
+            "set from the dataset.",
+        },
+        "n_outer_folds": {
+            "type": "integer",
+            "minimum": 2,
+            "default": 5,
+            "description": "Outer folds: grouped by the dataset's cv_groups column, or contiguous blocks/runs for "
+            "time series.",
+        },
+        "n_inner_folds": {
+            "type": "integer",
+            "minimum": 2,
+            "default": 5,
+            "description": "Inner folds on each outer training set (grouped the same way) that choose penalties and "
+            "band weights.",
+        },
         "alphas": {
             "type": "object",
             "additionalProperties": False,
             "properties": {
                 "min_exp": {"type": "number", "default": -2, "description": "log10 of the smallest penalty."},
                 "max_exp": {"type": "number", "default": 8, "description": "log10 of the largest penalty."},
-                "n": {"type": "integer", "minimum": 1, "default": 21, "description": "Penalties on the grid (log-spaced)."},
+                "n": {
+                    "type": "integer",
+                    "minimum": 1,
+                    "default": 21,
+                    "description": "Penalties on the grid (log-spaced).",
+                },
             },
             "default": {"min_exp": -2, "max_exp": 8, "n": 21},
-            "description": "Penalty grid np.logspace(min_exp, max_exp, n), for bands standardised and divided by sqrt(n_features).",
+            "description": "Penalty grid np.logspace(min_exp, max_exp, n), for bands standardised and divided by "
+            "sqrt(n_features).",
         },
-        "delays": {"type": "array", "items": {"type": "integer", "minimum": 0}, "default": [1, 2, 3, 4], "description": "FIR delays in TRs (time series only)."},
-        "trim_trs": {"type": "integer", "minimum": 0, "default": 5, "description": "TRs dropped from training on each side of a test block (time series only)."},
-        "controls": {"type": "array", "items": {"enum": ["length", "position", "oasm"]}, "default": ["length", "position", "oasm"], "description": "Control bands fitted with the LLM band; the headline is the LLM's held-out R^2 gain over them ([]: the LLM band alone, the headline is its R^2)."},
-        "oasm_width": {"type": "number", "exclusiveMinimum": 0, "default": 1.0, "description": "Gaussian width of the OASM band in position units (sentences or TRs)."},
-        "n_band_weights": {"type": "integer", "minimum": 1, "default": 20, "description": "Band-weight candidates of the banded-ridge random search (corners, equal weights, Dirichlet draws)."},
-        "block_trs": {"type": "integer", "minimum": 1, "default": 20, "description": "Time series: resampling block (bootstrap), in TRs; every circular shift (permutation) is at least this many rows."},
-        "n_bootstrap": {"type": "integer", "minimum": 0, "default": 1000, "description": "Crossed bootstrap resamples (subjects and cv groups/blocks drawn independently) for the CI (0 skips)."},
-        "confidence_level": {"type": "number", "exclusiveMinimum": 0, "exclusiveMaximum": 1, "default": 0.95, "description": "Level of the bootstrap CI."},
-        "n_permutations": {"type": "integer", "minimum": 0, "default": 1000, "description": "Block permutations for the p-value (0 skips)."},
-        "random_state": {"type": "integer", "default": 0, "description": "Seed of band-weight candidates, bootstrap and permutations."},
-        "device": {"enum": ["auto", "cpu", "cuda"], "default": "cpu", "description": "Where the fits run. cpu: the backend option; cuda: himalaya's torch_cuda backend on the GPU (float32 like the CPU, same choices and scores to round-off; the SLURM profile then gives fit_encoding and fit_controls one GPU); auto: cuda when PyTorch sees a CUDA GPU, else cpu."},
-        "backend": {"enum": ["numpy", "torch"], "default": "numpy", "description": "himalaya backend of fits on the CPU (torch: the GPU code path, run on the CPU)."},
-        "solver": {"enum": ["eigh", "himalaya"], "default": "eigh", "description": "Dual solver of the banded-ridge search. eigh: one eigendecomposition per kernel, reused for every penalty and target, and one refit per target; himalaya: himalaya's own random search, which refits at every improving candidate (the slower reference: same choices and predictions to float32 round-off)."},
-        "neuroid_batch": {"type": "integer", "minimum": 1, "default": 5000, "description": "Neuroids solved at once (bounds memory)."},
+        "delays": {
+            "type": "array",
+            "items": {"type": "integer", "minimum": 0},
+            "default": [1, 2, 3, 4],
+            "description": "FIR delays in TRs (time series only).",
+        },
+        "trim_trs": {
+            "type": "integer",
+            "minimum": 0,
+            "default": 5,
+            "description": "TRs dropped from training on each side of a test block (time series only).",
+        },
+        "controls": {
+            "type": "array",
+            "items": {"enum": ["length", "position", "oasm"]},
+            "default": ["length", "position", "oasm"],
+            "description": "Control bands fitted with the LLM band; the headline is the LLM's held-out R^2 gain over "
+            "them ([]: the LLM band alone, the headline is its R^2).",
+        },
+        "oasm_width": {
+            "type": "number",
+            "exclusiveMinimum": 0,
+            "default": 1.0,
+            "description": "Gaussian width of the OASM band in position units (sentences or TRs).",
+        },
+        "n_band_weights": {
+            "type": "integer",
+            "minimum": 1,
+            "default": 20,
+            "description": "Band-weight candidates of the banded-ridge random search (corners, equal weights, "
+            "Dirichlet draws).",
+        },
+        "block_trs": {
+            "type": "integer",
+            "minimum": 1,
+            "default": 20,
+            "description": "Time series: resampling block (bootstrap), in TRs; every circular shift (permutation) is "
+            "at least this many rows.",
+        },
+        "n_bootstrap": {
+            "type": "integer",
+            "minimum": 0,
+            "default": 1000,
+            "description": "Crossed bootstrap resamples (subjects and cv groups/blocks drawn independently) for the "
+            "CI (0 skips).",
+        },
+        "confidence_level": {
+            "type": "number",
+            "exclusiveMinimum": 0,
+            "exclusiveMaximum": 1,
+            "default": 0.95,
+            "description": "Level of the bootstrap CI.",
+        },
+        "n_permutations": {
+            "type": "integer",
+            "minimum": 0,
+            "default": 1000,
+            "description": "Block permutations for the p-value (0 skips).",
+        },
+        "random_state": {
+            "type": "integer",
+            "default": 0,
+            "description": "Seed of band-weight candidates, bootstrap and permutations.",
+        },
+        "device": {
+            "enum": ["auto", "cpu", "cuda"],
+            "default": "cpu",
+            "description": "Where the fits run. cpu: the backend option; cuda: himalaya's torch_cuda backend on the "
+            "GPU (float32 like the CPU, same choices and scores to round-off; the SLURM profile then "
+            "gives fit_encoding and fit_controls one GPU); auto: cuda when PyTorch sees a CUDA GPU, "
+            "else cpu.",
+        },
+        "backend": {
+            "enum": ["numpy", "torch"],
+            "default": "numpy",
+            "description": "himalaya backend of fits on the CPU (torch: the GPU code path, run on the CPU).",
+        },
+        "solver": {
+            "enum": ["eigh", "himalaya"],
+            "default": "eigh",
+            "description": "Dual solver of the banded-ridge search. eigh: one eigendecomposition per kernel, reused "
+            "for every penalty and target, and one refit per target; himalaya: himalaya's own random "
+            "search, which refits at every improving candidate (the slower reference: same choices "
+            "and predictions to float32 round-off).",
+        },
+        "neuroid_batch": {
+            "type": "integer",
+            "minimum": 1,
+            "default": 5000,
+            "description": "Neuroids solved at once (bounds memory).",
+        },
     },
 }
 """JSON-schema fragment of the ``protocols.robust`` options (with defaults)."""
@@ -114,7 +223,9 @@ def resolve_options(options: dict[str, Any] | None) -> dict[str, Any]:
     if resolved["permutation"] == "auto":
         resolved["permutation"] = "circular_shift" if resolved["time_series"] else "group_swap"
     if resolved["permutation"] not in PERMUTATION_SCHEMES:
-        raise ConfigError(f"datasets.<name>.permutation is {resolved['permutation']!r}; use one of {['auto', *PERMUTATION_SCHEMES]}")
+        raise ConfigError(
+            f"datasets.<name>.permutation is {resolved['permutation']!r}; use one of {['auto', *PERMUTATION_SCHEMES]}"
+        )
     return resolved
 
 
@@ -129,8 +240,10 @@ def fit_backend(device: str, cpu_backend: str) -> str:
     if device == "auto":
         return cpu_backend
     raise ConfigError(
-        "device cuda (protocols.robust.device, or --device of brainalign encode) needs a CUDA GPU, but PyTorch sees none "
-        "here (torch.cuda.is_available() is False): run on a GPU node with a CUDA build of PyTorch, or use device auto or cpu"
+        "device cuda (protocols.robust.device, or --device of brainalign encode) needs a CUDA GPU, but PyTorch sees "
+        "none "
+        "here (torch.cuda.is_available() is False): run on a GPU node with a CUDA build of PyTorch, or use device "
+        "auto or cpu"
     )
 
 
@@ -233,7 +346,10 @@ def time_series_design(
     row_of_unit = pd.Index(response_rows["stimulus_id"].astype(str)).get_indexer(stimuli["response_id"].astype(str))
     has_row = row_of_unit >= 0
     if not has_row.any():
-        raise DataError("stimuli.response_id matches no response row stimulus_id: check that both come from the same dataset preparation")
+        raise DataError(
+            "stimuli.response_id matches no response row stimulus_id: check that both come from the same dataset "
+            "preparation"
+        )
     averaging = row_average(row_of_unit[has_row], len(runs))
     llm = fir_delays(np.asarray(averaging @ features[has_row]), runs, options["delays"])
     units_per_row = np.bincount(row_of_unit[has_row], minlength=len(runs)).astype(float)
@@ -242,7 +358,9 @@ def time_series_design(
     if "length" in controls:
         # Word rate drives the BOLD response through the same haemodynamic lag as content.
         controls["length"] = fir_delays(controls["length"], runs, options["delays"])
-    partitions = response_rows["partition"].astype(str).to_numpy() if "partition" in response_rows else np.full(len(runs), "all")
+    partitions = (
+        response_rows["partition"].astype(str).to_numpy() if "partition" in response_rows else np.full(len(runs), "all")
+    )
     blocks = np.array([f"{run}:{int(p) // options['block_trs']}" for run, p in zip(runs, positions, strict=True)])
     return {
         "llm": llm,
@@ -252,7 +370,9 @@ def time_series_design(
         "units": blocks,
         "streams": runs,
         "row_ids": response_rows["stimulus_id"].astype(str).to_numpy(),
-        "measured": ~response_rows["trimmed"].to_numpy(bool) if "trimmed" in response_rows else np.ones(len(runs), dtype=bool),
+        "measured": ~response_rows["trimmed"].to_numpy(bool)
+        if "trimmed" in response_rows
+        else np.ones(len(runs), dtype=bool),
         "n_units_without_row": int((~has_row).sum()),
     }
 
@@ -312,16 +432,25 @@ RESAMPLING_COLUMNS = ("bootstrap_scores", "permutation_scores")
 
 
 def fit_fold(
-    bands: list[np.ndarray], responses: np.ndarray, train: np.ndarray, test: np.ndarray, inner: list, options: dict[str, Any]
+    bands: list[np.ndarray],
+    responses: np.ndarray,
+    train: np.ndarray,
+    test: np.ndarray,
+    inner: list,
+    options: dict[str, Any],
 ) -> BandedFit:
     """Banded ridge of one outer fold; predictions on the responses' scale (training mean added)."""
     settings = _banded_settings(options)
-    fit = fit_predict_banded([band[train] for band in bands], [band[test] for band in bands], responses[train], inner_cv=inner, **settings)
+    fit = fit_predict_banded(
+        [band[train] for band in bands], [band[test] for band in bands], responses[train], inner_cv=inner, **settings
+    )
     fit.predictions = fit.predictions + responses[train].mean(axis=0)
     return fit
 
 
-def controls_partition(design: dict[str, Any], rows: np.ndarray, responses: np.ndarray, options: dict[str, Any]) -> dict[str, np.ndarray]:
+def controls_partition(
+    design: dict[str, Any], rows: np.ndarray, responses: np.ndarray, options: dict[str, Any]
+) -> dict[str, np.ndarray]:
     """The controls-only model in the outer folds of one partition.
 
     Returns
@@ -381,32 +510,41 @@ def fit_partition(
     for fold, (train, test, inner) in enumerate(folds):
         joint = fit_fold([llm, *controls], responses, train, test, inner, options)
         baseline = controls_fit["predictions"][test] if controls else None
-        llm_only = fit_fold([llm], responses, train, test, inner, options).predictions if controls else joint.predictions
+        llm_only = (
+            fit_fold([llm], responses, train, test, inner, options).predictions if controls else joint.predictions
+        )
         fold_measure = fold_measures(joint.predictions, baseline, llm_only, responses[test])
         inner_gain = joint.inner_scores - (controls_fit["inner_scores"][fold] if controls else 0.0)
-        fold_rows.append({
-            "fold": fold,
-            "n_train": len(train),
-            "n_test": len(test),
-            **{f"test_{name}": float(median_over_neuroids(fold_measure[name])) for name in FOLD_MEASURES},
-            "test_r_unique": float(median_over_neuroids(fold_measure["r"] - fold_measure["r_controls"])),
-            "inner_score": float(median_over_neuroids(inner_gain)),
-            "inner_score_joint": float(median_over_neuroids(joint.inner_scores)),
-            "alphas_at_low_edge": int(np.isclose(joint.alphas, alpha_grid_edges[0], rtol=1e-3).sum()),
-            "alphas_at_high_edge": int(np.isclose(joint.alphas, alpha_grid_edges[1], rtol=1e-3).sum()),
-            "llm_band_weight": float(np.median(joint.band_weights[0])),
-        })
+        fold_rows.append(
+            {
+                "fold": fold,
+                "n_train": len(train),
+                "n_test": len(test),
+                **{f"test_{name}": float(median_over_neuroids(fold_measure[name])) for name in FOLD_MEASURES},
+                "test_r_unique": float(median_over_neuroids(fold_measure["r"] - fold_measure["r_controls"])),
+                "inner_score": float(median_over_neuroids(inner_gain)),
+                "inner_score_joint": float(median_over_neuroids(joint.inner_scores)),
+                "alphas_at_low_edge": int(np.isclose(joint.alphas, alpha_grid_edges[0], rtol=1e-3).sum()),
+                "alphas_at_high_edge": int(np.isclose(joint.alphas, alpha_grid_edges[1], rtol=1e-3).sum()),
+                "llm_band_weight": float(np.median(joint.band_weights[0])),
+            }
+        )
         for name in FOLD_MEASURES:
             measures[name].append(fold_measure[name])
         fold_alphas.append(joint.alphas)
         by_unit = _order_by_unit(units[test])
-        held_out.append(HeldOut(
-            joint.predictions[by_unit], responses[test][by_unit], pd.factorize(units[test][by_unit])[0], streams[test][by_unit],
-            baseline=None if baseline is None else baseline[by_unit],
-            # The permutation null moves the LLM band's part only: without control bands the
-            # training mean stays put, with them the joint model's control part does too.
-            tested=joint.band_predictions[0][by_unit],
-        ))
+        held_out.append(
+            HeldOut(
+                joint.predictions[by_unit],
+                responses[test][by_unit],
+                pd.factorize(units[test][by_unit])[0],
+                streams[test][by_unit],
+                baseline=None if baseline is None else baseline[by_unit],
+                # The permutation null moves the LLM band's part only: without control bands the
+                # training mean stays put, with them the joint model's control part does too.
+                tested=joint.band_predictions[0][by_unit],
+            )
+        )
     return {
         "folds": pd.DataFrame(fold_rows),
         "measures": {name: np.vstack(values) for name, values in measures.items()},
@@ -424,7 +562,9 @@ def _check_controls_fit(controls_fit: dict[str, np.ndarray], n_folds: int, shape
             "rerun fit_controls with the current robust options"
         )
     if np.isnan(controls_fit["predictions"]).any():
-        raise DataError("the controls-only fit lacks held-out predictions of some rows: rerun fit_controls on the current responses")
+        raise DataError(
+            "the controls-only fit lacks held-out predictions of some rows: rerun fit_controls on the current responses"
+        )
 
 
 def neuroid_table(neuroids: pd.DataFrame, keep: np.ndarray, partition: str, fitted: dict[str, Any]) -> pd.DataFrame:
@@ -500,7 +640,11 @@ def fit_robust(
     fold_tables, neuroid_tables, held_out, details_partitions = [], [], [], {}
     with himalaya_backend(fit_backend(options["device"], options["backend"])):
         for partition, rows, keep, n_non_finite, n_constant in scored_partitions(design, responses):
-            controls_fit = None if controls is None else _stored_controls(controls, partition, design["row_ids"][rows], neuroids, keep)
+            controls_fit = (
+                None
+                if controls is None
+                else _stored_controls(controls, partition, design["row_ids"][rows], neuroids, keep)
+            )
             fitted = fit_partition(design, rows, responses[np.ix_(rows, np.flatnonzero(keep))], options, controls_fit)
             for fold in fitted["held_out"]:
                 fold.subjects = subject_of_neuroid[keep]
@@ -530,7 +674,11 @@ def fit_robust(
         logger.warning(
             "robust fit: %d of %d chosen penalties at the lower grid edge and %d at the upper edge "
             "(grid 1e%s..1e%s); widen protocols.robust.alphas if this is more than a few percent",
-            low, n_neuroid_fits, high, options["alphas"]["min_exp"], options["alphas"]["max_exp"],
+            low,
+            n_neuroid_fits,
+            high,
+            options["alphas"]["min_exp"],
+            options["alphas"]["max_exp"],
         )
     inference = fold_inference(folds, options["confidence_level"])
     details = {
@@ -593,7 +741,9 @@ def fold_inference(folds: pd.DataFrame, confidence_level: float) -> dict[str, fl
             "are made from: they were written by an earlier version; rerun fit_encoding for this model"
         )
     by_partition = [group for _, group in folds.groupby("partition", sort=False)]
-    bootstrap = [np.array(part["bootstrap_scores"].tolist(), dtype=np.float64).reshape(len(part), -1) for part in by_partition]
+    bootstrap = [
+        np.array(part["bootstrap_scores"].tolist(), dtype=np.float64).reshape(len(part), -1) for part in by_partition
+    ]
     permutation = None
     if not folds["permutation_scores"].isna().any():
         permutation = [np.array(part["permutation_scores"].tolist(), dtype=np.float64) for part in by_partition]
@@ -604,23 +754,42 @@ def fold_inference(folds: pd.DataFrame, confidence_level: float) -> dict[str, fl
     return {"ci_low": ci_low, "ci_high": ci_high, "p_value": p_value, "p_min": p_min}
 
 
-HEADLINE = "score = R^2(joint) - R^2(controls only), held out, per neuroid and fold; median over neuroids, mean over folds and partitions"
-HEADLINE_WITHOUT_CONTROLS = "score = R^2 of the LLM band alone (no control bands), held out, per neuroid and fold; median over neuroids, mean over folds and partitions"
+HEADLINE = (
+    "score = R^2(joint) - R^2(controls only), held out, per neuroid and fold; median over neuroids, "
+    "mean over folds and partitions"
+)
+HEADLINE_WITHOUT_CONTROLS = (
+    "score = R^2 of the LLM band alone (no control bands), held out, per neuroid and fold; median over "
+    "neuroids, mean over folds and partitions"
+)
 
 
 def build_design(
-    features: np.ndarray, responses: np.ndarray, stimuli: pd.DataFrame, response_rows: pd.DataFrame, neuroids: pd.DataFrame, options: dict[str, Any]
+    features: np.ndarray,
+    responses: np.ndarray,
+    stimuli: pd.DataFrame,
+    response_rows: pd.DataFrame,
+    neuroids: pd.DataFrame,
+    options: dict[str, Any],
 ) -> dict[str, Any]:
     """Check the inputs against each other and build the bands of the design."""
     if responses.shape[1] != len(neuroids):
-        raise DataError(f"responses have {responses.shape[1]} neuroid columns but the neuroid table has {len(neuroids)} rows")
+        raise DataError(
+            f"responses have {responses.shape[1]} neuroid columns but the neuroid table has {len(neuroids)} rows"
+        )
     if len(features) != len(stimuli):
-        raise DataError(f"features have {len(features)} rows but the stimuli table has {len(stimuli)}: extract activations for this stimuli table")
+        raise DataError(
+            f"features have {len(features)} rows but the stimuli table has {len(stimuli)}: extract activations for "
+            f"this stimuli table"
+        )
     if options["time_series"]:
         design = time_series_design(features, stimuli, response_rows, options)
     else:
         if len(responses) != len(stimuli):
-            raise DataError(f"responses have {len(responses)} rows but the stimuli table has {len(stimuli)}: align responses to stimuli first")
+            raise DataError(
+                f"responses have {len(responses)} rows but the stimuli table has {len(stimuli)}: align responses to "
+                f"stimuli first"
+            )
         design = sentence_design(features, stimuli, options)
     if len(responses) != len(design["cv_groups"]):
         raise DataError(f"responses have {len(responses)} rows but there are {len(design['cv_groups'])} response rows")
@@ -636,7 +805,8 @@ def scored_partitions(
         keep, n_non_finite, n_constant = valid_neuroids(responses[rows])
         if not keep.any():
             raise DataError(
-                f"partition {partition!r}: no neuroid has finite, non-constant responses on its {len(rows)} measured rows; "
+                f"partition {partition!r}: no neuroid has finite, non-constant responses on its {len(rows)} measured "
+                f"rows; "
                 "flag response rows without a measurement (e.g. trimmed run edges) in a boolean 'trimmed' column"
             )
         yield partition, rows, keep, n_non_finite, n_constant
@@ -673,7 +843,12 @@ def fit_controls(
             fit = controls_partition(design, rows, responses[np.ix_(rows, np.flatnonzero(keep))], options)
             columns = {"partition": partition, "neuroid_id": neuroids["neuroid_id"].astype(str).to_numpy()[keep]}
             columns.update({f"inner_score_fold_{fold}": values for fold, values in enumerate(fit["inner_scores"])})
-            columns.update({f"prediction:{row}": values for row, values in zip(design["row_ids"][rows], fit["predictions"], strict=True)})
+            columns.update(
+                {
+                    f"prediction:{row}": values
+                    for row, values in zip(design["row_ids"][rows], fit["predictions"], strict=True)
+                }
+            )
             tables.append(pd.DataFrame(columns))
     return pd.concat(tables, ignore_index=True)
 
@@ -685,9 +860,15 @@ def _stored_controls(
     :func:`fit_controls` table."""
     ids = neuroids["neuroid_id"].astype(str).to_numpy()[keep]
     table = controls[controls["partition"].astype(str) == str(partition)].set_index("neuroid_id")
-    fold_columns = sorted((c for c in table.columns if c.startswith("inner_score_fold_")), key=lambda c: int(c.rsplit("_", 1)[1]))
+    fold_columns = sorted(
+        (c for c in table.columns if c.startswith("inner_score_fold_")), key=lambda c: int(c.rsplit("_", 1)[1])
+    )
     prediction_columns = [f"prediction:{row}" for row in row_ids]
-    if not fold_columns or not pd.Index(ids).isin(table.index).all() or not pd.Index(prediction_columns).isin(table.columns).all():
+    if (
+        not fold_columns
+        or not pd.Index(ids).isin(table.index).all()
+        or not pd.Index(prediction_columns).isin(table.columns).all()
+    ):
         raise DataError(
             f"the controls-only fit does not cover every neuroid and row scored in partition {partition!r}: "
             "it was fit on other responses; rerun fit_controls on the current responses"
@@ -731,7 +912,9 @@ def choose_layers(per_layer_folds: dict[int, pd.DataFrame]) -> tuple[dict[str, f
     )
     counts = stacked.groupby(["partition", "fold"]).size()
     if (counts != len(per_layer_folds)).any():
-        raise DataError("choose_layers: layers have different folds; fit every layer of a dataset with the same options")
+        raise DataError(
+            "choose_layers: layers have different folds; fit every layer of a dataset with the same options"
+        )
     best = stacked.loc[stacked.groupby(["partition", "fold"], sort=False)["inner_score"].idxmax()]
     choices = best[["partition", "fold", "layer", *columns[2:]]].reset_index(drop=True)
     per_layer = stacked.groupby(["layer", "partition"])["test_score"].mean().groupby("layer").mean()

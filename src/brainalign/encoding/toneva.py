@@ -35,9 +35,9 @@ from scipy.stats import zscore
 from sklearn.decomposition import PCA
 from sklearn.model_selection import KFold
 
-from brainalign.stats import median_absolute_deviation, pearson_columns
 from brainalign.encoding.result import EncodingResult
 from brainalign.errors import ConfigError, DataError
+from brainalign.stats import median_absolute_deviation, pearson_columns
 
 DEFAULTS: dict[str, Any] = {
     "n_components": 10,
@@ -106,7 +106,11 @@ def zscore_filled(values: np.ndarray) -> np.ndarray:
 
 
 def ridge_cv_predict(
-    features_train: np.ndarray, responses_train: np.ndarray, features_test: np.ndarray, alphas: list[float], inner_folds: int
+    features_train: np.ndarray,
+    responses_train: np.ndarray,
+    features_test: np.ndarray,
+    alphas: list[float],
+    inner_folds: int,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Ridge (no intercept) with a per-column penalty from unshuffled inner K-fold CV.
 
@@ -182,7 +186,9 @@ def outer_folds(runs_kept: np.ndarray, settings: dict[str, Any]) -> np.ndarray:
     return contiguous_folds(len(runs_kept), settings["n_folds"])
 
 
-def boundary_trimmed(train: np.ndarray, test: np.ndarray, fold: int, n_folds: int, skip: int) -> tuple[np.ndarray, np.ndarray]:
+def boundary_trimmed(
+    train: np.ndarray, test: np.ndarray, fold: int, n_folds: int, skip: int
+) -> tuple[np.ndarray, np.ndarray]:
     """Drop ``skip`` TRs at the train/test boundaries by the original code's rule."""
     if fold == 0:
         return train[skip:], test
@@ -191,7 +197,9 @@ def boundary_trimmed(train: np.ndarray, test: np.ndarray, fold: int, n_folds: in
     return train, test[skip : len(test) - skip]
 
 
-def outer_splits(response_rows: pd.DataFrame, settings: dict[str, Any]) -> tuple[np.ndarray, np.ndarray, list[tuple[np.ndarray, np.ndarray]]]:
+def outer_splits(
+    response_rows: pd.DataFrame, settings: dict[str, Any]
+) -> tuple[np.ndarray, np.ndarray, list[tuple[np.ndarray, np.ndarray]]]:
     """The kept TRs, their outer fold labels, and per fold the (train, test) positions
     among the kept TRs after boundary trimming.
 
@@ -206,7 +214,9 @@ def outer_splits(response_rows: pd.DataFrame, settings: dict[str, Any]) -> tuple
     fold_of = outer_folds(runs[kept], settings)
     n_folds = int(fold_of.max()) + 1
     splits = [
-        boundary_trimmed(np.flatnonzero(fold_of != k), np.flatnonzero(fold_of == k), k, n_folds, settings["boundary_trs"])
+        boundary_trimmed(
+            np.flatnonzero(fold_of != k), np.flatnonzero(fold_of == k), k, n_folds, settings["boundary_trs"]
+        )
         for k in range(n_folds)
     ]
     return kept, fold_of, splits
@@ -268,7 +278,9 @@ def fit_toneva(
     if not np.all(np.isfinite(features)):
         raise DataError("Wehbe2014: the activations have non-finite values. Re-extract the layer in float32.")
     if len(responses) != len(response_rows) or responses.shape[1] != len(neuroids):
-        raise DataError(f"Wehbe2014: responses {responses.shape} do not match {len(response_rows)} TRs x {len(neuroids)} neuroids.")
+        raise DataError(
+            f"Wehbe2014: responses {responses.shape} do not match {len(response_rows)} TRs x {len(neuroids)} neuroids."
+        )
     runs = response_rows["run"].to_numpy()
     kept, fold_of, splits = outer_splits(response_rows, settings)
     word_rows, word_tr = _word_tr_index(stimuli, response_rows)
@@ -296,7 +308,9 @@ def fit_toneva(
     return _toneva_result(r, chosen, neuroids.loc[complete], int((~complete).sum()), settings)
 
 
-def _toneva_result(r: np.ndarray, chosen: np.ndarray, neuroids: pd.DataFrame, n_dropped: int, settings: dict) -> EncodingResult:
+def _toneva_result(
+    r: np.ndarray, chosen: np.ndarray, neuroids: pd.DataFrame, n_dropped: int, settings: dict
+) -> EncodingResult:
     table = neuroids[["neuroid_id", "subject"]].reset_index(drop=True)
     table.insert(0, "partition", "all")
     table["r"] = r.mean(axis=0)

@@ -66,7 +66,8 @@ def context_policy(block: dict[str, Any], options: dict[str, Any]) -> str:
     """Describe how context is built: the group so far (or a word window), and how long streams are cut."""
     if reads_word_windows(options):
         return (
-            f"aw2024 word window: per word, the {int(options['word_window'])} words of its context group ending with it "
+            f"aw2024 word window: per word, the {int(options['word_window'])} words of its context group ending with "
+            f"it "
             "(fewer at the group's start) joined by single spaces (blank words dropped, no space before .,!?;:), "
             "tokenized afresh with special tokens; the hooked output averaged over the tokens of the last word "
             "(special tokens excluded)"

@@ -38,7 +38,9 @@ def source_block(source: str, revision: str) -> dict[str, Any]:
     path = Path(source)
     if path.suffix == ".gguf":
         if not path.is_file():
-            raise ModelError(f"{source}: no such GGUF file. Give the path of a .gguf file, a snapshot folder or a hub id.")
+            raise ModelError(
+                f"{source}: no such GGUF file. Give the path of a .gguf file, a snapshot folder or a hub id."
+            )
         return {"type": "gguf", "path": str(path.resolve())}
     if path.is_dir():
         if not (path / "config.json").is_file():
@@ -93,7 +95,9 @@ def checkpoint_facts(model_config) -> CheckpointFacts:
         with torch.device("meta"):
             model = model_class.from_config(model_config)
     except ValueError as error:
-        raise ModelError(f"transformers cannot build a {model_config.model_type!r} language model ({error}).") from error
+        raise ModelError(
+            f"transformers cannot build a {model_config.model_type!r} language model ({error})."
+        ) from error
     if seq2seq:
         blocks = find_blocks(model.get_encoder()) + find_blocks(model.get_decoder())
     else:
@@ -106,7 +110,9 @@ def checkpoint_facts(model_config) -> CheckpointFacts:
     )
 
 
-def model_entry(name: str, source: Mapping[str, Any], facts: CheckpointFacts, origin: str, options: Mapping[str, Any]) -> str:
+def model_entry(
+    name: str, source: Mapping[str, Any], facts: CheckpointFacts, origin: str, options: Mapping[str, Any]
+) -> str:
     """The YAML text of the config entry, indented for the ``models`` section."""
     block: dict[str, Any] = {
         "source": dict(source),
@@ -120,7 +126,9 @@ def model_entry(name: str, source: Mapping[str, Any], facts: CheckpointFacts, or
     elif options.get("instruction_tuned"):
         block["instruction_tuned"] = True
     body = yaml.safe_dump({name: block}, sort_keys=False, default_flow_style=None, width=1000)
-    comment = f"    # Added by `brainalign add-model {origin}`: kind, n_layers and parameters read from the checkpoint.\n"
+    comment = (
+        f"    # Added by `brainalign add-model {origin}`: kind, n_layers and parameters read from the checkpoint.\n"
+    )
     lines = body.splitlines()
     return "".join(["  " + lines[0] + "\n", comment, *("  " + line + "\n" for line in lines[1:])])
 

@@ -36,17 +36,32 @@ def model_location(model: str, gguf_file: str | None) -> tuple[dict[str, Any], d
 
 
 def _block(args: argparse.Namespace, source: dict[str, Any]) -> dict[str, Any]:
-    block = {"source": source, "kind": args.kind, "dtype": args.dtype, "max_length": args.max_length,
-             "prompt_policy": args.prompt_policy, "trust_remote_code": args.trust_remote_code}
+    block = {
+        "source": source,
+        "kind": args.kind,
+        "dtype": args.dtype,
+        "max_length": args.max_length,
+        "prompt_policy": args.prompt_policy,
+        "trust_remote_code": args.trust_remote_code,
+    }
     if args.kind == "seq2seq":
         block["seq2seq_layers"] = args.seq2seq_layers
     return block
 
 
 def _options(args: argparse.Namespace) -> dict[str, Any]:
-    return complete_options({"readout": args.readout, "batch_size": args.batch_size, "min_context_tokens": args.min_context_tokens,
-                             "device": args.device, "dtype_on_disk": args.dtype_on_disk, "show_progress": True,
-                             "time_series": args.time_series, "word_window": args.word_window})
+    return complete_options(
+        {
+            "readout": args.readout,
+            "batch_size": args.batch_size,
+            "min_context_tokens": args.min_context_tokens,
+            "device": args.device,
+            "dtype_on_disk": args.dtype_on_disk,
+            "show_progress": True,
+            "time_series": args.time_series,
+            "word_window": args.word_window,
+        }
+    )
 
 
 def run_extract(args: argparse.Namespace) -> None:
@@ -64,8 +79,14 @@ def read_words(path: str | Path) -> pd.DataFrame:
     words = [line.strip() for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
     if not words:
         raise DataError(f"{path} has no words. Give a text file with one word per line.")
-    return pd.DataFrame({"stimulus_id": [f"w{i}" for i in range(len(words))], "context_group": "words",
-                         "position": range(len(words)), "text": words})
+    return pd.DataFrame(
+        {
+            "stimulus_id": [f"w{i}" for i in range(len(words))],
+            "context_group": "words",
+            "position": range(len(words)),
+            "text": words,
+        }
+    )
 
 
 def run_surprisal(args: argparse.Namespace) -> None:
@@ -91,17 +112,22 @@ def _model_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--prompt-policy", choices=["raw", "template"], default="raw")
     parser.add_argument("--trust-remote-code", action="store_true", help="run code shipped with the model")
     parser.add_argument(
-        "--readout", choices=READOUTS, default=OPTION_DEFAULTS["readout"],
+        "--readout",
+        choices=READOUTS,
+        default=OPTION_DEFAULTS["readout"],
         help="aw2024: the paper's per-part contexts and readout; unit: each unit's last token in one stream",
     )
     parser.add_argument("--batch-size", type=int, default=OPTION_DEFAULTS["batch_size"])
     parser.add_argument("--min-context-tokens", type=int, help="minimum context in sliding windows (default: half)")
     parser.add_argument(
-        "--time-series", action="store_true",
+        "--time-series",
+        action="store_true",
         help="the units are the words of a time series (Wehbe2014): --readout aw2024 reads word windows",
     )
     parser.add_argument(
-        "--word-window", type=int, default=OPTION_DEFAULTS["word_window"],
+        "--word-window",
+        type=int,
+        default=OPTION_DEFAULTS["word_window"],
         help="words per window under --time-series --readout aw2024, the word included",
     )
     parser.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
@@ -111,8 +137,13 @@ def _model_arguments(parser: argparse.ArgumentParser) -> None:
 def run_add_model(args: argparse.Namespace) -> None:
     from brainalign.models.add_model import add_model
 
-    options = {"revision": args.revision, "family": args.family, "base": args.base,
-               "instruction_tuned": args.instruction_tuned, "suite": args.suite}
+    options = {
+        "revision": args.revision,
+        "family": args.family,
+        "base": args.base,
+        "instruction_tuned": args.instruction_tuned,
+        "suite": args.suite,
+    }
     block = add_model(args.config, args.source, args.name, options)
     print(
         f"added {args.name} to {args.config}: {block['kind']}, {block['n_layers']} layers, "
@@ -161,7 +192,9 @@ def register(subparsers) -> None:
     add.add_argument("--instruction-tuned", action="store_true", help="instruction-tuned, without a base in the config")
     add.add_argument("--family", help="family label (default: the checkpoint's model type)")
     add.add_argument("--suite", help="also add it to this suite's models")
-    add.add_argument("--revision", default="main", help="hub branch, tag or commit (default main, locked on first fetch)")
+    add.add_argument(
+        "--revision", default="main", help="hub branch, tag or commit (default main, locked on first fetch)"
+    )
     add.add_argument("--config", default="config.yaml", help="config file to edit (default config.yaml)")
     add.set_defaults(func=run_add_model)
     lock = subparsers.add_parser("lock-revisions", help="write the locked hub commits into the config")

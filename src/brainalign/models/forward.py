@@ -108,8 +108,11 @@ def _run_model(loaded: LoadedModel, batch: list[Sequence], with_decoder: bool) -
     decoder_rows = [s.input_ids if s.decoder_ids is None else s.decoder_ids for s in batch]
     decoder_ids, decoder_mask = _pad(decoder_rows, pad_id, device)
     return model.get_decoder()(
-        input_ids=decoder_ids, attention_mask=decoder_mask, encoder_hidden_states=encoded.to(decoder_ids.device),
-        encoder_attention_mask=mask.to(decoder_ids.device), use_cache=False,
+        input_ids=decoder_ids,
+        attention_mask=decoder_mask,
+        encoder_hidden_states=encoded.to(decoder_ids.device),
+        encoder_attention_mask=mask.to(decoder_ids.device),
+        use_cache=False,
     ).last_hidden_state
 
 
@@ -143,7 +146,9 @@ def read_block_states(
     with_decoder = len(loaded.blocks) > loaded.n_encoder_layers
     reader = _ModuleReader(loaded.blocks if modules is None else modules)
     try:
-        for batch in tqdm(list(_batches(sequences, batch_size)), desc=f"{loaded.name} activations", disable=not progress):
+        for batch in tqdm(
+            list(_batches(sequences, batch_size)), desc=f"{loaded.name} activations", disable=not progress
+        ):
             reader.rows, reader.cols, owners = _read_index(batch)
             reader.outputs = []
             _run_model(loaded, batch, with_decoder)

@@ -66,7 +66,9 @@ def read_manifest(manifest_path: str | Path) -> dict[str, Any]:
     """Return a fetched model's manifest."""
     path = Path(manifest_path)
     if not path.is_file():
-        raise ModelError(f"model manifest {path} does not exist. Run the workflow's fetch_model rule first (`snakemake {path}`).")
+        raise ModelError(
+            f"model manifest {path} does not exist. Run the workflow's fetch_model rule first (`snakemake {path}`)."
+        )
     return read_json(path)
 
 
@@ -150,7 +152,12 @@ def _with_blocks(name: str, model: nn.Module, tokenizer: Any, kind: str, block: 
         n_encoder = len(encoder)
     expected = block.get("n_layers", len(blocks))  # the CLI, which has no config block, takes the model's
     if expected != len(blocks):
-        detail = "" if kind == "causal" else f" ({n_encoder} encoder blocks{' + decoder blocks' if len(blocks) > n_encoder else ''}, seq2seq_layers={block.get('seq2seq_layers', 'paper')})"
+        detail = (
+            ""
+            if kind == "causal"
+            else f" ({n_encoder} encoder blocks{' + decoder blocks' if len(blocks) > n_encoder else ''}, "
+            f"seq2seq_layers={block.get('seq2seq_layers', 'paper')})"
+        )
         raise ConfigError(
             f"models.{name}.n_layers is {expected}, but the model has {len(blocks)} transformer blocks"
             f"{detail}. Set n_layers: {len(blocks)}."

@@ -178,7 +178,9 @@ def surprisal_reads(contexts: PaperContexts) -> list[Reads]:
     return reads
 
 
-def plan_sequences(contexts: PaperContexts, reads: list[Reads], owners: np.ndarray, share_prefixes: bool) -> list[Sequence]:
+def plan_sequences(
+    contexts: PaperContexts, reads: list[Reads], owners: np.ndarray, share_prefixes: bool
+) -> list[Sequence]:
     """The forward passes of one group: one shared pass for prefix parts, one per other part.
 
     Parameters
@@ -210,7 +212,9 @@ def _merged(ids: np.ndarray, reads: list[Reads], owners: np.ndarray) -> Sequence
     return Sequence(ids, positions, read_owners, targets=targets)
 
 
-def raw_text_groups(stimuli: pd.DataFrame, loaded: LoadedModel, prompt_policy: str) -> Iterator[tuple[list[str], np.ndarray, list[str]]]:
+def raw_text_groups(
+    stimuli: pd.DataFrame, loaded: LoadedModel, prompt_policy: str
+) -> Iterator[tuple[list[str], np.ndarray, list[str]]]:
     """Yield each context group's texts in order, its units' rows in ``stimuli`` and their ids.
 
     Raises
@@ -228,7 +232,9 @@ def raw_text_groups(stimuli: pd.DataFrame, loaded: LoadedModel, prompt_policy: s
         yield group["text"].astype(str).tolist(), group.index.to_numpy(), group["stimulus_id"].astype(str).tolist()
 
 
-def group_contexts(stimuli: pd.DataFrame, loaded: LoadedModel, prompt_policy: str) -> Iterator[tuple[PaperContexts, np.ndarray, list[str]]]:
+def group_contexts(
+    stimuli: pd.DataFrame, loaded: LoadedModel, prompt_policy: str
+) -> Iterator[tuple[PaperContexts, np.ndarray, list[str]]]:
     """Yield each context group's paper contexts, its units' rows in ``stimuli`` and their ids."""
     for texts, owners, ids in raw_text_groups(stimuli, loaded, prompt_policy):
         yield paper_contexts(loaded.tokenizer, texts, loaded.tokenizer_max_length), owners, ids
@@ -299,7 +305,9 @@ def last_word_positions(encoding, span: tuple[int, int]) -> np.ndarray:
     )
 
 
-def window_sequences(loaded: LoadedModel, words: list[str], owners: np.ndarray, stimulus_ids: list[str], window: int) -> list[Sequence]:
+def window_sequences(
+    loaded: LoadedModel, words: list[str], owners: np.ndarray, stimulus_ids: list[str], window: int
+) -> list[Sequence]:
     """One group's word windows: one sequence per word, read at its last word's tokens.
 
     Raises
@@ -330,7 +338,9 @@ def window_sequences(loaded: LoadedModel, words: list[str], owners: np.ndarray, 
     return sequences
 
 
-def word_window_sequences(loaded: LoadedModel, stimuli: pd.DataFrame, prompt_policy: str, window: int) -> list[Sequence]:
+def word_window_sequences(
+    loaded: LoadedModel, stimuli: pd.DataFrame, prompt_policy: str, window: int
+) -> list[Sequence]:
     """All forward passes of the aw2024 features of a time series's words (Toneva & Wehbe 2019).
 
     Every word's window is its own short sequence, so the passes batch well; the reads of

@@ -65,7 +65,9 @@ def _byte_level_tokenizer(max_length: int = DEFAULT_TOKENIZER_MAX_LENGTH) -> Pre
     )
 
 
-def _metaspace_tokenizer(bos: bool, eos: bool, max_length: int = DEFAULT_TOKENIZER_MAX_LENGTH) -> PreTrainedTokenizerFast:
+def _metaspace_tokenizer(
+    bos: bool, eos: bool, max_length: int = DEFAULT_TOKENIZER_MAX_LENGTH
+) -> PreTrainedTokenizerFast:
     """SentencePiece style (``▁`` marks a preceding space), byte fallback via the byte alphabet."""
     specials = ["<pad>", "<s>", "</s>", "<unk>", "<extra_id_0>"]
     tokenizer = Tokenizer(models.BPE(unk_token="<unk>"))
@@ -116,20 +118,34 @@ def build_random_model(
         )
     if architecture == "gpt2":
         tokenizer = _byte_level_tokenizer(tokenizer_max_length)
-        defaults = {"vocab_size": len(tokenizer), "bos_token_id": tokenizer.bos_token_id,
-                    "eos_token_id": tokenizer.eos_token_id, "n_positions": 64}
+        defaults = {
+            "vocab_size": len(tokenizer),
+            "bos_token_id": tokenizer.bos_token_id,
+            "eos_token_id": tokenizer.eos_token_id,
+            "n_positions": 64,
+        }
         model_config = GPT2Config(**{**defaults, **config})
         model_class = GPT2LMHeadModel
     elif architecture == "llama":
         tokenizer = _metaspace_tokenizer(bos=True, eos=False, max_length=tokenizer_max_length)
-        defaults = {"vocab_size": len(tokenizer), "bos_token_id": tokenizer.bos_token_id, "eos_token_id": tokenizer.eos_token_id,
-                    "pad_token_id": tokenizer.pad_token_id, "max_position_embeddings": 64}
+        defaults = {
+            "vocab_size": len(tokenizer),
+            "bos_token_id": tokenizer.bos_token_id,
+            "eos_token_id": tokenizer.eos_token_id,
+            "pad_token_id": tokenizer.pad_token_id,
+            "max_position_embeddings": 64,
+        }
         model_config = LlamaConfig(**{**defaults, **config})
         model_class = LlamaForCausalLM
     else:
         tokenizer = _metaspace_tokenizer(bos=False, eos=True, max_length=tokenizer_max_length)
-        defaults = {"vocab_size": len(tokenizer), "pad_token_id": tokenizer.pad_token_id, "eos_token_id": tokenizer.eos_token_id,
-                    "decoder_start_token_id": tokenizer.pad_token_id, "feed_forward_proj": "gated-gelu"}
+        defaults = {
+            "vocab_size": len(tokenizer),
+            "pad_token_id": tokenizer.pad_token_id,
+            "eos_token_id": tokenizer.eos_token_id,
+            "decoder_start_token_id": tokenizer.pad_token_id,
+            "feed_forward_proj": "gated-gelu",
+        }
         model_config = T5Config(**{**defaults, **config})
         model_class = T5ForConditionalGeneration
     torch.manual_seed(seed)

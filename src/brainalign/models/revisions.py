@@ -14,7 +14,7 @@ import contextlib
 import fcntl
 import re
 from collections.abc import Iterator, Mapping
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -59,7 +59,9 @@ def read_lock(path: str | Path) -> dict[str, dict[str, Any]]:
     try:
         entries = yaml.safe_load(path.read_text()) or {}
     except yaml.YAMLError as error:
-        raise ConfigError(f"{path} is not valid YAML ({error}). Fix it or delete it to resolve every revision again.")
+        raise ConfigError(
+            f"{path} is not valid YAML ({error}). Fix it or delete it to resolve every revision again."
+        ) from error
     if not isinstance(entries, dict) or not all(isinstance(e, dict) and "commit" in e for e in entries.values()):
         raise ConfigError(
             f"{path}: expected a mapping of model name -> {{hf_id, requested, commit}}. "
@@ -87,7 +89,11 @@ def _write_lock(path: Path, entries: Mapping[str, Mapping[str, Any]]) -> None:
 def locked_entry(name: str, source: Mapping[str, Any], entries: Mapping[str, Mapping[str, Any]]) -> dict | None:
     """The model's lock entry if it was resolved from the same repository and revision name."""
     entry = entries.get(name)
-    if entry and entry.get("hf_id") == source.get("hf_id") and entry.get("requested") == requested_revision(name, source):
+    if (
+        entry
+        and entry.get("hf_id") == source.get("hf_id")
+        and entry.get("requested") == requested_revision(name, source)
+    ):
         return dict(entry)
     return None
 
@@ -154,7 +160,7 @@ def pinned_commit(name: str, source: Mapping[str, Any], lock_path: str | Path, t
             "hf_id": source["hf_id"],
             "requested": revision,
             "commit": commit,
-            "resolved_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+            "resolved_at": datetime.now(UTC).isoformat(timespec="seconds"),
         }
         _write_lock(lock_path, entries)
     return commit
@@ -206,7 +212,9 @@ def lock_config_revisions(config_path: str | Path, lock_path: str | Path, models
             continue
         entry = locked_entry(name, source, entries)
         if entry is None:
-            unresolved[name] = f"no commit for {source.get('hf_id')}@{source.get('revision')} in {lock_path} (not fetched yet)"
+            unresolved[name] = (
+                f"no commit for {source.get('hf_id')}@{source.get('revision')} in {lock_path} (not fetched yet)"
+            )
             continue
         if name not in ranges:
             unresolved[name] = f"its block was not found under `models:` in {config_path}"
@@ -217,12 +225,14 @@ def lock_config_revisions(config_path: str | Path, lock_path: str | Path, models
         if len(hits) != 1:
             unresolved[name] = f"expected one `revision:` line in its block of {config_path}, found {len(hits)}"
             continue
-        lines[hits[0]] = pattern.sub(lambda m: m.group(1) + entry["commit"], lines[hits[0]], count=1)
+        lines[hits[0]] = pattern.sub(lambda m, commit=entry["commit"]: m.group(1) + commit, lines[hits[0]], count=1)
         written[name] = entry["commit"]
     edited = "".join(lines)
     parsed = yaml.safe_load(edited)
     wrong = [n for n, c in written.items() if parsed["models"][n]["source"]["revision"] != c]
     if wrong:
-        raise ConfigError(f"{config_path}: editing the revisions of {wrong} would not give the locked commits; left unchanged.")
+        raise ConfigError(
+            f"{config_path}: editing the revisions of {wrong} would not give the locked commits; left unchanged."
+        )
     write_text(config_path, edited)
     return {"written": written, "unresolved": unresolved}

@@ -99,9 +99,7 @@ def tokenize_stream(tokenizer, texts: list[str], stimulus_ids: list[str], policy
     encoding = tokenizer(prompted, add_special_tokens=add_special, return_offsets_mapping=True)
     ids = np.asarray(encoding["input_ids"], dtype=np.int64)
     offsets = np.asarray(encoding["offset_mapping"], dtype=np.int64).reshape(-1, 2) - shift
-    special = np.asarray(
-        tokenizer.get_special_tokens_mask(ids.tolist(), already_has_special_tokens=True), dtype=bool
-    )
+    special = np.asarray(tokenizer.get_special_tokens_mask(ids.tolist(), already_has_special_tokens=True), dtype=bool)
     inside = ~special & (offsets[:, 1] > offsets[:, 0]) & (offsets[:, 1] > 0) & (offsets[:, 0] < len(text))
     positions = np.flatnonzero(inside)
     # Last in-text token starting before each unit's end.
@@ -116,8 +114,11 @@ def tokenize_stream(tokenizer, texts: list[str], stimulus_ids: list[str], policy
         )
     head_end, body_end = positions[0], last[-1] + 1
     return TokenStream(
-        head=ids[:head_end], body=ids[head_end:body_end], tail=ids[body_end:],
-        first=first - head_end, last=last - head_end,
+        head=ids[:head_end],
+        body=ids[head_end:body_end],
+        tail=ids[body_end:],
+        first=first - head_end,
+        last=last - head_end,
     )
 
 

@@ -39,7 +39,9 @@ from brainalign.models.streams import TokenStream, plan_windows, truncated_start
 SENTINEL = "<extra_id_0>"
 
 
-def causal_surprisal_sequences(stream: TokenStream, owners: np.ndarray, max_length: int, min_context_tokens: int) -> list[Sequence]:
+def causal_surprisal_sequences(
+    stream: TokenStream, owners: np.ndarray, max_length: int, min_context_tokens: int
+) -> list[Sequence]:
     """One sequence per window; every token of every unit but the first is a target."""
     sequences = []
     for window in plan_windows(stream, max_length, min_context_tokens):
@@ -62,7 +64,9 @@ def sentinel_id(loaded: LoadedModel) -> int:
     return int(token_id)
 
 
-def seq2seq_surprisal_sequences(stream: TokenStream, owners: np.ndarray, max_length: int, sentinel: int, start_id: int) -> list[Sequence]:
+def seq2seq_surprisal_sequences(
+    stream: TokenStream, owners: np.ndarray, max_length: int, sentinel: int, start_id: int
+) -> list[Sequence]:
     """One sequence per unit but the first: context + sentinel in, sentinel + unit tokens out."""
     budget = max_length - len(stream.head) - len(stream.tail) - 1
     sequences = []
@@ -74,12 +78,20 @@ def seq2seq_surprisal_sequences(stream: TokenStream, owners: np.ndarray, max_len
         decoder_ids = np.concatenate([[start_id, sentinel], unit_tokens[:-1]])
         positions = np.arange(1, len(unit_tokens) + 1)
         sequences.append(
-            Sequence(encoder_ids, positions, np.full(len(unit_tokens), owners[unit]), targets=unit_tokens, decoder_ids=decoder_ids)
+            Sequence(
+                encoder_ids,
+                positions,
+                np.full(len(unit_tokens), owners[unit]),
+                targets=unit_tokens,
+                decoder_ids=decoder_ids,
+            )
         )
     return sequences
 
 
-def surprisal_sequences(loaded: LoadedModel, streams: list[TokenStream], rows: list[np.ndarray], options: dict[str, Any]) -> list[Sequence]:
+def surprisal_sequences(
+    loaded: LoadedModel, streams: list[TokenStream], rows: list[np.ndarray], options: dict[str, Any]
+) -> list[Sequence]:
     """All forward passes needed for the surprisal of every unit."""
     sequences: list[Sequence] = []
     if loaded.kind == "seq2seq":
@@ -92,7 +104,9 @@ def surprisal_sequences(loaded: LoadedModel, streams: list[TokenStream], rows: l
     return sequences
 
 
-def surprisal_table(loaded: LoadedModel, stimuli: pd.DataFrame, prompt_policy: str, options: dict[str, Any]) -> pd.DataFrame:
+def surprisal_table(
+    loaded: LoadedModel, stimuli: pd.DataFrame, prompt_policy: str, options: dict[str, Any]
+) -> pd.DataFrame:
     """Return ``stimulus_id``, ``surprisal_bits``, ``n_tokens`` in stimuli order under ``options['readout']``.
 
     ``n_tokens`` counts the tokens a unit's surprisal sums over; ``surprisal_bits`` is NaN
@@ -102,9 +116,13 @@ def surprisal_table(loaded: LoadedModel, stimuli: pd.DataFrame, prompt_policy: s
         sequences, n_tokens, no_context = paper_surprisal_sequences(loaded, stimuli, prompt_policy)
     else:
         sequences, n_tokens, no_context = unit_surprisal_sequences(loaded, stimuli, prompt_policy, options)
-    bits = read_surprisal_bits(loaded, sequences, len(stimuli), int(options["batch_size"]), bool(options["show_progress"]))
+    bits = read_surprisal_bits(
+        loaded, sequences, len(stimuli), int(options["batch_size"]), bool(options["show_progress"])
+    )
     bits[no_context] = np.nan
-    return pd.DataFrame({"stimulus_id": stimuli["stimulus_id"].to_numpy(), "surprisal_bits": bits, "n_tokens": n_tokens})
+    return pd.DataFrame(
+        {"stimulus_id": stimuli["stimulus_id"].to_numpy(), "surprisal_bits": bits, "n_tokens": n_tokens}
+    )
 
 
 def unit_surprisal_sequences(

@@ -101,14 +101,25 @@ class ModelStyle:
     def marker(self, model: str) -> dict:
         """Keyword arguments of ``Axes.scatter`` for the model's point."""
         color = self.color(model)
-        return {"marker": "o", "s": 30, "edgecolors": [color], "linewidths": 1.2,
-                "facecolors": "none" if self.tuned[model] else [color]}
+        return {
+            "marker": "o",
+            "s": 30,
+            "edgecolors": [color],
+            "linewidths": 1.2,
+            "facecolors": "none" if self.tuned[model] else [color],
+        }
 
     def line(self, model: str) -> dict:
         """Keyword arguments of ``Axes.plot`` for the model's line (markers at the data)."""
         color = self.color(model)
-        return {"color": color, "linestyle": "--" if self.tuned[model] else "-", "linewidth": 1.2, "marker": "o",
-                "markersize": 3.5, "markerfacecolor": "white" if self.tuned[model] else color}
+        return {
+            "color": color,
+            "linestyle": "--" if self.tuned[model] else "-",
+            "linewidth": 1.2,
+            "marker": "o",
+            "markersize": 3.5,
+            "markerfacecolor": "white" if self.tuned[model] else color,
+        }
 
     def key(self, models: Iterable[str]) -> list:
         """Legend entries for the families and tunings among ``models`` (colours of the whole run)."""
@@ -117,9 +128,17 @@ class ModelStyle:
         handles = [Patch(color=self.colors[f], label=f) for f in families]
         tunings = sorted({self.tuned[m] for m in models})
         for tuned in tunings:
-            handles.append(Line2D([], [], color="0.3", linestyle="--" if tuned else "-", marker="o",
-                                  markerfacecolor="white" if tuned else "0.3",
-                                  label="instruction-tuned" if tuned else "vanilla"))
+            handles.append(
+                Line2D(
+                    [],
+                    [],
+                    color="0.3",
+                    linestyle="--" if tuned else "-",
+                    marker="o",
+                    markerfacecolor="white" if tuned else "0.3",
+                    label="instruction-tuned" if tuned else "vanilla",
+                )
+            )
         return handles
 
 
@@ -134,8 +153,9 @@ def score_label(alignment: str, protocol: str) -> str:
     return f"{alignment} alignment ({SCORE_SCALES.get(protocol, 'score')})"
 
 
-def _panels(n: int, title: str, legend: bool = False, size: tuple[float, float] | None = None
-            ) -> tuple[Figure, np.ndarray]:
+def _panels(
+    n: int, title: str, legend: bool = False, size: tuple[float, float] | None = None
+) -> tuple[Figure, np.ndarray]:
     """A row of ``n`` panels under ``title``, laid out so that labels and keys never overlap.
 
     The figure is ``size`` inches (by default :data:`PANEL_SIZE` per panel), and
@@ -207,8 +227,9 @@ def _label_points(ax: Axes, x: Sequence[float], y: Sequence[float], names: Seque
     size) it overlaps no other marker or name and stays inside the axes."""
     (x_low, x_high), (y_low, y_high) = ax.get_xlim(), ax.get_ylim()
     width_pt, height_pt = _axes_size_points(ax)
-    points = np.column_stack([(np.asarray(x, float) - x_low) / (x_high - x_low),
-                              (np.asarray(y, float) - y_low) / (y_high - y_low)])
+    points = np.column_stack(
+        [(np.asarray(x, float) - x_low) / (x_high - x_low), (np.asarray(y, float) - y_low) / (y_high - y_low)]
+    )
     marker = np.array([4.0 / width_pt, 4.0 / height_pt])  # a marker's half-size, in axes fractions
     placed: list[np.ndarray] = []
     for i, ((px, py), name) in enumerate(zip(points, names)):
@@ -218,9 +239,16 @@ def _label_points(ax: Axes, x: Sequence[float], y: Sequence[float], names: Seque
         best = int(np.argmin(clashes))
         placed.append(boxes[best])
         sx, sy = LABEL_PLACES[best]
-        ax.annotate(name, (x[i], y[i]), xytext=(5 * sx, 3 * sy),
-                    textcoords="offset points", ha="left" if sx > 0 else "right", va="bottom" if sy > 0 else "top",
-                    fontsize=LABEL_FONTSIZE, color="0.2")
+        ax.annotate(
+            name,
+            (x[i], y[i]),
+            xytext=(5 * sx, 3 * sy),
+            textcoords="offset points",
+            ha="left" if sx > 0 else "right",
+            va="bottom" if sy > 0 else "top",
+            fontsize=LABEL_FONTSIZE,
+            color="0.2",
+        )
 
 
 def _axes_size_points(ax: Axes) -> tuple[float, float]:
@@ -255,7 +283,7 @@ def _spread(positions: np.ndarray, gap: float) -> np.ndarray:
     for i in range(1, len(spread)):
         spread[i] = max(spread[i], spread[i - 1] + gap)
     # Centre the shifted block on the original one so that labels drift as little as possible.
-    spread -= (spread.mean() - positions.mean())
+    spread -= spread.mean() - positions.mean()
     out = np.empty_like(spread)
     out[order] = spread
     return out
@@ -315,13 +343,27 @@ def _draw_effect_bars(ax: Axes, rows: pd.DataFrame) -> None:
     ax.bar(x, mean, color=BAR_COLOR, label="mean tuned / mean base over bases")
     with_ci = np.isfinite(low) & np.isfinite(high) & np.isfinite(mean)
     # A bar without a CI (one base) gets no error bar rather than a misleading zero-width one.
-    ax.errorbar(x[with_ci], mean[with_ci], yerr=np.vstack([mean - low, high - mean])[:, with_ci], fmt="none",
-                ecolor="black", capsize=4, label="95% bootstrap CI over bases")
+    ax.errorbar(
+        x[with_ci],
+        mean[with_ci],
+        yerr=np.vstack([mean - low, high - mean])[:, with_ci],
+        fmt="none",
+        ecolor="black",
+        capsize=4,
+        label="95% bootstrap CI over bases",
+    )
     for position in x[~np.isfinite(mean)]:
         note = rows["pct_note"].iloc[position]
         reason = note.split(";")[0] if isinstance(note, str) and note else "not computed"
-        ax.annotate("\n".join(textwrap.wrap(f"% change {reason}", 22)), (position, 0), xytext=(0, 4),
-                    textcoords="offset points", ha="center", va="bottom", fontsize=LABEL_FONTSIZE)
+        ax.annotate(
+            "\n".join(textwrap.wrap(f"% change {reason}", 22)),
+            (position, 0),
+            xytext=(0, 4),
+            textcoords="offset points",
+            ha="center",
+            va="bottom",
+            fontsize=LABEL_FONTSIZE,
+        )
     ax.axhline(0, color="black", linewidth=0.8)
     ax.set_xticks(x, [_effect_label(dataset, row) for dataset, row in rows.iterrows()])
     ax.set_xlim(-0.6, len(rows) - 0.4)
@@ -337,8 +379,10 @@ def _value_range(*arrays: np.ndarray) -> tuple[float, float]:
 
 
 def _effect_key() -> list:
-    return [Patch(color=BAR_COLOR, label="mean tuned / mean base\nover bases"),
-            Line2D([], [], color="black", marker="_", markersize=8, label="95% bootstrap CI\nover bases")]
+    return [
+        Patch(color=BAR_COLOR, label="mean tuned / mean base\nover bases"),
+        Line2D([], [], color="black", marker="_", markersize=8, label="95% bootstrap CI\nover bases"),
+    ]
 
 
 def _all_family_rows(effect: pd.DataFrame) -> pd.DataFrame:
@@ -370,8 +414,10 @@ def _interval_text(row: pd.Series) -> str:
 
 def correlation_title(row: pd.Series) -> str:
     """A panel title with the correlation table's r, its CI, p, FDR p and n."""
-    return (f"r = {float(row['pearson_r']):.2f}{_interval_text(row)}\n"
-            f"{p_text(row)}, FDR p = {float(row['p_fdr']):.2g}, n = {int(row['n'])}")
+    return (
+        f"r = {float(row['pearson_r']):.2f}{_interval_text(row)}\n"
+        f"{p_text(row)}, FDR p = {float(row['p_fdr']):.2g}, n = {int(row['n'])}"
+    )
 
 
 def _no_correlation_title(n_models: int, model_set: str) -> str:
@@ -382,8 +428,9 @@ def _no_correlation_title(n_models: int, model_set: str) -> str:
     return f"no r: {n_models} of these models {verb} this\nproperty; r needs >= {MIN_MODELS}"
 
 
-def _draw_correlation(ax: Axes, joined: pd.DataFrame, prop: str, model_set: str, row: pd.Series | None,
-                      style: ModelStyle) -> None:
+def _draw_correlation(
+    ax: Axes, joined: pd.DataFrame, prop: str, model_set: str, row: pd.Series | None, style: ModelStyle
+) -> None:
     """Score against a property over one model set, its least-squares line and the table's r and p.
 
     ``joined`` holds one dataset's scores joined with the model properties (index: model).
@@ -519,8 +566,11 @@ def plot_protocol_comparison(scores: pd.DataFrame, alignment: str, style: ModelS
         if ax.get_ylim()[0] < 0:  # robust scores can be negative: mark where the gain over controls is zero
             ax.axhline(0, color="0.8", linewidth=0.8, zorder=0)
         _scatter_models(ax, x, y, list(subset["model"]), style)
-        ax.set(title=dataset, xlabel=f"{protocols[0]} score ({SCORE_SCALES[protocols[0]]})",
-               ylabel=f"{protocols[1]} score ({SCORE_SCALES[protocols[1]]})")
+        ax.set(
+            title=dataset,
+            xlabel=f"{protocols[0]} score ({SCORE_SCALES[protocols[0]]})",
+            ylabel=f"{protocols[1]} score ({SCORE_SCALES[protocols[1]]})",
+        )
     _key_outside(fig, style.key(wide["model"]) + _identity_key())
     return fig
 
@@ -556,8 +606,13 @@ def plot_robust_decomposition(scores: pd.DataFrame) -> Figure:
         rows = scores[scores["dataset"] == dataset].sort_values("model", ascending=False)
         y = np.arange(len(rows))
         for k, (column, (label, color)) in enumerate(DECOMPOSITION.items()):
-            ax.barh(y + (k - (len(DECOMPOSITION) - 1) / 2) * height, rows[column].to_numpy(float), height,
-                    color=color, label=label)
+            ax.barh(
+                y + (k - (len(DECOMPOSITION) - 1) / 2) * height,
+                rows[column].to_numpy(float),
+                height,
+                color=color,
+                label=label,
+            )
         ax.set_yticks(y, [f"{model} (layer {int(layer)})" for model, layer in zip(rows["model"], rows["layer"])])
         ax.axvline(0, color="black", linewidth=0.8)
         ax.xaxis.set_major_locator(MaxNLocator(nbins=4))
@@ -579,10 +634,10 @@ def stamp_demo(fig: Figure) -> None:
     # only artists placed in figure coordinates move with it.
     left, right, bottom = drawn.x0 / width, drawn.x1 / width, (drawn.y1 + 0.05) / height
     band = DEMO_BAND_INCHES / height
-    fig.add_artist(Rectangle((left, bottom), right - left, band, transform=fig.transFigure, facecolor="red",
-                             edgecolor="none"))
-    fig.text((left + right) / 2, bottom + band / 2, DEMO_LABEL, ha="center", va="center", color="white",
-             weight="bold")
+    fig.add_artist(
+        Rectangle((left, bottom), right - left, band, transform=fig.transFigure, facecolor="red", edgecolor="none")
+    )
+    fig.text((left + right) / 2, bottom + band / 2, DEMO_LABEL, ha="center", va="center", color="white", weight="bold")
 
 
 def _pin_legends(fig: Figure) -> None:
@@ -656,7 +711,8 @@ def study_figures(
         source = table.attrs.get("source", f"the {alignment} score table")
         scores = with_dataset_average(validate_scores(table, source, models))
         for protocol, protocol_scores in scores.groupby("protocol", sort=True):
-            def select(frame: pd.DataFrame) -> pd.DataFrame:
+
+            def select(frame: pd.DataFrame, alignment=alignment, protocol=protocol) -> pd.DataFrame:
                 return frame[(frame["alignment"] == alignment) & (frame["protocol"] == protocol)]
 
             dataset = _dataset_order(protocol_scores["dataset"])[0]  # the average where there is one
