@@ -106,18 +106,17 @@ def test_value_outside_the_allowed_set_lists_them():
 
 
 # ----------------------------------------------------------------------------- model files
-def test_unpinned_hub_revision_is_refused_before_any_download(tmp_path):
+def test_a_hub_model_without_a_revision_is_refused_before_any_download(tmp_path):
     block = {
-        "source": {"type": "hub", "hf_id": "google/flan-t5-small", "revision": "main"},
+        "source": {"type": "hub", "hf_id": "google/flan-t5-small", "revision": ""},
         "kind": "seq2seq",
         "n_layers": 16,
     }
     manifest = tmp_path / "models" / "flan-t5-small" / "manifest.json"
-    with pytest.raises(
-        ConfigError, match=r"models\.flan-t5-small\.source\.revision is 'main'; pin it to a 40-character commit sha"
-    ):
-        fetch_model("flan-t5-small", block, manifest)
+    with pytest.raises(ConfigError, match=r"models\.flan-t5-small\.source\.revision is ''; give a branch or tag"):
+        fetch_model("flan-t5-small", block, manifest, tmp_path / "revisions.lock.yaml")
     assert_nothing_written(manifest)
+    assert not (tmp_path / "revisions.lock.yaml").exists()
 
 
 def test_missing_gguf_file_names_the_path_and_the_key(tmp_path):
