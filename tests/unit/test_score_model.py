@@ -214,3 +214,26 @@ def test_robust_rows_carry_the_nested_headline_and_the_models_beside_it(tmp_path
     permuted = np.mean([fold["permutation_scores"] for fold in chosen], axis=0)
     assert row["p_value"] == pytest.approx((1 + np.sum(permuted[1:] >= permuted[0])) / 20)
     assert row["p_min"] == pytest.approx(1 / 20) and not row["can_reach_alpha"]  # 19 permutations cannot give p < 0.05
+
+
+def test_a_model_whose_every_layer_scored_nan_is_refused_with_a_clear_error(tmp_path, layer_files):
+    paths, ceiling, metadata = layer_files
+    for path, layer in zip(paths, sorted(metadata)):
+        table = io.read_table(path)
+        io.write_table(
+            path, table, io.provenance(**{**metadata[layer], "score": None, "details": {"n_neuroids_constant": 24}})
+        )
+    from brainalign.errors import DataError
+
+    with pytest.raises(DataError, match=r"m on pereira2018 \(aw2024\): every layer's score is NaN.*24 neuroids"):
+        score_model(
+            "aw2024",
+            "m",
+            "pereira2018",
+            paths,
+            ceiling,
+            N_LAYERS,
+            tmp_path / "model.tsv",
+            tmp_path / "layers.tsv",
+            tmp_path / "neuroids.parquet",
+        )

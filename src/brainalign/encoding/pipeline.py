@@ -192,6 +192,13 @@ def score_model(
     layers["score"] = layers["score"].astype(float)
     layers["ceiling"] = ceiling
     layers["normalized_score"] = layers["score"] / ceiling
+    if layers["score"].isna().all():
+        details = (fits[min(fits)].get("details") or {}) if fits else {}
+        raise DataError(
+            f"{model} on {dataset} ({protocol}): every layer's score is NaN (e.g. {layer_paths[0]}; "
+            f"{details.get('n_neuroids_constant', 'some')} neuroids gave constant predictions or responses), so no "
+            "layer can be chosen. Check the dataset's responses (prepare_responses) and the protocol's settings."
+        )
     best = int(layers.loc[layers["score"].idxmax(), "layer"])
     if protocol == "robust":
         _check_same_resampling(fits, model, dataset)
