@@ -24,6 +24,18 @@ logger = logging.getLogger(__name__)
 ASSEMBLY_DIMS = ("presentation", "neuroid")
 
 
+def load_netcdf(path: Path, what: str) -> xr.Dataset:
+    """Read a netCDF file into memory; a file that is not readable netCDF raises :class:`DataError`."""
+    try:
+        with xr.open_dataset(path) as dataset:
+            return dataset.load()
+    except (OSError, ValueError, RuntimeError) as error:
+        raise DataError(
+            f"{path} is not a readable netCDF {what} ({error}). It is probably truncated or "
+            "corrupted: delete it and download it again (`snakemake download_dataset`)."
+        ) from error
+
+
 def open_assembly(path: str | os.PathLike) -> xr.DataArray:
     """Load a Brain-Score assembly as a ``(presentation, neuroid)`` DataArray in memory.
 
@@ -34,14 +46,7 @@ def open_assembly(path: str | os.PathLike) -> xr.DataArray:
         or lacks the presentation/neuroid dims.
     """
     path = Path(path)
-    try:
-        with xr.open_dataset(path) as dataset:
-            dataset = dataset.load()
-    except (OSError, ValueError, RuntimeError) as error:
-        raise DataError(
-            f"{path} is not a readable netCDF assembly ({error}). It is probably truncated or "
-            "corrupted: delete it and download it again (`snakemake download_dataset`)."
-        ) from error
+    dataset = load_netcdf(path, "assembly")
     names = list(dataset.data_vars)
     name = "data" if "data" in names else (names[0] if len(names) == 1 else None)
     if name is None:
@@ -65,14 +70,7 @@ def read_score(path: str | os.PathLike) -> float:
         The file is not readable netCDF, or holds no single scalar score.
     """
     path = Path(path)
-    try:
-        with xr.open_dataset(path) as dataset:
-            dataset = dataset.load()
-    except (OSError, ValueError, RuntimeError) as error:
-        raise DataError(
-            f"{path} is not a readable netCDF score ({error}). Delete it and download it again "
-            "(`snakemake download_dataset`)."
-        ) from error
+    dataset = load_netcdf(path, "score")
     names = list(dataset.data_vars)
     if len(names) != 1:
         raise DataError(f"{path}: expected one data variable (a Brain-Score Score), found {names}.")
