@@ -84,6 +84,8 @@ BLANK_FROIS = (
 WEHBE_RUN_TRS = (324, 337, 349, 341)
 """TRs per run (1,351 in all, 1,211 after trimming 20 + 15 per run)."""
 WEHBE_WORDS = 5176
+WEHBE_PAUSE_SLOTS = 2
+"""Word slots (0.5 s each) of a pause after a sentence end: 1 s, shorter than a TR."""
 WEHBE_MASK_SUBJECTS = ("F", "G", "H", "I", "J", "K", "L", "M", "N")
 """Mask subjects of the shipped npz (G has a mask but no fMRI)."""
 FUTRELL_ITEMS = 10
@@ -305,17 +307,21 @@ def blank_coords(fragments: dict[str, list[str]], n_subjects: int, rng: np.rando
 
 
 def wehbe_timeline(words: list[str], rng: np.random.Generator) -> wehbe2014.Timeline:
-    """TR starts (2 s, runs separated by 20 s), runs 1-4, and word onsets from each run's third TR.
+    """TR starts every 2 s without gaps (as the real ``time_fmri.npy``), runs 1-4, and word
+    onsets from each run's third TR.
 
-    Words last 0.5 s; the time each run has left over goes to 2-s pauses after random
-    sentence ends, so the word rate (words per TR, a control band) varies within runs.
+    Words last 0.5 s; the time each run has left over goes to 1-s pauses after random
+    sentence ends, so the word rate (words per TR, a control band) varies within runs. A
+    pause is shorter than a TR, so every TR between a run's first and last word holds a
+    word, as in the real files, where a TR without words would zero the paper pipeline's
+    design columns for its whole run (:mod:`brainalign.encoding.toneva`).
     """
     tr_time, tr_run, capacity, start = [], [], [], 0.0
     for run, n_trs in enumerate(WEHBE_RUN_TRS, start=1):
         tr_time.append(start + 2.0 * np.arange(n_trs))
         tr_run.append(np.full(n_trs, run))
         capacity.append(4 * (n_trs - 4))
-        start += 2.0 * n_trs + 20.0
+        start += 2.0 * n_trs
     capacity = np.asarray(capacity)
     per_run = np.floor(len(words) * capacity / capacity.sum()).astype(int)
     per_run[-1] = len(words) - per_run[:-1].sum()
@@ -323,9 +329,9 @@ def wehbe_timeline(words: list[str], rng: np.random.Generator) -> wehbe2014.Time
     for times, n_words, slots in zip(tr_time, per_run, capacity):
         run_words = words[first : first + n_words]
         ends = np.flatnonzero([w.endswith((".", "!", "?")) for w in run_words[:-1]])
-        n_pauses = min(len(ends), int((slots - n_words) // 4))
+        n_pauses = min(len(ends), int((slots - n_words) // WEHBE_PAUSE_SLOTS))
         pause = np.zeros(n_words)
-        pause[rng.choice(ends, size=n_pauses, replace=False) + 1] = 2.0
+        pause[rng.choice(ends, size=n_pauses, replace=False) + 1] = 0.5 * WEHBE_PAUSE_SLOTS
         onsets.append(times[2] + 0.25 + 0.5 * np.arange(n_words) + np.cumsum(pause))
         first += n_words
     return wehbe2014.Timeline(

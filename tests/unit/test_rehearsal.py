@@ -140,6 +140,11 @@ def test_wehbe_layout_is_the_toneva_folder_with_trimmed_edges(tmp_path, texts):
     rate = np.bincount(wehbe2014.word_trs(timeline.word_time, timeline.tr_time), minlength=len(timeline.tr_time))
     kept = ~wehbe2014.trimmed_mask(timeline.tr_run, 20, 15)
     assert len(np.unique(rate[kept])) >= 3 and timeline.word_time.max() < timeline.tr_time.max() + 2
+    # ... yet, as in the real files, no TR the paper pipeline reads (kept or a delay source) lacks words
+    for run in range(1, 5):
+        index = np.flatnonzero(timeline.tr_run == run)
+        assert (rate[index[16:-15]] > 0).all()
+    assert np.array_equal(timeline.tr_time, 2.0 * np.arange(len(timeline.tr_time)))
     matrix, neuroids = wehbe2014.load_responses(block, timeline)
     per_roi = rehearsal.SIZES["ci"]["wehbe2014"]["per_roi"]
     assert len(neuroids) == 8 * per_roi * len(wehbe2014.LANGUAGE_ROIS)

@@ -69,8 +69,10 @@ def naive_toneva(words, responses, word_tr, runs, settings):
         for t in range(n_trs):
             tmp[t] = np.mean(reduced[word_tr == t], 0)
         delayed = np.concatenate([np.vstack([np.zeros((d, tmp.shape[1])), tmp[:-d]]) for d in (1, 2, 3, 4)], axis=1)
-        design = np.vstack(
-            [zscore(delayed[runs == r][settings["trim_start"] : -settings["trim_end"]]) for r in np.unique(runs)]
+        design = np.nan_to_num(
+            np.vstack(
+                [zscore(delayed[runs == r][settings["trim_start"] : -settings["trim_end"]]) for r in np.unique(runs)]
+            )
         )
         train_x, test_x, train_y, test_y = design[train_ind], design[test_ind], data[train_ind], data[test_ind]
         skip = settings["boundary_trs"]
@@ -127,6 +129,19 @@ def test_trimmed_rows_may_be_nan_and_nan_voxels_are_dropped():
     result = fit_toneva(words, responses, stimuli, rows, neuroids, {"time_series": True, "toneva": SETTINGS})
     assert result.details["n_neuroids_dropped_nan"] == 1
     np.testing.assert_allclose(result.neuroids["r"], reference.neuroids["r"][:5], atol=1e-10)
+
+
+@pytest.mark.filterwarnings("ignore::RuntimeWarning")
+def test_a_wordless_tr_zeroes_its_run_as_the_original_and_is_reported(caplog):
+    words, responses, stimuli, rows, neuroids, word_tr, runs = simulate(seed=3)
+    silent = 20  # a kept TR of run 1: its words are dropped, so its TR average is NaN
+    keep = word_tr != silent
+    words, word_tr, stimuli = words[keep], word_tr[keep], stimuli[keep].reset_index(drop=True)
+    result = fit_toneva(words, responses, stimuli, rows, neuroids, {"time_series": True, "toneva": SETTINGS})
+    expected = naive_toneva(words, responses, word_tr, runs, SETTINGS)
+    np.testing.assert_allclose(result.neuroids[[f"r_fold_{k}" for k in range(4)]].to_numpy().T, expected, atol=1e-8)
+    assert result.details["n_kept_trs_wordless_delay"] == 4  # TRs 21..24 take its delayed copies
+    assert "4 kept TRs take a delayed copy of a TR without words" in caplog.text
 
 
 def test_helpers():

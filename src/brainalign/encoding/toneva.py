@@ -26,6 +26,7 @@ the PCA when its own TR is a kept training TR. Words in dropped TRs are only tra
 
 from __future__ import annotations
 
+import logging
 import warnings
 from typing import Any
 
@@ -38,6 +39,8 @@ from sklearn.model_selection import KFold
 from brainalign.encoding.result import EncodingResult
 from brainalign.errors import ConfigError, DataError
 from brainalign.stats import median_absolute_deviation, pearson_columns
+
+logger = logging.getLogger(__name__)
 
 DEFAULTS: dict[str, Any] = {
     "n_components": 10,
@@ -146,6 +149,15 @@ def ridge_cv_predict(
         if columns.any():
             predictions[:, columns] = test_basis @ ((s / (s**2 + alpha))[:, None] * projected[:, columns])
     return predictions, alphas[best]
+
+
+def wordless_delay_sources(word_tr: np.ndarray, runs: np.ndarray, kept: np.ndarray, delays: list[int]) -> int:
+    """Count the kept TRs whose delayed features come from a TR without words (NaN features)."""
+    wordless = np.bincount(word_tr, minlength=len(runs)) == 0
+    reaches = np.zeros(len(runs), bool)
+    for delay in delays:
+        reaches[delay:] |= wordless[: len(runs) - delay]
+    return int((reaches & kept).sum())
 
 
 def fold_design(
@@ -285,6 +297,14 @@ def fit_toneva(
     kept, fold_of, splits = outer_splits(response_rows, settings)
     word_rows, word_tr = _word_tr_index(stimuli, response_rows)
     word_features = features[word_rows]
+    wordless = wordless_delay_sources(word_tr, runs, kept, settings["delays"])
+    if wordless:
+        logger.warning(
+            "Wehbe2014: %d kept TRs take a delayed copy of a TR without words; as in the paper's "
+            "code, each such run's design columns z-score to NaN and are set to 0, so the run "
+            "carries no features. Check time_words_fmri.npy against time_fmri.npy.",
+            wordless,
+        )
     observed = responses[kept]
     complete = np.isfinite(observed).all(axis=0)
     observed = observed[:, complete]
@@ -305,11 +325,11 @@ def fit_toneva(
             settings["inner_folds"],
         )
         r[fold] = pearson_columns(predictions, zscore_filled(observed[test]))
-    return _toneva_result(r, chosen, neuroids.loc[complete], int((~complete).sum()), settings)
+    return _toneva_result(r, chosen, neuroids.loc[complete], int((~complete).sum()), wordless, settings)
 
 
 def _toneva_result(
-    r: np.ndarray, chosen: np.ndarray, neuroids: pd.DataFrame, n_dropped: int, settings: dict
+    r: np.ndarray, chosen: np.ndarray, neuroids: pd.DataFrame, n_dropped: int, n_wordless: int, settings: dict
 ) -> EncodingResult:
     table = neuroids[["neuroid_id", "subject"]].reset_index(drop=True)
     table.insert(0, "partition", "all")
@@ -326,6 +346,7 @@ def _toneva_result(
     details = {
         "n_neuroids_dropped_nan": n_dropped,
         "n_neuroids_constant": int(np.isnan(table["r"]).sum()),
+        "n_kept_trs_wordless_delay": n_wordless,
         "subject_scores": {str(k): float(v) for k, v in subject_scores.items()},
         "subject_mad": median_absolute_deviation(subject_scores.to_numpy()),
         "aggregation": "Pearson r per voxel averaged over folds, then over voxels per subject, then over subjects",
