@@ -40,7 +40,7 @@ conformance: $(STAMP)
 
 rehearsal: $(STAMP)
 	$(SNAKEMAKE) --cores all $(REHEARSAL_CONFIG)
-	$(BIN)/python tests/rehearsal/check_rehearsal.py --suite $(REHEARSAL_SUITE)
+	$(BIN)/python tests/rehearsal/check_rehearsal.py --suite $(REHEARSAL_SUITE) --snakemake $(BIN)/snakemake -- $(REHEARSAL_CONFIG)
 	$(BIN)/python tests/benchmarks/summarize_benchmarks.py benchmarks --match $(REHEARSAL_SUITE)-
 
 lint: $(STAMP)

@@ -13,15 +13,20 @@ only if:
 - on each null variant, every model's robust headline (the LLM's unique held-out R^2 gain over
   the controls) lies within ``--null-tolerance`` of 0;
 - on the planted reading times, the source model's surprisal scores best under both behavioral
-  protocols and above its base's.
+  protocols and above its base's;
+- with ``--snakemake``: the finished run re-plans nothing under its own profile, and the SLURM
+  profile plans every one of its jobs (``--forceall`` dry run) with the same arguments.
 
-Usage: ``python tests/rehearsal/check_rehearsal.py --suite rehearsal-ci [--workdir .]``; it
-prints one line per check and a table of the null variants' scores and p-values.
+Usage: ``python tests/rehearsal/check_rehearsal.py --suite rehearsal-ci [--workdir .]
+[--snakemake .venv/bin/snakemake -- <the run's config arguments>]``; it prints one line per
+check and a table of the null variants' scores and p-values.
 """
 
 from __future__ import annotations
 
 import argparse
+import re
+import subprocess
 import sys
 from pathlib import Path
 
@@ -147,6 +152,31 @@ def check_behavior(checks: Checks, behavior: pd.DataFrame, dataset: str, source:
             checks.expect(scores[source] > scores[base], f"{dataset} {protocol}: {source} above its base {base}")
 
 
+def dry_run(snakemake: str, workdir: Path, profile: str, arguments: list[str], *extra: str) -> tuple[int, str]:
+    """Exit code and combined output of a dry run under a workflow profile."""
+    command = [snakemake, "--workflow-profile", profile, "--dry-run", *arguments, *extra]
+    done = subprocess.run(command, cwd=workdir, capture_output=True, text=True, timeout=600)
+    return done.returncode, done.stdout + done.stderr
+
+
+def planned_total(output: str) -> int:
+    """The job count of a dry run's summary table (0 when nothing is planned)."""
+    found = re.search(r"^total\s+(\d+)\s*$", output, flags=re.MULTILINE)
+    return int(found.group(1)) if found else 0
+
+
+def check_plans(checks: Checks, snakemake: str, workdir: Path, arguments: list[str]) -> None:
+    """The finished run re-plans nothing; the SLURM profile plans all of its jobs."""
+    code, output = dry_run(snakemake, workdir, "profiles/default", arguments)
+    checks.expect(code == 0 and "Nothing to be done" in output, "a re-run of the finished run plans no job")
+    code, local = dry_run(snakemake, workdir, "profiles/default", arguments, "--forceall")
+    code_slurm, slurm = dry_run(snakemake, workdir, "profiles/slurm", arguments, "--forceall")
+    checks.expect(
+        code == 0 and code_slurm == 0 and planned_total(slurm) == planned_total(local) > 0,
+        f"the SLURM profile plans all {planned_total(local)} jobs of the run ({planned_total(slurm)} planned)",
+    )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--suite", required=True)
@@ -154,6 +184,8 @@ def main() -> None:
     parser.add_argument("--config", type=Path, default=None, help="default: WORKDIR/config.yaml")
     parser.add_argument("--alpha", type=float, default=0.05)
     parser.add_argument("--null-tolerance", type=float, default=NULL_TOLERANCE)
+    parser.add_argument("--snakemake", help="the snakemake executable: also check the run's re-run and SLURM plans")
+    parser.add_argument("arguments", nargs="*", help="after --: the run's snakemake config arguments")
     args = parser.parse_args()
     suite, config = load_suite(args.config or args.workdir / "config.yaml", args.suite)
     scores = args.workdir / "results" / "scores"
@@ -180,6 +212,8 @@ def main() -> None:
             continue
         check_planted_layer(checks, brain, layers, name, source, int(rehearsal.get("source_layer", 2)))
         check_pair(checks, pairs, name, source, args.alpha)
+    if args.snakemake:
+        check_plans(checks, args.snakemake, args.workdir, args.arguments)
     if nulls:
         print("\nnull variants (robust headline and permutation p-value):")
         print(pd.concat(nulls).to_string(index=False, float_format=lambda v: f"{v:.4f}"))
