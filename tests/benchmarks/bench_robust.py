@@ -42,7 +42,7 @@ from brainalign.encoding.robust import (
     alpha_grid,
     fit_controls,
     fit_robust,
-    resolve_options,
+    resolve_robust_options,
     sentence_design,
     time_series_design,
 )
@@ -129,7 +129,7 @@ def measure(function):
 
 def sklearn_per_neuroid(features, responses, stimuli, rows, options, neuroid_index):
     """RidgeCV per neuroid on the robust protocol's outer/inner folds and standardised features."""
-    options = resolve_options(options)
+    options = resolve_robust_options(options)
     options["controls"] = []
     design = (
         time_series_design(features, stimuli, rows, options)

@@ -17,7 +17,7 @@ from brainalign.encoding.robust import (
     choose_layers,
     fit_controls,
     fit_robust,
-    resolve_options,
+    resolve_robust_options,
     sentence_design,
     time_series_design,
 )
@@ -258,7 +258,7 @@ def test_trimmed_run_edges_are_left_out_of_fits_but_feed_the_delays():
         fit_controls(stimuli, responses, rows, neuroid_table(8), options).filter(like="prediction:").to_numpy()
     ).all()
     # The first kept TR of a run (position 5) is predicted from the words of trimmed TR 3 (delay 2).
-    design = time_series_design(words, stimuli, rows, resolve_options({**options, "delays": [2]}))
+    design = time_series_design(words, stimuli, rows, resolve_robust_options({**options, "delays": [2]}))
     words_of_tr = stimuli.groupby("response_id").indices
     for run in range(n_runs):
         source = f"tr{run * trs_per_run + 3}"
@@ -339,10 +339,10 @@ def test_the_oasm_band_never_links_rows_of_different_cv_groups():
     """Context groups (topics) that span cv groups (passages), as in Pereira2018's 243sentences."""
     rng = np.random.default_rng(10)
     stimuli = sentence_stimuli(6, 4, rng).assign(context_group=lambda frame: np.repeat(["topic-a", "topic-b"], 12))
-    design = sentence_design(np.zeros((len(stimuli), 1)), stimuli, resolve_options({"controls": ["oasm"]}))
+    design = sentence_design(np.zeros((len(stimuli), 1)), stimuli, resolve_robust_options({"controls": ["oasm"]}))
     groups = stimuli["cv_group"].to_numpy()
     across = groups[:, None] != groups[None, :]
     assert np.all(design["controls"]["oasm"][across] == 0)
     assert np.all(np.diag(design["controls"]["oasm"]) == 1)
     with pytest.raises(ConfigError, match="cv_groups is 'topic', but the stimuli table has no such column"):
-        sentence_design(np.zeros((len(stimuli), 1)), stimuli, resolve_options({"cv_groups": "topic"}))
+        sentence_design(np.zeros((len(stimuli), 1)), stimuli, resolve_robust_options({"cv_groups": "topic"}))

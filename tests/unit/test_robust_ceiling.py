@@ -70,7 +70,7 @@ def naive_pool_r2(pool, target, groups, n_folds, alpha):
 @pytest.mark.parametrize("n_subjects", [3, 12])  # pool narrower (primal) and wider (dual) than the rows
 def test_pool_fit_equals_naive_ridge_at_one_penalty(n_subjects):
     responses, stimuli, rows, neuroids = shared_signal_subjects(0.5, n_subjects=n_subjects, n_voxels=20, seed=4)
-    options = robust.resolve_options({**FAST, "alphas": {"min_exp": 1, "max_exp": 1, "n": 1}, "controls": []})
+    options = robust.resolve_robust_options({**FAST, "alphas": {"min_exp": 1, "max_exp": 1, "n": 1}, "controls": []})
     folds = robust.fold_splits(stimuli["cv_group"].to_numpy(), options)
     subject_of = neuroids["subject"].to_numpy()
     others = [f"S{k}" for k in range(1, n_subjects)]

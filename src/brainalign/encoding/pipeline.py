@@ -298,9 +298,9 @@ def aw2024_layer_choice(
     choices : DataFrame
         ``partition``, ``fold``, ``layer`` (input of :func:`chosen_neuroid_scores`).
     """
-    from brainalign.encoding.aw2024 import resolve_options
+    from brainalign.encoding.aw2024 import resolve_aw2024_options
 
-    resolve_options({"layer_rule": layer_rule})  # refuses an unknown rule, naming the allowed ones
+    resolve_aw2024_options({"layer_rule": layer_rule})  # refuses an unknown rule, naming the allowed ones
     if layer_rule == "committed":
         if committed_layer is None or committed_layer not in fits:
             raise ConfigError(
