@@ -40,7 +40,7 @@ from threadpoolctl import threadpool_limits
 from brainalign.encoding.cv import protocol_splits
 from brainalign.encoding.robust import (
     alpha_grid,
-    fit_controls,
+    controls_only_fit,
     fit_robust,
     resolve_robust_options,
     sentence_design,
@@ -196,7 +196,7 @@ def main():
             if args.controls:
                 # The workflow fits the controls-only model once per dataset and every layer reuses it.
                 controls, seconds, _ = measure(
-                    lambda options=solver_options: fit_controls(stimuli, responses, rows, neuroids, options)
+                    lambda options=solver_options: controls_only_fit(stimuli, responses, rows, neuroids, options)
                 )
                 report[f"controls_fit_seconds_{when}"] = round(seconds, 1)
             fits[when], seconds, peak = measure(

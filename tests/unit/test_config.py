@@ -11,7 +11,7 @@ import yaml
 from brainalign.config import load_config, suite_datasets, suite_models, validate_config
 from brainalign.encoding import aw2024, robust, toneva
 from brainalign.errors import ConfigError
-from brainalign.models.activations import complete_options
+from brainalign.models.extraction_options import complete_options
 
 REPO = Path(__file__).resolve().parents[2]
 

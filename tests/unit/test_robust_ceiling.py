@@ -167,11 +167,15 @@ def test_robust_scores_are_divided_by_the_robust_ceiling(tmp_path):
         )
         path = tmp_path / f"layer-{layer}.parquet"
         io.write_table(
-            path, neuroids, io.provenance(layer=layer, score=headline, folds=folds, details={"confidence_level": 0.95})
+            path,
+            neuroids,
+            io.result_metadata(layer=layer, score=headline, folds=folds, details={"confidence_level": 0.95}),
         )
         paths.append(path)
     ceiling = tmp_path / "ceiling.parquet"
-    io.write_table(ceiling, pd.DataFrame({"ceiling": [0.4]}), io.provenance(summary={"ceiling": 0.4, "measure": "R^2"}))
+    io.write_table(
+        ceiling, pd.DataFrame({"ceiling": [0.4]}), io.result_metadata(summary={"ceiling": 0.4, "measure": "R^2"})
+    )
     out = tmp_path / "model.tsv"
     score_model("robust", "m", "d", paths, ceiling, 2, out, tmp_path / "layers.tsv", tmp_path / "neuroids.parquet")
     row = io.read_tsv(out).iloc[0]

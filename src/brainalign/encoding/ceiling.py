@@ -192,7 +192,7 @@ def _time_series_splits(response_rows: pd.DataFrame, options: dict) -> tuple[np.
     return np.flatnonzero(kept), splits
 
 
-def compute_ceiling(
+def extrapolated_ceiling(
     responses: np.ndarray,
     stimuli: pd.DataFrame,
     response_rows: pd.DataFrame,
@@ -324,7 +324,7 @@ def published_ceiling(stimuli: pd.DataFrame, files: Mapping[str, str]) -> tuple[
     table : DataFrame
         One row per partition: ``partition``, ``ceiling`` (the files hold no per-neuroid values).
     summary : dict
-        As :func:`compute_ceiling`'s, ``method`` ``brainscore_published`` and each file.
+        As :func:`extrapolated_ceiling`'s, ``method`` ``brainscore_published`` and each file.
     """
     partitions = sorted(pd.unique(stimuli["partition"].astype(str))) if "partition" in stimuli else ["all"]
     missing = sorted(set(partitions) - set(files))

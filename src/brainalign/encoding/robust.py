@@ -482,7 +482,7 @@ def fit_robust(
     options : dict
         ``protocols.robust`` options and dataset facts; see :func:`resolve_robust_options`.
     controls : DataFrame or None
-        The controls-only model from :func:`fit_controls` on the same data and options (it
+        The controls-only model from :func:`controls_only_fit` on the same data and options (it
         does not depend on the layer, so the workflow fits it once per dataset); None fits
         it here.
 
@@ -674,7 +674,7 @@ def scored_partitions(
         yield partition, rows, keep, n_non_finite, n_constant
 
 
-def fit_controls(
+def controls_only_fit(
     stimuli: pd.DataFrame,
     responses: np.ndarray,
     response_rows: pd.DataFrame,
@@ -696,7 +696,9 @@ def fit_controls(
     """
     options = resolve_robust_options(options)
     if not options["controls"]:
-        raise ConfigError("fit_controls: protocols.robust.controls is empty, so there is no controls-only model to fit")
+        raise ConfigError(
+            "controls_only_fit: protocols.robust.controls is empty, so there is no controls-only model to fit"
+        )
     responses = np.asarray(responses, dtype=np.float64)
     design = build_design(np.zeros((len(stimuli), 0)), responses, stimuli, response_rows, neuroids, options)
     tables = []
@@ -719,7 +721,7 @@ def _stored_controls(
     controls: pd.DataFrame, partition: str, row_ids: np.ndarray, neuroids: pd.DataFrame, keep: np.ndarray
 ) -> dict[str, np.ndarray]:
     """A partition's controls-only model (as :func:`controls_partition` returns it) from a
-    :func:`fit_controls` table."""
+    :func:`controls_only_fit` table."""
     ids = neuroids["neuroid_id"].astype(str).to_numpy()[keep]
     table = controls[controls["partition"].astype(str) == str(partition)].set_index("neuroid_id")
     fold_columns = sorted(

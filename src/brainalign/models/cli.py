@@ -15,8 +15,8 @@ import pandas as pd
 
 from brainalign.errors import DataError, ModelError
 from brainalign.io import sha256_file, write_surprisal
-from brainalign.models.activations import READOUTS, complete_options
 from brainalign.models.extraction import write_activations
+from brainalign.models.extraction_options import READOUTS, complete_options
 from brainalign.models.fetch import HUB_TIMEOUT_S, locate_model
 from brainalign.models.loading import load_model
 from brainalign.models.revisions import REVISION_LOCK, lock_config_revisions, pinned_commit
