@@ -68,11 +68,6 @@ def schema_default(path: str) -> Any:
     return copy.deepcopy(section_schema(path)["default"])
 
 
-def section_defaults(path: str) -> dict[str, Any]:
-    """Return every default of the section at ``path``, nested sections resolved too."""
-    return resolve_options(path, None)
-
-
 def resolve_options(path: str, given: Mapping[str, Any] | None, borrowed: Sequence[str] = ()) -> dict[str, Any]:
     """Return the section's defaults with ``given`` over them; refuse keys the section does not have.
 

@@ -9,7 +9,7 @@ import yaml
 
 from brainalign.config import validate_config
 from brainalign.errors import ConfigError
-from brainalign.options import resolve_options, schema_default, section_defaults
+from brainalign.options import resolve_options, schema_default
 
 REPO = Path(__file__).resolve().parents[2]
 SCHEMA = yaml.safe_load((REPO / "src" / "brainalign" / "schemas" / "config.schema.yaml").read_text())
@@ -26,8 +26,12 @@ def object_sections(schema: dict, path: str) -> list[tuple[str, dict]]:
     return found
 
 
-SECTIONS = [path.removeprefix(".") for path, _ in object_sections(SCHEMA, "") if path]
-READER_SECTIONS = [f"$defs.{name}" for name, spec in SCHEMA["$defs"].items() if "properties" in spec]
+SECTION_SCHEMAS = {
+    **{path.removeprefix("."): spec for path, spec in object_sections(SCHEMA, "") if path},
+    **{f"$defs.{name}": spec for name, spec in SCHEMA["$defs"].items() if "properties" in spec},
+}
+SECTIONS = [path for path in SECTION_SCHEMAS if not path.startswith("$defs")]
+READER_SECTIONS = [path for path in SECTION_SCHEMAS if path.startswith("$defs")]
 
 
 def test_every_section_of_the_schema_is_found():
@@ -47,22 +51,13 @@ def test_top_sections_resolve_to_what_config_validation_fills(section):
     expected = validate_config(config)
     for part in section.split("."):
         expected = expected[part]
-    assert section_defaults(section) == expected
+    assert resolve_options(section, None) == expected
 
 
 @pytest.mark.parametrize("section", SECTIONS + READER_SECTIONS)
 def test_every_section_resolves_to_its_declared_defaults(section):
-    node = SCHEMA
-    parts = section.split(".")
-    while parts:
-        part = parts.pop(0)
-        node = (
-            node["$defs"][parts.pop(0)]
-            if part == "$defs"
-            else (node["additionalProperties"] if part == "*" else node["properties"][part])
-        )
-    resolved = section_defaults(section)
-    for name, spec in node["properties"].items():
+    resolved = resolve_options(section, None)
+    for name, spec in SECTION_SCHEMAS[section]["properties"].items():
         if "properties" in spec:
             assert isinstance(resolved[name], dict), name
         elif "default" in spec:
@@ -81,10 +76,10 @@ def test_given_values_win_and_nested_sections_keep_their_other_defaults():
 
 
 def test_the_defaults_are_copies():
-    first = section_defaults("protocols.aw2024")
+    first = resolve_options("protocols.aw2024", None)
     first["toneva"]["delays"].append(99)
     first["ceiling"]["seed"] = 5
-    assert section_defaults("protocols.aw2024")["toneva"]["delays"] == [1, 2, 3, 4]
+    assert resolve_options("protocols.aw2024", None)["toneva"]["delays"] == [1, 2, 3, 4]
     assert schema_default("protocols.aw2024.ceiling.seed") == 0
 
 
