@@ -25,7 +25,7 @@ from brainalign import io
 from brainalign.cli import main
 from brainalign.config import validate_config
 from brainalign.datasets.download import fetch
-from brainalign.datasets.pipeline import materialize_dataset, prepare_stimuli
+from brainalign.datasets.pipeline import download_dataset, prepare_stimuli
 from brainalign.errors import ConfigError, DataError, ModelError, StaleFileError
 from brainalign.models.fetch import fetch_model
 
@@ -242,7 +242,7 @@ def test_missing_dataset_file_says_where_to_get_it(tmp_path):
         match=r"dataset 'pereira2018' needs files that are not on disk:\n- files\.assembly = "
         r".*assy_Pereira2018_language\.nc",
     ):
-        materialize_dataset("pereira2018", block, manifest)
+        download_dataset("pereira2018", block, manifest)
     assert_nothing_written(manifest)
 
 

@@ -18,15 +18,7 @@ import jsonschema
 import yaml
 
 from brainalign.errors import ConfigError
-
-SCHEMA_PATH = Path(__file__).resolve().parent / "schemas" / "config.schema.yaml"
-"""Package data (``workflow/schemas/config.schema.yaml`` in a checkout links to it)."""
-
-
-def load_schema(path: str | Path = SCHEMA_PATH) -> dict[str, Any]:
-    """Return the config JSON schema."""
-    with open(path) as handle:
-        return yaml.safe_load(handle)
+from brainalign.options import load_schema
 
 
 def _extend_with_defaults(validator_class: type) -> type:

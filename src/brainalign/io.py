@@ -132,8 +132,8 @@ def _jsonable(value: Any) -> Any:
 
 
 # --------------------------------------------------------------------------- metadata
-def provenance(**facts: Any) -> dict[str, Any]:
-    """Return the provenance document stored in every output (facts + package version)."""
+def result_metadata(**facts: Any) -> dict[str, Any]:
+    """Return the metadata document stored in every output file (its facts + the package version)."""
     return {"package_version": __version__, **_jsonable(facts)}
 
 
@@ -225,7 +225,7 @@ def write_stimuli(path: str | os.PathLike, frame: pd.DataFrame, metadata: Mappin
     """Validate and write a stimuli table; return its content checksum (stored in metadata)."""
     frame = validate_stimuli(frame, str(path))
     checksum = sha256_frame(frame[list(STIMULI_COLUMNS)])
-    write_table(path, frame, provenance(stimuli_sha256=checksum, **metadata))
+    write_table(path, frame, result_metadata(stimuli_sha256=checksum, **metadata))
     return checksum
 
 
@@ -291,7 +291,7 @@ def write_responses(
     if rows is not None and len(rows) != len(stimulus_ids):
         raise DataError(f"{path}: {len(rows)} row descriptions for {len(stimulus_ids)} rows.")
     table = _matrix_table(stimulus_ids, matrix.astype(np.float32), "stimulus_id", extra)
-    schema = _with_metadata(table.schema, provenance(neuroids=neuroid_json, **metadata))
+    schema = _with_metadata(table.schema, result_metadata(neuroids=neuroid_json, **metadata))
     with atomic_path(path) as tmp:
         pq.write_table(table.replace_schema_metadata(schema.metadata), tmp)
 
@@ -337,7 +337,7 @@ class ActivationWriter:
         schema = pa.schema(
             [("layer", pa.int16()), ("stimulus_id", pa.string()), ("values", pa.list_(self.value_type, width))]
         )
-        self.schema = _with_metadata(schema, provenance(dtype_on_disk=dtype, **metadata))
+        self.schema = _with_metadata(schema, result_metadata(dtype_on_disk=dtype, **metadata))
         self._atomic = atomic_path(self.path)
         self._tmp = self._atomic.__enter__()
         self._writer = pq.ParquetWriter(self._tmp, self.schema)
@@ -425,7 +425,7 @@ def write_surprisal(path: str | os.PathLike, frame: pd.DataFrame, metadata: Mapp
     missing = [c for c in SURPRISAL_COLUMNS if c not in frame.columns]
     if missing:
         raise DataError(f"{path}: surprisal table lacks {missing}.")
-    write_table(path, frame, provenance(**metadata))
+    write_table(path, frame, result_metadata(**metadata))
 
 
 # --------------------------------------------------------------------------- alignment

@@ -576,7 +576,7 @@ def generated_files(block: Mapping[str, Any]) -> dict[str, str]:
     return {key: str(path) for key, path in (block.get("files") or {}).items() if path}
 
 
-def generate_dataset(
+def generate_rehearsal_data(
     name: str,
     block: Mapping[str, Any],
     manifest_path: str | Path,
@@ -623,7 +623,7 @@ def generate_dataset(
         raise DataError(f"{name}: the generator did not write {missing}; check datasets.{name}.files.")
     io.write_json(
         manifest_path,
-        io.provenance(
+        io.result_metadata(
             dataset=name, reader=block["reader"], label=LABEL, text_source=texts.label, rehearsal=settings, files=files
         ),
     )

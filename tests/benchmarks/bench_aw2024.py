@@ -69,8 +69,8 @@ def run_ours(features_path: Path, responses_path: Path) -> dict:
 
 
 def time_ceiling(n_stimuli: int, n_subjects: int, n_neuroids: int, n_bootstraps: int) -> dict:
-    """Seconds of compute_ceiling on a simulated experiment (shared signal + noise)."""
-    from brainalign.encoding.ceiling import compute_ceiling
+    """Seconds of extrapolated_ceiling on a simulated experiment (shared signal + noise)."""
+    from brainalign.encoding.ceiling import extrapolated_ceiling
 
     rng = np.random.default_rng(0)
     signal = rng.standard_normal((n_stimuli, 10)) @ rng.standard_normal((10, n_neuroids))
@@ -83,7 +83,7 @@ def time_ceiling(n_stimuli: int, n_subjects: int, n_neuroids: int, n_bootstraps:
         }
     )
     start = time.perf_counter()
-    _, summary = compute_ceiling(
+    _, summary = extrapolated_ceiling(
         responses, stimuli, stimuli[["stimulus_id"]], neuroids, {"ceiling": {"n_bootstraps": n_bootstraps}}
     )
     return {"seconds": time.perf_counter() - start, "ceiling": summary["ceiling"]}

@@ -23,8 +23,8 @@ import numpy as np
 import pandas as pd
 import torch
 
-from brainalign.models.activations import complete_options
 from brainalign.models.extraction import state_sequences
+from brainalign.models.extraction_options import complete_options
 from brainalign.models.fetch import fetch_model
 from brainalign.models.forward import read_block_states
 from brainalign.models.loading import load_model, read_manifest

@@ -40,9 +40,9 @@ from threadpoolctl import threadpool_limits
 from brainalign.encoding.cv import protocol_splits
 from brainalign.encoding.robust import (
     alpha_grid,
-    fit_controls,
+    controls_only_fit,
     fit_robust,
-    resolve_options,
+    resolve_robust_options,
     sentence_design,
     time_series_design,
 )
@@ -129,7 +129,7 @@ def measure(function):
 
 def sklearn_per_neuroid(features, responses, stimuli, rows, options, neuroid_index):
     """RidgeCV per neuroid on the robust protocol's outer/inner folds and standardised features."""
-    options = resolve_options(options)
+    options = resolve_robust_options(options)
     options["controls"] = []
     design = (
         time_series_design(features, stimuli, rows, options)
@@ -196,7 +196,7 @@ def main():
             if args.controls:
                 # The workflow fits the controls-only model once per dataset and every layer reuses it.
                 controls, seconds, _ = measure(
-                    lambda options=solver_options: fit_controls(stimuli, responses, rows, neuroids, options)
+                    lambda options=solver_options: controls_only_fit(stimuli, responses, rows, neuroids, options)
                 )
                 report[f"controls_fit_seconds_{when}"] = round(seconds, 1)
             fits[when], seconds, peak = measure(

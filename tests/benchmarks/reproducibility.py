@@ -47,7 +47,7 @@ CASES = [
 WORKER = """
 import json, sys
 import numpy as np, torch
-from brainalign.models.activations import complete_options
+from brainalign.models.extraction_options import complete_options
 from brainalign.models.cli import read_words
 from brainalign.models.loading import load_model
 from brainalign.models.surprisal import surprisal_table

@@ -32,8 +32,8 @@ import torch
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT / "src"))
 
-from brainalign.models.activations import complete_options  # noqa: E402
 from brainalign.models.extraction import state_sequences  # noqa: E402
+from brainalign.models.extraction_options import complete_options  # noqa: E402
 from brainalign.models.fetch import fetch_model  # noqa: E402
 from brainalign.models.forward import read_block_states  # noqa: E402
 from brainalign.models.loading import _with_blocks, load_model, read_manifest  # noqa: E402

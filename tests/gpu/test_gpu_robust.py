@@ -14,7 +14,7 @@ import pandas as pd
 import pytest
 import torch
 
-from brainalign.encoding.robust import fit_controls, fit_robust
+from brainalign.encoding.robust import controls_only_fit, fit_robust
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
 from bench_robust import TOLERANCE, compare_fits, pereira_like, wehbe_like  # noqa: E402
@@ -32,7 +32,7 @@ def test_a_gpu_layer_fit_gives_the_cpu_fit(make):
     options = {**flags, "n_bootstrap": 0, "n_permutations": 0}
     fits, seconds = {}, {}
     for device in ("cpu", "cuda"):
-        controls = fit_controls(stimuli, responses, rows, neuroids, {**options, "device": device})
+        controls = controls_only_fit(stimuli, responses, rows, neuroids, {**options, "device": device})
         start = time.perf_counter()
         fits[device] = fit_robust(features, responses, stimuli, rows, neuroids, {**options, "device": device}, controls)
         seconds[device] = time.perf_counter() - start

@@ -96,7 +96,7 @@ def test_family_checks_reverse_a_correlation_made_by_the_family_difference():
 def write_surprisal(path, model, bits, ids=None):
     ids = ids or [f"w{i}" for i in range(len(bits))]
     table = pd.DataFrame({"stimulus_id": ids, "surprisal_bits": bits, "n_tokens": 1})
-    io.write_table(path, table, io.provenance(model=model))
+    io.write_table(path, table, io.result_metadata(model=model))
     return path
 
 

@@ -13,7 +13,7 @@ from scipy import stats
 
 from brainalign.analysis import cli
 from brainalign.analysis.published import PUBLISHED_DIR, compare_with_published, load_models_file
-from brainalign.analysis.run import analyze
+from brainalign.analysis.run import compute_study_statistics
 from brainalign.errors import ConfigError, DataError
 from brainalign.io import read_tsv, write_tsv
 
@@ -73,7 +73,7 @@ def analyzed(tmp_path_factory):
     published = tmp_path_factory.mktemp("published")
     write_tsv(published / "brain.tsv", brain[brain["protocol"] == "aw2024"].assign(score=lambda f: f["score"] - 0.01))
     out = tmp_path_factory.mktemp("analysis")
-    analyze(brain, behavior, models, out, published_dir=published, n_resamples=N_RESAMPLES)
+    compute_study_statistics(brain, behavior, models, out, published_dir=published, n_resamples=N_RESAMPLES)
     return models, brain, behavior, out
 
 
@@ -225,7 +225,7 @@ def test_bad_score_tables_are_refused(tmp_path, corrupt, message):
     bad = corrupt(brain)
     bad.attrs["source"] = "results/scores/brain.tsv"
     with pytest.raises(DataError, match="results/scores/brain.tsv") as error:
-        analyze(bad, behavior, models, tmp_path, published_dir=None, n_resamples=50)
+        compute_study_statistics(bad, behavior, models, tmp_path, published_dir=None, n_resamples=50)
     assert message in str(error.value)
     assert not (tmp_path / "instruction_effect.tsv").exists()
 
@@ -233,7 +233,7 @@ def test_bad_score_tables_are_refused(tmp_path, corrupt, message):
 def test_a_suite_without_pairs_still_analyzes(tmp_path):
     models = {name: block for name, block in synthetic_models(2).items() if name.startswith("base")}
     brain, behavior = synthetic_scores(models)
-    analyze(brain, behavior, models, tmp_path, published_dir=None, n_resamples=50)
+    compute_study_statistics(brain, behavior, models, tmp_path, published_dir=None, n_resamples=50)
     assert read_tsv(tmp_path / "instruction_effect.tsv").empty
     assert read_tsv(tmp_path / "comparison_with_published.tsv").empty
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from brainalign.analysis.published import PUBLISHED_DIR, load_models_file
-from brainalign.analysis.run import analyze
+from brainalign.analysis.run import compute_study_statistics
 from brainalign.analysis.summary import DEMO_BANNER, write_summary
 from brainalign.io import read_tsv
 
@@ -16,7 +16,7 @@ def published_analysis(tmp_path_factory):
     brain = read_tsv(PUBLISHED_DIR / "brain.tsv").query("model in @models")
     behavior = read_tsv(PUBLISHED_DIR / "behavior.tsv").query("model in @models")
     out = tmp_path_factory.mktemp("analysis")
-    analyze(brain, behavior, models, out, published_dir=None, n_resamples=300)
+    compute_study_statistics(brain, behavior, models, out, published_dir=None, n_resamples=300)
     return brain, behavior, out
 
 

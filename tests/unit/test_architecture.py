@@ -1,11 +1,12 @@
 """The import rule of the package: imports run down the stages, never in a circle.
 
-Stages, from the bottom: shared leaves (errors; then io, stats, config; then provenance),
-the inputs (datasets, models), the measurements (encoding, behavior), the analysis and the
-rehearsal data generator (which plants what the measurements must find), the plots, and on
-top the entry points (the command-line modules and the workflow's job runner). A module may
-import its own package or any lower rank, never a higher or equal rank of another package; every import counts, those
-inside functions too. Editing a stage's code then cannot change a lower stage's behaviour.
+Stages, from the bottom: shared leaves (errors; then options, the schema's defaults; then io,
+stats, config; then provenance), the inputs (datasets, models), the measurements (encoding,
+behavior), the analysis and the rehearsal data generator (which plants what the measurements
+must find), the plots, and on top the entry points (the command-line modules and the
+workflow's job runner). A module may import its own package or any lower rank, never a
+higher or equal rank of another package; every import counts, those inside functions too.
+Editing a stage's code then cannot change a lower stage's behaviour.
 """
 
 from __future__ import annotations
@@ -18,20 +19,21 @@ import pytest
 PACKAGE = Path(__file__).resolve().parents[2] / "src" / "brainalign"
 RANK = {
     "errors": 0,
-    "io": 1,
-    "stats": 1,
-    "config": 1,
-    "provenance": 2,
-    "datasets": 3,
-    "models": 3,
-    "encoding": 4,
-    "behavior": 4,
-    "analysis": 5,
-    "rehearsal": 5,
-    "plots": 6,
-    "cli": 7,
-    "workflow": 7,
-    "__init__": 7,
+    "options": 1,
+    "io": 2,
+    "stats": 2,
+    "config": 2,
+    "provenance": 3,
+    "datasets": 4,
+    "models": 4,
+    "encoding": 5,
+    "behavior": 5,
+    "analysis": 6,
+    "rehearsal": 6,
+    "plots": 7,
+    "cli": 8,
+    "workflow": 8,
+    "__init__": 8,
 }
 
 
@@ -102,7 +104,7 @@ def test_there_is_no_import_circle():
 @pytest.mark.parametrize(
     ("module", "absent"),
     [
-        ("brainalign.encoding.pipeline", ("sklearn", "himalaya", "matplotlib", "torch")),
+        ("brainalign.encoding.pipeline", ("sklearn", "himalaya", "matplotlib", "torch", "jsonschema")),
         ("brainalign.analysis.pipeline", ("matplotlib", "torch", "himalaya")),
     ],
 )
@@ -113,3 +115,17 @@ def test_a_stage_imports_only_what_its_jobs_use(module, absent):
     code = f"import sys, {module}; print(sorted(m for m in {absent!r} if m in sys.modules))"
     completed = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert completed.stdout.strip() == "[]"
+
+
+def test_resolving_a_fits_options_loads_no_config_validator():
+    """A fit job reads its defaults from the schema without jsonschema (config validation's)."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys; from brainalign.encoding import robust, aw2024; "
+        "robust.resolve_robust_options({}); aw2024.resolve_aw2024_options({}); "
+        "print('jsonschema' in sys.modules, 'yaml' in sys.modules)"
+    )
+    completed = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert completed.stdout.split() == ["False", "True"]

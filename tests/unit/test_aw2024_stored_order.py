@@ -17,7 +17,7 @@ from sklearn.linear_model import LinearRegression
 from sklearn.model_selection import ShuffleSplit
 
 from brainalign.datasets import pereira2018
-from brainalign.encoding.aw2024 import fit_aw2024, partition_splits, resolve_options
+from brainalign.encoding.aw2024 import fit_aw2024, partition_splits, resolve_aw2024_options
 from brainalign.encoding.cli import minimal_tables
 from brainalign.errors import ConfigError
 
@@ -106,7 +106,7 @@ def test_reader_keeps_the_stored_position_within_each_experiment(stored_and_read
 def test_split_sets_equal_shufflesplit_over_the_stored_order(stored_and_read):
     array, data = stored_and_read
     reference = brainscore_reference(array, features_by_id(data.stimuli["stimulus_id"]))
-    options = resolve_options(SPLIT)
+    options = resolve_aw2024_options(SPLIT)
     for experiment, expected in reference.items():
         rows = np.flatnonzero(data.stimuli["partition"] == experiment)
         ids = data.stimuli["stimulus_id"].to_numpy()[rows]
@@ -130,7 +130,7 @@ def test_scores_equal_a_fit_in_stored_order(stored_and_read):
 
 def test_tables_without_stored_order_keep_their_given_order():
     stimuli = minimal_tables(30, 2, None)[0]
-    splits = partition_splits(stimuli, np.arange(30), resolve_options(SPLIT))
+    splits = partition_splits(stimuli, np.arange(30), resolve_aw2024_options(SPLIT))
     expected = ShuffleSplit(n_splits=10, train_size=0.9, test_size=None, random_state=1).split(np.zeros(30))
     for (train, test), (train_ref, test_ref) in zip(splits, expected):
         assert set(train) == set(train_ref) and set(test) == set(test_ref)
@@ -181,4 +181,4 @@ def test_float32_and_float64_fits_differ_on_wide_features():
 
 def test_unknown_fit_precision_is_refused():
     with pytest.raises(ConfigError, match="fit_precision.*float32"):
-        resolve_options({"fit_precision": "float16"})
+        resolve_aw2024_options({"fit_precision": "float16"})

@@ -51,9 +51,11 @@ def stand_in_scores(folder: Path, raw_243: float, ceiling_243: float, futrell: d
     """Files shaped as the workflow writes them: an aw2024 layer fit, the aw2024 ceiling, behavior rows."""
     fit, ceiling = folder / "layer-6.parquet", folder / "ceiling.parquet"
     partitions = {"243sentences": {"score": raw_243}, "384sentences": {"score": 0.5}}
-    io.write_table(fit, pd.DataFrame({"neuroid_id": ["n"]}), io.provenance(layer=6, details={"partitions": partitions}))
+    io.write_table(
+        fit, pd.DataFrame({"neuroid_id": ["n"]}), io.result_metadata(layer=6, details={"partitions": partitions})
+    )
     summary = {"partitions": {"243sentences": {"ceiling": ceiling_243}, "384sentences": {"ceiling": 0.4}}}
-    io.write_table(ceiling, pd.DataFrame({"ceiling": [ceiling_243]}), io.provenance(summary=summary))
+    io.write_table(ceiling, pd.DataFrame({"ceiling": [ceiling_243]}), io.result_metadata(summary=summary))
     checks = [
         {
             "model": "distilgpt2",

@@ -8,7 +8,7 @@ import pytest
 from scipy.optimize import curve_fit
 
 from brainalign.encoding.aw2024 import kernel_prediction_operator, ols_prediction_operator
-from brainalign.encoding.ceiling import compute_ceiling, exponential_saturation, fit_saturation, subject_subsets
+from brainalign.encoding.ceiling import exponential_saturation, extrapolated_ceiling, fit_saturation, subject_subsets
 from brainalign.errors import ConfigError
 
 FAST = {"ceiling": {"n_subsamples": 3, "n_holdouts": 2, "n_bootstraps": 30}, "n_splits": 3}
@@ -73,8 +73,8 @@ def test_subsets_are_distinct_and_capped():
 def test_recovers_planted_noise_level():
     # Many stimuli per pooled feature, so that OLS on the pool is not dominated by overfitting.
     shape = {"n_stimuli": 200, "n_subjects": 5, "n_voxels": 4, "n_latent": 2}
-    low_noise = compute_ceiling(*simulate_subjects(noise=0.6, seed=1, **shape), FAST)[1]["ceiling"]
-    high_noise = compute_ceiling(*simulate_subjects(noise=1.5, seed=1, **shape), FAST)[1]["ceiling"]
+    low_noise = extrapolated_ceiling(*simulate_subjects(noise=0.6, seed=1, **shape), FAST)[1]["ceiling"]
+    high_noise = extrapolated_ceiling(*simulate_subjects(noise=1.5, seed=1, **shape), FAST)[1]["ceiling"]
     assert low_noise == pytest.approx(1 / np.sqrt(1 + 0.6**2), abs=0.1)
     assert high_noise == pytest.approx(1 / np.sqrt(1 + 1.5**2), abs=0.1)
 
@@ -82,7 +82,7 @@ def test_recovers_planted_noise_level():
 def test_table_and_summary():
     responses, stimuli, rows, neuroids = simulate_subjects(n_stimuli=60, n_subjects=3, seed=2)
     responses[0, 0] = np.nan
-    table, summary = compute_ceiling(responses, stimuli, rows, neuroids, FAST)
+    table, summary = extrapolated_ceiling(responses, stimuli, rows, neuroids, FAST)
     assert len(table) == len(neuroids) - 1 and "n0" not in set(table["neuroid_id"])
     assert summary["n_subjects"] == 3 and summary["method"] == "brainscore_extrapolation"
     assert summary["ceiling"] == pytest.approx(np.nanmedian(table["ceiling"]))
@@ -93,7 +93,7 @@ def test_time_series_ceiling_uses_kept_trs_and_outer_folds():
     rows = pd.DataFrame({"stimulus_id": [f"tr{i}" for i in range(160)], "run": np.repeat([1, 2, 3, 4], 40)})
     responses[:4] = np.nan  # trimmed edge TRs may be missing
     options = {"time_series": True, "toneva": {"trim_start": 4, "trim_end": 3, "boundary_trs": 2}, **FAST}
-    table, summary = compute_ceiling(responses, pd.DataFrame(), rows, neuroids, options)
+    table, summary = extrapolated_ceiling(responses, pd.DataFrame(), rows, neuroids, options)
     assert len(table) == len(neuroids) and summary["partitions"]["all"]["n_subjects"] == 3
     assert 0.4 < summary["ceiling"] <= 1.0
 

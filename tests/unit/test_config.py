@@ -10,9 +10,8 @@ import yaml
 
 from brainalign.config import load_config, suite_datasets, suite_models, validate_config
 from brainalign.encoding import aw2024, robust, toneva
-from brainalign.encoding.ceiling import CEILING_DEFAULTS
 from brainalign.errors import ConfigError
-from brainalign.models.activations import OPTION_DEFAULTS
+from brainalign.models.extraction_options import complete_options
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -139,35 +138,24 @@ def test_load_config_missing_file(tmp_path):
         load_config(tmp_path / "nope.yaml")
 
 
-def test_protocol_defaults_in_the_schema_equal_the_librarys(raw_config):
-    """The library fills the same defaults when called outside the workflow (CLI, notebooks)."""
+def test_the_librarys_protocol_defaults_are_the_validated_configs(raw_config):
+    """Outside the workflow (CLI, notebooks) the library fills what config validation fills."""
     protocols = validate_config(copy.deepcopy(raw_config))["protocols"]
-    assert protocols["aw2024"]["toneva"] == toneva.DEFAULTS
-    # readout picks the activation file the fits read; published_ceilings picks the ceiling's source
-    not_fit_options = ("toneva", "ceiling", "readout", "published_ceilings")
-    assert {k: v for k, v in protocols["aw2024"].items() if k not in not_fit_options} == {
-        k: v
-        for k, v in aw2024.DEFAULTS.items()
-        if k != "time_series"  # a dataset fact, not a setting
-    }
-    library = {
-        key: spec
-        for key, spec in robust.OPTIONS_SCHEMA["properties"].items()
-        if key not in ("time_series", "permutation", "cv_groups")
-    }
-    schema = yaml.safe_load((REPO / "workflow" / "schemas" / "config.schema.yaml").read_text())
-    robust_schema = dict(schema["properties"]["protocols"]["properties"]["robust"]["properties"])
-    robust_schema.pop("readout")  # it picks the activation file the fits read; no fit option
-    robust_schema.pop("ceiling")  # the ceiling's draws, read by the ceiling only (below)
-    assert robust_schema == library
-    assert protocols["robust"]["ceiling"] == protocols["aw2024"]["ceiling"] == CEILING_DEFAULTS
+    library = {"aw2024": aw2024.resolve_aw2024_options({}), "robust": robust.resolve_robust_options({})}
+    dataset_facts = {"time_series": False, "permutation": "group_swap", "cv_groups": "cv_group"}
+    for name, resolved in library.items():
+        assert {k: v for k, v in resolved.items() if k not in dataset_facts} == protocols[name]
+    assert library["aw2024"]["time_series"] is False
+    assert {k: library["robust"][k] for k in dataset_facts} == dataset_facts  # permutation auto: group swaps
+    assert toneva.resolve_toneva_options({}) == protocols["aw2024"]["toneva"]
+    assert protocols["aw2024"]["toneva"]["alphas"] == [10.0**k for k in range(-6, 10)]
 
 
-def test_extraction_defaults_in_the_schema_equal_the_librarys(raw_config):
+def test_the_librarys_extraction_defaults_are_the_validated_configs(raw_config):
     """``readout`` and ``time_series`` are set per job by the workflow, not in the config."""
     extraction = validate_config(copy.deepcopy(raw_config))["extraction"]
-    set_by_the_workflow = ("readout", "time_series")
-    assert extraction == {k: v for k, v in OPTION_DEFAULTS.items() if k not in set_by_the_workflow}
+    set_by_the_workflow = {"readout": "unit", "time_series": False}
+    assert complete_options({}) == {**extraction, **set_by_the_workflow}
     assert extraction["word_window"] == 20
 
 

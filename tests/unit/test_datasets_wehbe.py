@@ -229,3 +229,14 @@ def test_cmu_files_are_trimmed_and_detrended_per_run(tmp_path):
         slope, intercept = np.polyfit(np.arange(len(kept)), kept, 1)
         np.testing.assert_allclose(slope, 0, atol=1e-5)
         np.testing.assert_allclose(intercept, 0, atol=1e-4)
+
+
+def test_the_readers_defaults_name_every_subject_language_roi_and_cmu_mask():
+    """The schema's null defaults become the layout's subjects and the CMU -> mask pairing in order."""
+    toneva = wehbe2014.reader_settings({})
+    assert toneva["subjects"] == ["F", "H", "I", "J", "K", "L", "M", "N"]
+    assert toneva["rois"] == ["PostTemp", "AntTemp", "AngularG", "IFG", "MFG", "IFGorb", "pCingulate", "dmpfc"]
+    cmu = wehbe2014.reader_settings({"options": {"format": "cmu"}})
+    assert cmu["subjects"] == [str(k) for k in range(1, 9)]
+    assert cmu["cmu_mask_subjects"] == dict(zip(cmu["subjects"], toneva["subjects"], strict=True))
+    assert wehbe2014.reader_settings({"options": {"cmu_mask_subjects": {"1": "A"}}})["cmu_mask_subjects"] == {"1": "A"}

@@ -15,9 +15,9 @@ from brainalign.encoding.banded import fit_predict_banded, standardize_bands
 from brainalign.encoding.cv import grouped_splits
 from brainalign.encoding.robust import (
     choose_layers,
-    fit_controls,
+    controls_only_fit,
     fit_robust,
-    resolve_options,
+    resolve_robust_options,
     sentence_design,
     time_series_design,
 )
@@ -255,10 +255,10 @@ def test_trimmed_run_edges_are_left_out_of_fits_but_feed_the_delays():
     assert result.details["partitions"]["all"]["n_rows"] == n_runs * (trs_per_run - 9)
     assert (result.folds["n_test"] == trs_per_run - 9).all()
     assert np.isfinite(
-        fit_controls(stimuli, responses, rows, neuroid_table(8), options).filter(like="prediction:").to_numpy()
+        controls_only_fit(stimuli, responses, rows, neuroid_table(8), options).filter(like="prediction:").to_numpy()
     ).all()
     # The first kept TR of a run (position 5) is predicted from the words of trimmed TR 3 (delay 2).
-    design = time_series_design(words, stimuli, rows, resolve_options({**options, "delays": [2]}))
+    design = time_series_design(words, stimuli, rows, resolve_robust_options({**options, "delays": [2]}))
     words_of_tr = stimuli.groupby("response_id").indices
     for run in range(n_runs):
         source = f"tr{run * trs_per_run + 3}"
@@ -300,7 +300,7 @@ def test_a_controls_fit_made_once_gives_the_same_result_as_fitting_it_inline(tim
     }
     inline = fit_robust(features, responses, stimuli, rows, neuroids, options)
     assert np.isfinite(inline.score) and np.isfinite(inline.details["score_controls"])
-    controls = fit_controls(stimuli, responses, rows, neuroids, options)
+    controls = controls_only_fit(stimuli, responses, rows, neuroids, options)
     cached = fit_robust(features, responses, stimuli, rows, neuroids, options, controls=controls)
     pd.testing.assert_frame_equal(cached.neuroids, inline.neuroids)
     pd.testing.assert_frame_equal(cached.folds, inline.folds)
@@ -316,13 +316,13 @@ def test_a_controls_fit_made_once_gives_the_same_result_as_fitting_it_inline(tim
 def test_a_controls_fit_of_other_responses_is_refused():
     features, responses, stimuli, rows = sentence_data(np.random.default_rng(8))
     options = {**FAST, "controls": ["length"]}
-    controls = fit_controls(stimuli, responses[:, :5], rows, neuroid_table(5), options)
+    controls = controls_only_fit(stimuli, responses[:, :5], rows, neuroid_table(5), options)
     with pytest.raises(
         DataError, match="does not cover every neuroid and row scored in partition 'a'.*rerun fit_controls"
     ):
         fit_robust(features, responses, stimuli, rows, neuroid_table(6), options, controls=controls)
     with pytest.raises(ConfigError, match="controls is empty"):
-        fit_controls(stimuli, responses, rows, neuroid_table(6), {**FAST, "controls": []})
+        controls_only_fit(stimuli, responses, rows, neuroid_table(6), {**FAST, "controls": []})
 
 
 def test_nearly_constant_training_columns_are_not_blown_up():
@@ -339,10 +339,10 @@ def test_the_oasm_band_never_links_rows_of_different_cv_groups():
     """Context groups (topics) that span cv groups (passages), as in Pereira2018's 243sentences."""
     rng = np.random.default_rng(10)
     stimuli = sentence_stimuli(6, 4, rng).assign(context_group=lambda frame: np.repeat(["topic-a", "topic-b"], 12))
-    design = sentence_design(np.zeros((len(stimuli), 1)), stimuli, resolve_options({"controls": ["oasm"]}))
+    design = sentence_design(np.zeros((len(stimuli), 1)), stimuli, resolve_robust_options({"controls": ["oasm"]}))
     groups = stimuli["cv_group"].to_numpy()
     across = groups[:, None] != groups[None, :]
     assert np.all(design["controls"]["oasm"][across] == 0)
     assert np.all(np.diag(design["controls"]["oasm"]) == 1)
     with pytest.raises(ConfigError, match="cv_groups is 'topic', but the stimuli table has no such column"):
-        sentence_design(np.zeros((len(stimuli), 1)), stimuli, resolve_options({"cv_groups": "topic"}))
+        sentence_design(np.zeros((len(stimuli), 1)), stimuli, resolve_robust_options({"cv_groups": "topic"}))

@@ -24,8 +24,8 @@ from models_reference import PAPER_BLOCKS as BLOCKS
 from transformers import AutoTokenizer
 
 from brainalign.io import read_activations, read_metadata, read_table, write_stimuli
-from brainalign.models.activations import expected_metadata
 from brainalign.models.extraction import extract_activations
+from brainalign.models.extraction_options import expected_metadata
 from brainalign.models.fetch import fetch_model
 from brainalign.models.loading import load_model, read_manifest
 from brainalign.models.paper_readout import (

@@ -20,8 +20,8 @@ from transformers import AutoTokenizer
 
 from brainalign.errors import ConfigError, DataError, StaleFileError
 from brainalign.io import read_activations, read_metadata, read_table, write_stimuli
-from brainalign.models.activations import complete_options, expected_metadata
 from brainalign.models.extraction import extract_activations, state_sequences
+from brainalign.models.extraction_options import complete_options, expected_metadata
 from brainalign.models.fetch import fetch_model
 from brainalign.models.loading import load_model, read_manifest
 

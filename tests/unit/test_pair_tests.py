@@ -41,7 +41,7 @@ def write_layers(tmp_path, rng, n_layers=3) -> tuple[dict[int, str], dict[int, p
     paths = {}
     for layer, table in tables.items():
         paths[layer] = str(tmp_path / f"layer-{layer}.parquet")
-        io.write_table(paths[layer], table, io.provenance(layer=layer))
+        io.write_table(paths[layer], table, io.result_metadata(layer=layer))
     return paths, tables
 
 
@@ -85,7 +85,7 @@ def test_the_robust_headline_is_the_score_columns_and_every_measure_follows_the_
             table[f"score_joint_fold_{fold}"] = rng.uniform(0, 0.3, len(table))
         tables[layer] = table
         paths[layer] = str(tmp_path / f"layer-{layer}.parquet")
-        io.write_table(paths[layer], table, io.provenance(layer=layer))
+        io.write_table(paths[layer], table, io.result_metadata(layer=layer))
     choices = pd.DataFrame(
         [{"partition": p, "fold": f, "layer": 1 + f % 2} for p in PARTITIONS for f in range(N_FOLDS)]
     )
@@ -123,8 +123,8 @@ def neuroid_scores(rng, n_subjects, per_subject, shift_by_subject=None) -> pd.Da
 
 def run_comparison(tmp_path, tuned: pd.DataFrame, base: pd.DataFrame, options=OPTIONS) -> pd.Series:
     tuned_path, base_path, out = tmp_path / "tuned.parquet", tmp_path / "base.parquet", tmp_path / "pair.tsv"
-    io.write_table(tuned_path, tuned, io.provenance())
-    io.write_table(base_path, base, io.provenance())
+    io.write_table(tuned_path, tuned, io.result_metadata())
+    io.write_table(base_path, base, io.result_metadata())
     compare_with_base("robust", "pereira2018", "flan-t5-xl", "t5-xl", tuned_path, base_path, options, out)
     (row,) = io.read_tsv(out).to_dict(orient="records")
     return pd.Series(row)

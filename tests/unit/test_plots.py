@@ -13,7 +13,7 @@ from matplotlib.patches import Rectangle
 from scipy import stats
 
 from brainalign.analysis.correlations import model_properties
-from brainalign.analysis.run import analyze
+from brainalign.analysis.run import compute_study_statistics
 from brainalign.analysis.tables import with_dataset_average
 from brainalign.io import read_tsv
 from brainalign.plots import figures
@@ -65,7 +65,7 @@ def study(tmp_path_factory):
     models = make_models()
     brain, behavior, layers = make_scores(models)
     analysis_dir = tmp_path_factory.mktemp("analysis")
-    analyze(brain, behavior, models, analysis_dir, published_dir=None, n_resamples=100)
+    compute_study_statistics(brain, behavior, models, analysis_dir, published_dir=None, n_resamples=100)
     return models, brain, behavior, layers, analysis_dir
 
 
@@ -166,7 +166,7 @@ def test_a_suite_without_pairs_gets_a_message_figure(tmp_path):
     models = {name: block for name, block in make_models().items() if name.startswith("base")}
     brain, behavior, _ = make_scores(models)
     analysis_dir = tmp_path / "analysis"
-    analyze(brain, behavior, models, analysis_dir, published_dir=None, n_resamples=50)
+    compute_study_statistics(brain, behavior, models, analysis_dir, published_dir=None, n_resamples=50)
     built = figures.study_figures(brain, None, behavior, analysis_dir, models)
     message = built["instruction_scatter_brain_aw2024"].axes[0].texts[0].get_text()
     assert message == figures.NO_PAIRS

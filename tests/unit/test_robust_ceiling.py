@@ -70,7 +70,7 @@ def naive_pool_r2(pool, target, groups, n_folds, alpha):
 @pytest.mark.parametrize("n_subjects", [3, 12])  # pool narrower (primal) and wider (dual) than the rows
 def test_pool_fit_equals_naive_ridge_at_one_penalty(n_subjects):
     responses, stimuli, rows, neuroids = shared_signal_subjects(0.5, n_subjects=n_subjects, n_voxels=20, seed=4)
-    options = robust.resolve_options({**FAST, "alphas": {"min_exp": 1, "max_exp": 1, "n": 1}, "controls": []})
+    options = robust.resolve_robust_options({**FAST, "alphas": {"min_exp": 1, "max_exp": 1, "n": 1}, "controls": []})
     folds = robust.fold_splits(stimuli["cv_group"].to_numpy(), options)
     subject_of = neuroids["subject"].to_numpy()
     others = [f"S{k}" for k in range(1, n_subjects)]
@@ -167,11 +167,15 @@ def test_robust_scores_are_divided_by_the_robust_ceiling(tmp_path):
         )
         path = tmp_path / f"layer-{layer}.parquet"
         io.write_table(
-            path, neuroids, io.provenance(layer=layer, score=headline, folds=folds, details={"confidence_level": 0.95})
+            path,
+            neuroids,
+            io.result_metadata(layer=layer, score=headline, folds=folds, details={"confidence_level": 0.95}),
         )
         paths.append(path)
     ceiling = tmp_path / "ceiling.parquet"
-    io.write_table(ceiling, pd.DataFrame({"ceiling": [0.4]}), io.provenance(summary={"ceiling": 0.4, "measure": "R^2"}))
+    io.write_table(
+        ceiling, pd.DataFrame({"ceiling": [0.4]}), io.result_metadata(summary={"ceiling": 0.4, "measure": "R^2"})
+    )
     out = tmp_path / "model.tsv"
     score_model("robust", "m", "d", paths, ceiling, 2, out, tmp_path / "layers.tsv", tmp_path / "neuroids.parquet")
     row = io.read_tsv(out).iloc[0]

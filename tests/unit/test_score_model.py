@@ -66,10 +66,10 @@ def layer_files(tmp_path):
         table = layer_table(rng, dict(zip(PARTITIONS, (a, b))))
         metadata[layer] = fit_metadata(table, layer)
         path = tmp_path / f"layer-{layer}.parquet"
-        io.write_table(path, table, io.provenance(**metadata[layer]))
+        io.write_table(path, table, io.result_metadata(**metadata[layer]))
         paths.append(str(path))
     ceiling = tmp_path / "ceiling.parquet"
-    io.write_table(ceiling, pd.DataFrame({"ceiling": [0.5]}), io.provenance(summary={"ceiling": 0.5}))
+    io.write_table(ceiling, pd.DataFrame({"ceiling": [0.5]}), io.result_metadata(summary={"ceiling": 0.5}))
     return paths, ceiling, metadata
 
 
@@ -181,7 +181,7 @@ def test_robust_rows_carry_the_nested_headline_and_the_models_beside_it(tmp_path
         io.write_table(
             paths[-1],
             result.neuroids,
-            io.provenance(
+            io.result_metadata(
                 layer=layer,
                 score=result.score,
                 folds=result.folds.to_dict(orient="records"),
@@ -193,7 +193,7 @@ def test_robust_rows_carry_the_nested_headline_and_the_models_beside_it(tmp_path
             ),
         )
     ceiling = tmp_path / "ceiling.parquet"
-    io.write_table(ceiling, pd.DataFrame({"ceiling": [0.5]}), io.provenance(summary={"ceiling": 0.5}))
+    io.write_table(ceiling, pd.DataFrame({"ceiling": [0.5]}), io.result_metadata(summary={"ceiling": 0.5}))
     out, neuroids_out = tmp_path / "model.tsv", tmp_path / "neuroids.parquet"
     score_model("robust", "m", "pereira2018", paths, ceiling, 2, out, tmp_path / "layers.tsv", neuroids_out)
     row = io.read_tsv(out).iloc[0]
@@ -221,7 +221,9 @@ def test_a_model_whose_every_layer_scored_nan_is_refused_with_a_clear_error(tmp_
     for path, layer in zip(paths, sorted(metadata)):
         table = io.read_table(path)
         io.write_table(
-            path, table, io.provenance(**{**metadata[layer], "score": None, "details": {"n_neuroids_constant": 24}})
+            path,
+            table,
+            io.result_metadata(**{**metadata[layer], "score": None, "details": {"n_neuroids_constant": 24}}),
         )
     from brainalign.errors import DataError
 

@@ -4,12 +4,12 @@ from pathlib import Path
 
 import _package_path  # noqa: F401
 
-from brainalign.analysis.pipeline import analyze_scores
+from brainalign.analysis.pipeline import analyze
 from brainalign.workflow import run_step
 
 run_step(
     snakemake,
-    analyze_scores,
+    analyze,
     brain_path=snakemake.input.brain,
     behavior_path=snakemake.input.behavior,
     pairs_path=snakemake.input.pairs,

@@ -2,12 +2,12 @@
 
 import _package_path  # noqa: F401
 
-from brainalign.datasets.pipeline import materialize_dataset
+from brainalign.datasets.pipeline import download_dataset
 from brainalign.workflow import run_step
 
 run_step(
     snakemake,
-    materialize_dataset,
+    download_dataset,
     name=snakemake.params.name,
     block=snakemake.params.block,
     manifest_path=snakemake.output[0],

@@ -2,12 +2,12 @@
 
 import _package_path  # noqa: F401
 
-from brainalign.rehearsal import generate_dataset
+from brainalign.rehearsal import generate_rehearsal_data
 from brainalign.workflow import run_step
 
 run_step(
     snakemake,
-    generate_dataset,
+    generate_rehearsal_data,
     name=snakemake.params.name,
     block=snakemake.params.block,
     manifest_path=snakemake.output[0],

@@ -9,7 +9,7 @@ from pathlib import Path
 from brainalign import io
 from brainalign.analysis.correlations import bits_per_word
 from brainalign.analysis.published import PUBLISHED_DIR, load_models_file
-from brainalign.analysis.run import analyze
+from brainalign.analysis.run import compute_study_statistics
 from brainalign.analysis.tables import read_scores
 from brainalign.errors import ConfigError
 from brainalign.stats import N_RESAMPLES
@@ -78,7 +78,7 @@ def run_analyze(args: argparse.Namespace) -> None:
     behavior = read_scores(args.behavior_scores, selected, registry)
     bits = bits_per_word(args.surprisal) if args.surprisal else None
     pair_tests = io.read_tsv(args.pair_tests) if args.pair_tests else None
-    pair_tests = analyze(
+    pair_tests = compute_study_statistics(
         brain,
         behavior,
         selected,

@@ -2,7 +2,7 @@
 
 The paper correlates over the instruction-tuned models (MMLU and BBH were measured only
 for them); we report that set and, where it differs, every model that has the property.
-Their p-values enter the study's FDR family (:func:`brainalign.analysis.run.analyze`).
+Their p-values enter the study's FDR family (:func:`brainalign.analysis.run.compute_study_statistics`).
 
 Models of one family (T5, LLaMA) share size, training data and benchmark level, so a
 correlation over models can be a difference between families. :func:`family_correlations`

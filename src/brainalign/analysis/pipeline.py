@@ -12,7 +12,7 @@ import pandas as pd
 from brainalign import io
 from brainalign.analysis.correlations import bits_per_word
 from brainalign.analysis.published import load_models_file
-from brainalign.analysis.run import analyze
+from brainalign.analysis.run import compute_study_statistics
 from brainalign.analysis.summary import write_summary
 from brainalign.analysis.tables import KEY_COLUMNS, SCORE_COLUMNS, read_scores
 from brainalign.encoding.columns import PAIR_TEST_COLUMNS
@@ -47,7 +47,7 @@ def aggregate_scores(
         io.write_tsv(out, table)
 
 
-def analyze_scores(
+def analyze(
     brain_path: str | Path,
     behavior_path: str | Path,
     pairs_path: str | Path,
@@ -73,7 +73,7 @@ def analyze_scores(
     else:
         bits = None
         log.info("no Natural Stories (futrell2018 reader) dataset in the suite: bits_per_word is not a model property")
-    pair_tests = analyze(
+    pair_tests = compute_study_statistics(
         brain,
         behavior,
         dict(models),
@@ -94,4 +94,4 @@ def analyze_published(
     selected, registry = load_models_file(models_path, suite="paper")
     brain = read_scores(Path(brain_path), selected, registry)
     behavior = read_scores(Path(behavior_path), selected, registry)
-    analyze(brain, behavior, selected, Path(effect_out).parent, published_dir=None)
+    compute_study_statistics(brain, behavior, selected, Path(effect_out).parent, published_dir=None)

@@ -56,7 +56,7 @@ def _stack(parts: Mapping[str, pd.DataFrame]) -> pd.DataFrame:
     return table[leading + [c for c in table.columns if c not in leading]]
 
 
-def analyze(
+def compute_study_statistics(
     brain: pd.DataFrame,
     behavior: pd.DataFrame,
     models: Mapping[str, Mapping],

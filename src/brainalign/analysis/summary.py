@@ -190,7 +190,7 @@ def write_summary(
     Parameters
     ----------
     analysis_dir : path
-        Folder written by :func:`brainalign.analysis.run.analyze`.
+        Folder written by :func:`brainalign.analysis.run.compute_study_statistics`.
     brain, behavior : DataFrame
         The score tables the analysis used (for the counts of models and datasets).
     out_path : path

@@ -37,11 +37,11 @@ def fit_reading_times(
         paper_surprisal = io.read_table(paper_surprisal_path)
     row_ids, reading_times, readers, _ = io.read_responses(responses_path)
     order = io.align_rows(pd.Index(stimuli["stimulus_id"]), row_ids, "reading times", str(responses_path))
-    # The reading-time alignment (Natural Stories) is a property of the responses file.
-    alignment = io.read_metadata(responses_path).get("alignment", options.get("alignment", "unspecified"))
-    scores = score_reading_times(
-        surprisal, stimuli, reading_times[order], readers, {**options, "alignment": alignment}, paper_surprisal
-    )
+    # The reading-time alignment (Natural Stories) is a property of the responses file (absent:
+    # the options' own, else the schema's default).
+    metadata = io.read_metadata(responses_path)
+    given = {**options, "alignment": metadata["alignment"]} if "alignment" in metadata else dict(options)
+    scores = score_reading_times(surprisal, stimuli, reading_times[order], readers, given, paper_surprisal)
     scores.insert(0, "dataset", dataset)
     scores.insert(0, "model", model)
     # The paper correlation reads the paper's surprisal, the regression the other readout.

@@ -34,7 +34,8 @@ import pandas as pd
 from scipy import stats
 
 from brainalign import io
-from brainalign.errors import ConfigError, DataError
+from brainalign.errors import DataError
+from brainalign.options import resolve_options
 from brainalign.stats import (
     cluster_bootstrap_counts,
     clustered_mean_p_value,
@@ -46,19 +47,9 @@ from brainalign.stats import (
 )
 
 PROTOCOLS = ("aw2024", "regression")
-DEFAULT_OPTIONS: dict[str, Any] = {
-    "alignment": "unspecified",
-    "sentence_column": "sentence_id",
-    "drop_first_words": True,
-    "n_ceiling_splits": 10,
-    "n_bootstrap": 1000,
-    "confidence": 0.95,
-    "seed": 0,
-    "spillover": 2,
-    "frequency_language": "en",
-    "mixed_effects": False,
-}
-"""Options of :func:`score_reading_times`.
+SECTION = "behavior"
+"""The config section of the options of :func:`score_reading_times` (defaults and descriptions);
+the job adds ``alignment`` (``$defs.alignment``), the responses file's.
 
 ``sentence_column`` names the stimuli column holding sentence ids (first-word rule and
 bootstrap unit); ``drop_first_words`` drops a word whose sentence differs from the previous
@@ -320,7 +311,7 @@ def score_reading_times(
     readers : DataFrame
         ``neuroid_id``, ``subject``, ``roi`` (``reader`` or ``mean``) of each column.
     options : dict
-        See :data:`DEFAULT_OPTIONS`; ``alignment`` is recorded in the output.
+        The ``behavior`` section (:data:`SECTION`) and ``alignment``, recorded in the output.
     paper_surprisal : DataFrame or None
         The surprisal the ``aw2024`` score correlates (the paper's readout), same columns
         as ``surprisal``; None: ``surprisal`` serves every protocol.
@@ -330,10 +321,7 @@ def score_reading_times(
     DataFrame with one row per protocol and the columns :data:`RESULT_COLUMNS`
     (``n_readings`` added for ``regression_mixed``).
     """
-    unknown = set(options) - set(DEFAULT_OPTIONS)
-    if unknown:
-        raise ConfigError(f"score_reading_times: unknown options {sorted(unknown)}; known: {sorted(DEFAULT_OPTIONS)}.")
-    options = {**DEFAULT_OPTIONS, **options}
+    options = resolve_options(SECTION, options, ("$defs.alignment",))
     reading_times = np.asarray(reading_times, dtype=np.float64)
     if reading_times.ndim != 2 or reading_times.shape != (len(stimuli), len(readers)):
         raise DataError(

@@ -24,12 +24,12 @@ import pandas as pd
 
 from brainalign import io
 from brainalign.datasets import download, netcdf
+from brainalign.options import resolve_options
 
 logger = logging.getLogger(__name__)
 
 DATASET = "blank2014"
 DEFAULT_FILES = {"assembly": "resources/downloads/blank2014/assy_Blank2014_fROI.nc"}
-DEFAULT_OPTIONS = {"strict_counts": True}
 
 PRESENTATION_COORDS = ("stimulus", "stimulus_id", "story", "sentence_number_in_story", "part_number_in_sentence")
 NEUROID_COORDS = ("subject_id", "fROI_area", "neuroid_id")
@@ -52,7 +52,7 @@ class BlankData:
 
 def load(block: Mapping[str, Any]) -> BlankData:
     """Read and validate the assembly named by ``block['files']['assembly']``."""
-    settings = netcdf.options(block, DEFAULT_OPTIONS)
+    settings = resolve_options("$defs.blank2014_options", block.get("options"))
     path = download.require_file(DATASET, block, "assembly", DEFAULT_FILES["assembly"])
     return read_assembly(path, strict=bool(settings["strict_counts"]))
 

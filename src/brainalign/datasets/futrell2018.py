@@ -35,6 +35,7 @@ import pandas as pd
 
 from brainalign import io
 from brainalign.errors import ConfigError, DataError
+from brainalign.options import resolve_options
 
 ALIGNMENTS = ("brainscore2022", "naturalstories2021")
 SOURCES = ("auto", "assembly", "processed_rts", "raw_batches", "brainscore_means", "wordinfo")
@@ -50,8 +51,9 @@ SENTENCE_FINAL_ENDINGS = (".", "?", "!", ".'", "?'", "!'", ";'")
 next word is lower-case or the word is ``Mr.`` (481 sentences)."""
 
 FILES_DEFAULTS = {"naturalstories": "resources/downloads/futrell2018/naturalstories", "assembly": None}
-OPTIONS_DEFAULTS = {"alignment": "brainscore2022", "reading_times": "auto", "context": "corpus"}
-"""JSON-schema fragment for the ``files`` and ``options`` keys of a ``futrell2018`` block."""
+"""Where the reader looks for its files when the block's ``files`` does not name them."""
+READER_OPTIONS = "$defs.futrell2018_options"
+"""The schema section of a ``futrell2018`` block's ``options`` (defaults and descriptions)."""
 
 
 @dataclass
@@ -80,10 +82,7 @@ class ReadingTimes:
 def block_settings(block: dict) -> tuple[dict, dict]:
     """Return the block's ``files`` and ``options`` with defaults filled in; refuse bad values."""
     files = {**FILES_DEFAULTS, **(block.get("files") or {})}
-    options = {**OPTIONS_DEFAULTS, **(block.get("options") or {})}
-    unknown = set(options) - set(OPTIONS_DEFAULTS)
-    if unknown:
-        raise ConfigError(f"futrell2018 options: unknown keys {sorted(unknown)}; known: {sorted(OPTIONS_DEFAULTS)}.")
+    options = resolve_options(READER_OPTIONS, block.get("options"))
     for key, allowed in (("alignment", ALIGNMENTS), ("reading_times", SOURCES), ("context", ("corpus", "story"))):
         if options[key] not in allowed:
             raise ConfigError(f"futrell2018 options.{key} is {options[key]!r}; choose one of {list(allowed)}.")
@@ -422,7 +421,7 @@ _MEAN_FILES = {"brainscore_means": "brainscore_era_mean_rts.csv", "wordinfo": "p
 def load_reading_times(files: dict, options: dict, words: pd.DataFrame | None = None) -> ReadingTimes:
     """Read the configured reading-time source and return it in the requested alignment."""
     files = {**FILES_DEFAULTS, **files}
-    options = {**OPTIONS_DEFAULTS, **options}
+    options = resolve_options(READER_OPTIONS, options)
     words = read_corpus_words(files["naturalstories"], files["assembly"]) if words is None else words
     source = resolve_source(files, options)
     folder = Path(files["naturalstories"] or "")

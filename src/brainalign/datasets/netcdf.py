@@ -9,15 +9,14 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Any
 
 import pandas as pd
 import xarray as xr
 
 from brainalign import io
-from brainalign.errors import ConfigError, DataError
+from brainalign.errors import DataError
 
 logger = logging.getLogger(__name__)
 
@@ -164,12 +163,3 @@ def matching_stimuli(stimuli_path: str | os.PathLike, response_ids: Iterable[str
             "Rerun prepare_stimuli and prepare_responses from the same files."
         )
     return stimuli
-
-
-def options(block: Mapping[str, Any], defaults: Mapping[str, Any]) -> dict[str, Any]:
-    """Return the block's ``options`` over ``defaults``; refuse unknown keys."""
-    given = dict(block.get("options") or {})
-    unknown = sorted(set(given) - set(defaults))
-    if unknown:
-        raise ConfigError(f"unknown dataset option(s) {unknown}; known: {sorted(defaults)}.")
-    return {**defaults, **given}

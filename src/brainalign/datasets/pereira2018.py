@@ -34,12 +34,12 @@ import pandas as pd
 from brainalign import io
 from brainalign.datasets import download, netcdf
 from brainalign.errors import ConfigError
+from brainalign.options import resolve_options
 
 logger = logging.getLogger(__name__)
 
 DATASET = "pereira2018"
 DEFAULT_FILES = {"assembly": "resources/downloads/pereira2018/assy_Pereira2018_language.nc"}
-DEFAULT_OPTIONS = {"format": "brainscore", "strict_counts": True}
 VOXEL_SET = "Brain-Score language-localizer voxels (Pereira2018.language)"
 
 PRESENTATION_COORDS = ("stimulus_id", "experiment", "passage_index", "passage_label", "passage_category")
@@ -80,7 +80,7 @@ class PereiraData:
 
 
 def _settings(block: Mapping[str, Any]) -> dict[str, Any]:
-    settings = netcdf.options(block, DEFAULT_OPTIONS)
+    settings = resolve_options("$defs.pereira2018_options", block.get("options"))
     if settings["format"] != "brainscore":
         raise ConfigError(
             f"{DATASET}: options.format {settings['format']!r} is not supported; use 'brainscore' "

@@ -15,7 +15,7 @@ from brainalign.errors import DataError
 logger = logging.getLogger(__name__)
 
 
-def materialize_dataset(name: str, block: Mapping[str, Any], manifest_path: str | Path) -> None:
+def download_dataset(name: str, block: Mapping[str, Any], manifest_path: str | Path) -> None:
     """Fetch a dataset's pinned downloads, check every input file exists, record checksums.
 
     Datasets without public URLs (Wehbe2014) are the user's files: a missing one stops
@@ -36,7 +36,7 @@ def materialize_dataset(name: str, block: Mapping[str, Any], manifest_path: str 
         if not path.exists():
             raise DataError(missing_files_message(name, block))
         recorded[key] = {"path": str(path), "sha256": io.sha256_file(path) if path.is_file() else None}
-    io.write_json(manifest_path, io.provenance(dataset=name, reader=block["reader"], files=recorded))
+    io.write_json(manifest_path, io.result_metadata(dataset=name, reader=block["reader"], files=recorded))
 
 
 def prepare_stimuli(block: Mapping[str, Any], out_path: str | Path) -> None:

@@ -37,6 +37,7 @@ import scipy.signal
 from brainalign import io
 from brainalign.datasets import download, netcdf
 from brainalign.errors import ConfigError, DataError
+from brainalign.options import resolve_options, schema_default
 
 logger = logging.getLogger(__name__)
 
@@ -46,19 +47,11 @@ DEFAULT_FILES = {
     "cmu_folder": "resources/downloads/wehbe2014/cmu",
     "roi_masks": "resources/downloads/wehbe2014/language_roi_masks.npz",
 }
-LANGUAGE_ROIS = ("PostTemp", "AntTemp", "AngularG", "IFG", "MFG", "IFGorb", "pCingulate", "dmpfc")
+READER_OPTIONS = "$defs.wehbe2014_options"
+LANGUAGE_ROIS = tuple(schema_default(f"{READER_OPTIONS}.rois"))
+"""The ROIs of the published language masks, the reader's default ``rois``."""
 TONEVA_SUBJECTS = ("F", "H", "I", "J", "K", "L", "M", "N")
 CMU_SUBJECTS = ("1", "2", "3", "4", "5", "6", "7", "8")
-DEFAULT_OPTIONS = {
-    "format": "toneva",
-    "subjects": None,
-    "rois": list(LANGUAGE_ROIS),
-    "trim_start": 20,
-    "trim_end": 15,
-    "detrend": True,
-    "cmu_mask_subjects": dict(zip(CMU_SUBJECTS, TONEVA_SUBJECTS)),
-    "strict_counts": True,
-}
 CONTEXT_GROUP = "chapter9"
 EXPECTED = {"words": 5176, "TRs": 1351, "runs": 4, "kept TRs": 1211, "subjects": 8}
 
@@ -75,13 +68,15 @@ class Timeline:
 
 # --------------------------------------------------------------------------- settings
 def reader_settings(block: Mapping[str, Any]) -> dict[str, Any]:
-    """The block's options over the defaults, with the layout's subjects filled in."""
-    settings = netcdf.options(block, DEFAULT_OPTIONS)
+    """The block's options over the defaults, with the layout's subjects (and CMU mask names) filled in."""
+    settings = resolve_options(READER_OPTIONS, block.get("options"))
     if settings["format"] not in ("toneva", "cmu"):
         raise ConfigError(f"{DATASET}: options.format must be 'toneva' or 'cmu', not {settings['format']!r}.")
     if settings["subjects"] is None:
         settings["subjects"] = list(TONEVA_SUBJECTS if settings["format"] == "toneva" else CMU_SUBJECTS)
     settings["subjects"] = [str(s) for s in settings["subjects"]]
+    if settings["cmu_mask_subjects"] is None:
+        settings["cmu_mask_subjects"] = dict(zip(CMU_SUBJECTS, TONEVA_SUBJECTS))
     return settings
 
 

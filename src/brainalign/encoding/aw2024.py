@@ -40,43 +40,30 @@ from sklearn.model_selection import ShuffleSplit
 
 from brainalign.encoding.result import EncodingResult
 from brainalign.errors import ConfigError, DataError
+from brainalign.options import resolve_options
 from brainalign.stats import median_absolute_deviation, pearson_columns
 
-DEFAULTS: dict[str, Any] = {
-    "n_splits": 10,
-    "train_size": 0.9,
-    "random_state": 1,
-    "time_series": False,
-    "solver": "svd",
-    "backend": "numpy",
-    "neuroid_batch": 10000,
-    "fit_precision": "float32",
-    "layer_rule": "max_per_dataset",
-}
+SECTION = "protocols.aw2024"
+"""The config section of this protocol's options (their defaults and descriptions)."""
+DATASET_FACTS = ("datasets.*.time_series",)
+"""The dataset's keys that the workflow passes with the protocol's options."""
+NOT_FIT_SETTINGS = ("toneva", "ceiling", "readout", "published_ceilings")
+"""Options of other jobs (the time-series pipeline, the ceiling, the activation file's readout)."""
 FIT_PRECISIONS = ("float32", "float64")
 LAYER_RULES = ("max_per_dataset", "max_per_partition", "committed")
 
 
-def resolve_options(options: dict | None, defaults: dict[str, Any] = DEFAULTS) -> dict[str, Any]:
-    """Return ``defaults`` updated with ``options``; refuse unknown keys.
+def resolve_aw2024_options(options: dict | None) -> dict[str, Any]:
+    """Return the ``protocols.aw2024`` options over their defaults; refuse unknown keys and values.
 
     Parameters
     ----------
     options : dict or None
-        The protocol section of the config merged with the dataset flags.
-    defaults : dict
-        Every accepted key with its default.
+        The protocol section of the config merged with the dataset facts (:data:`DATASET_FACTS`).
     """
-    options = dict(options or {})
-    unknown = sorted(set(options) - set(defaults))
-    if unknown:
-        raise ConfigError(
-            f"protocols.aw2024: unknown option(s) {unknown}; accepted: {sorted(defaults)}. "
-            "Fix the spelling in config.yaml."
-        )
-    resolved = {**defaults, **options}
+    resolved = resolve_options(SECTION, options, DATASET_FACTS)
     for key, allowed in (("fit_precision", FIT_PRECISIONS), ("layer_rule", LAYER_RULES)):
-        if key in resolved and resolved[key] not in allowed:
+        if resolved[key] not in allowed:
             raise ConfigError(
                 f"protocols.aw2024.{key} is {resolved[key]!r}; use one of {list(allowed)} in config.yaml."
             )
@@ -381,7 +368,7 @@ def fit_aw2024(
     neuroids : DataFrame
         ``neuroid_id``, ``subject`` (and ``roi``) per response column.
     options : dict
-        See :data:`DEFAULTS` (sentence data only: time series are scored by
+        The ``protocols.aw2024`` options of the config schema (sentence data only: time series are scored by
         :func:`brainalign.encoding.toneva.fit_toneva`).
 
     Returns
@@ -398,8 +385,7 @@ def fit_aw2024(
             "fit_aw2024 scores sentence data; the paper's time-series pipeline is "
             "brainalign.encoding.toneva.fit_toneva (brainalign.encoding.registry picks it)."
         )
-    # The toneva and ceiling sections configure the time-series pipeline and the ceiling.
-    options = resolve_options({k: v for k, v in (options or {}).items() if k not in ("toneva", "ceiling")})
+    options = resolve_aw2024_options(options)
     features = np.asarray(features)
     responses = np.asarray(responses)
     _check_inputs(features, responses, stimuli, neuroids)
@@ -454,7 +440,7 @@ def fit_aw2024(
         aggregation="median over neuroids pooled across subjects per split; mean over splits; mean over partitions",
         split_order=split_order(stimuli),
         fit_precision=options["fit_precision"],
-        options={k: v for k, v in options.items()},
+        options={k: v for k, v in options.items() if k not in NOT_FIT_SETTINGS},
     )
     return EncodingResult(neuroids=neuroid_table, folds=folds, score=score, details=details)
 

@@ -29,23 +29,15 @@ import numpy as np
 import pandas as pd
 
 from brainalign.datasets.netcdf import read_score
-from brainalign.encoding.aw2024 import kernel_prediction_operator, partition_splits, resolve_options, split_order
+from brainalign.encoding.aw2024 import (
+    kernel_prediction_operator,
+    partition_splits,
+    resolve_aw2024_options,
+    split_order,
+)
 from brainalign.encoding.toneva import outer_splits, resolve_toneva_options
 from brainalign.errors import ConfigError, DataError
 from brainalign.stats import pearson_columns
-
-CEILING_DEFAULTS: dict[str, Any] = {"n_subsamples": 10, "n_holdouts": 5, "n_bootstraps": 100, "seed": 0}
-
-
-def resolve_ceiling_options(options: dict | None, protocol: str = "aw2024") -> dict[str, Any]:
-    """Return the ``ceiling`` section of a protocol's options with defaults; refuse unknown keys."""
-    section = dict((options or {}).get("ceiling") or {})
-    unknown = sorted(set(section) - set(CEILING_DEFAULTS))
-    if unknown:
-        raise ConfigError(
-            f"protocols.{protocol}.ceiling: unknown option(s) {unknown}; accepted: {sorted(CEILING_DEFAULTS)}."
-        )
-    return {**CEILING_DEFAULTS, **section}
 
 
 def exponential_saturation(n: np.ndarray, v0: np.ndarray, tau: np.ndarray) -> np.ndarray:
@@ -126,7 +118,7 @@ def holdout_scores(
     subjects : list
         The subjects, sorted.
     settings : dict
-        :func:`resolve_ceiling_options`.
+        The ``ceiling`` section of a protocol's resolved options.
     score_pool : callable
         ``score_pool(others, subject)``: the held-out score of ``subject``'s neuroids predicted
         from the subjects ``others``, an array of shape (n_splits, n_subject_neuroids).
@@ -200,7 +192,7 @@ def _time_series_splits(response_rows: pd.DataFrame, options: dict) -> tuple[np.
     return np.flatnonzero(kept), splits
 
 
-def compute_ceiling(
+def extrapolated_ceiling(
     responses: np.ndarray,
     stimuli: pd.DataFrame,
     response_rows: pd.DataFrame,
@@ -224,8 +216,8 @@ def compute_ceiling(
         ``neuroid_id`` and ``subject`` per column.
     options : dict
         The aw2024 options (``n_splits``, ``train_size``, ``random_state``, ``time_series``,
-        ``toneva``) with an optional ``ceiling`` section: ``n_subsamples`` (10),
-        ``n_holdouts`` (5), ``n_bootstraps`` (100), ``seed`` (0).
+        ``toneva``) with an optional ``ceiling`` section (``protocols.aw2024.ceiling`` in the
+        config schema: ``n_subsamples``, ``n_holdouts``, ``n_bootstraps``, ``seed``).
 
     Returns
     -------
@@ -236,8 +228,8 @@ def compute_ceiling(
         ``measure`` (``r``), ``n_subjects``, per-partition ceilings and the settings.
     """
     options = dict(options or {})
-    settings = resolve_ceiling_options(options)
-    protocol = resolve_options({k: v for k, v in options.items() if k not in ("toneva", "ceiling")})
+    protocol = resolve_aw2024_options(options)
+    settings = protocol["ceiling"]
     responses = np.asarray(responses, dtype=np.float64)
     if responses.shape[1] != len(neuroids):
         raise DataError(f"ceiling: {responses.shape[1]} response columns for {len(neuroids)} neuroids.")
@@ -332,7 +324,7 @@ def published_ceiling(stimuli: pd.DataFrame, files: Mapping[str, str]) -> tuple[
     table : DataFrame
         One row per partition: ``partition``, ``ceiling`` (the files hold no per-neuroid values).
     summary : dict
-        As :func:`compute_ceiling`'s, ``method`` ``brainscore_published`` and each file.
+        As :func:`extrapolated_ceiling`'s, ``method`` ``brainscore_published`` and each file.
     """
     partitions = sorted(pd.unique(stimuli["partition"].astype(str))) if "partition" in stimuli else ["all"]
     missing = sorted(set(partitions) - set(files))

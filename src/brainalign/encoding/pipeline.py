@@ -17,7 +17,7 @@ from brainalign import io
 from brainalign.encoding import registry
 from brainalign.encoding.columns import PAIR_TEST_COLUMNS
 from brainalign.errors import ConfigError, DataError
-from brainalign.models.activations import expected_metadata
+from brainalign.models.extraction_options import expected_metadata
 from brainalign.stats import paired_sign_flip_test, reach_columns, sign_flip_p_min
 
 logger = logging.getLogger(__name__)
@@ -68,7 +68,9 @@ def compute_ceiling(
         table, summary = published_ceiling(stimuli, published)
     else:
         table, summary = registry.ceiling(protocol, options)(responses, stimuli, rows, neuroids, options)
-    io.write_table(out_path, table, io.provenance(summary=summary, stimuli_sha256=io.stimuli_checksum(stimuli_path)))
+    io.write_table(
+        out_path, table, io.result_metadata(summary=summary, stimuli_sha256=io.stimuli_checksum(stimuli_path))
+    )
 
 
 def ceiling_value(path: str | Path) -> tuple[float, str | None]:
@@ -83,13 +85,15 @@ def fit_controls(
 ) -> None:
     """Fit the robust protocol's controls-only model once per dataset; write its held-out r."""
     stimuli, responses, rows, neuroids = load_encoding_inputs(stimuli_path, responses_path)
-    from brainalign.encoding.robust import fit_controls as fit_controls_only
+    from brainalign.encoding.robust import controls_only_fit
 
-    table = fit_controls_only(stimuli, responses, rows, neuroids, dict(options))
+    table = controls_only_fit(stimuli, responses, rows, neuroids, dict(options))
     io.write_table(
         out_path,
         table,
-        io.provenance(controls=list(options.get("controls", [])), stimuli_sha256=io.stimuli_checksum(stimuli_path)),
+        io.result_metadata(
+            controls=list(options.get("controls", [])), stimuli_sha256=io.stimuli_checksum(stimuli_path)
+        ),
     )
 
 
@@ -130,7 +134,7 @@ def fit_encoding(
     io.write_table(
         out_path,
         result.neuroids,
-        io.provenance(
+        io.result_metadata(
             protocol=protocol,
             layer=layer,
             score=result.score,
@@ -246,7 +250,7 @@ def score_model(
     io.write_table(
         neuroids_out,
         neuroid_scores,
-        io.provenance(model=model, dataset=dataset, protocol=protocol, layer_choice=layer_choice),
+        io.result_metadata(model=model, dataset=dataset, protocol=protocol, layer_choice=layer_choice),
     )
     io.write_tsv(layers_out, layers)
     io.write_tsv(model_out, pd.DataFrame([row]))
@@ -298,9 +302,9 @@ def aw2024_layer_choice(
     choices : DataFrame
         ``partition``, ``fold``, ``layer`` (input of :func:`chosen_neuroid_scores`).
     """
-    from brainalign.encoding.aw2024 import resolve_options
+    from brainalign.encoding.aw2024 import resolve_aw2024_options
 
-    resolve_options({"layer_rule": layer_rule})  # refuses an unknown rule, naming the allowed ones
+    resolve_aw2024_options({"layer_rule": layer_rule})  # refuses an unknown rule, naming the allowed ones
     if layer_rule == "committed":
         if committed_layer is None or committed_layer not in fits:
             raise ConfigError(

@@ -26,8 +26,8 @@ LAYER_FITS = {
 the Toneva & Wehbe pipeline (the paper's Wehbe2014 analysis), the leakage-free banded ridge."""
 
 CEILINGS = {
-    ("aw2024", "sentences"): "brainalign.encoding.ceiling:compute_ceiling",
-    ("aw2024", "time_series"): "brainalign.encoding.ceiling:compute_ceiling",
+    ("aw2024", "sentences"): "brainalign.encoding.ceiling:extrapolated_ceiling",
+    ("aw2024", "time_series"): "brainalign.encoding.ceiling:extrapolated_ceiling",
     ("robust", "sentences"): "brainalign.encoding.robust_ceiling:compute_robust_ceiling",
     ("robust", "time_series"): "brainalign.encoding.robust_ceiling:compute_robust_ceiling",
 }

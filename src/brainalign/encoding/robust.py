@@ -62,162 +62,24 @@ from brainalign.encoding.resampling import (
 )
 from brainalign.encoding.result import EncodingResult
 from brainalign.errors import ConfigError, DataError
+from brainalign.options import resolve_options
 from brainalign.stats import PERMUTATION_SCHEMES, monte_carlo_p_min, pearson_columns
 
 logger = logging.getLogger(__name__)
 
-OPTIONS_SCHEMA: dict[str, Any] = {
-    "type": "object",
-    "properties": {
-        "time_series": {
-            "type": "boolean",
-            "default": False,
-            "description": "Rows are TRs of runs (contiguous folds, trimming, FIR delays); set from the dataset.",
-        },
-        "permutation": {
-            "enum": ["auto", *PERMUTATION_SCHEMES],
-            "default": "auto",
-            "description": "Permutation scheme of the p-value (auto: circular_shift for time series, group_swap "
-            "otherwise); set from the dataset.",
-        },
-        "cv_groups": {
-            "type": "string",
-            "default": "cv_group",
-            "description": "Stimuli column whose values are the cv groups of sentence data (the unit of leakage); "
-            "set from the dataset.",
-        },
-        "n_outer_folds": {
-            "type": "integer",
-            "minimum": 2,
-            "default": 5,
-            "description": "Outer folds: grouped by the dataset's cv_groups column, or contiguous blocks/runs for "
-            "time series.",
-        },
-        "n_inner_folds": {
-            "type": "integer",
-            "minimum": 2,
-            "default": 5,
-            "description": "Inner folds on each outer training set (grouped the same way) that choose penalties and "
-            "band weights.",
-        },
-        "alphas": {
-            "type": "object",
-            "additionalProperties": False,
-            "properties": {
-                "min_exp": {"type": "number", "default": -2, "description": "log10 of the smallest penalty."},
-                "max_exp": {"type": "number", "default": 8, "description": "log10 of the largest penalty."},
-                "n": {
-                    "type": "integer",
-                    "minimum": 1,
-                    "default": 21,
-                    "description": "Penalties on the grid (log-spaced).",
-                },
-            },
-            "default": {"min_exp": -2, "max_exp": 8, "n": 21},
-            "description": "Penalty grid np.logspace(min_exp, max_exp, n), for bands standardised and divided by "
-            "sqrt(n_features).",
-        },
-        "delays": {
-            "type": "array",
-            "items": {"type": "integer", "minimum": 0},
-            "default": [1, 2, 3, 4],
-            "description": "FIR delays in TRs (time series only).",
-        },
-        "trim_trs": {
-            "type": "integer",
-            "minimum": 0,
-            "default": 5,
-            "description": "TRs dropped from training on each side of a test block (time series only).",
-        },
-        "controls": {
-            "type": "array",
-            "items": {"enum": ["length", "position", "oasm"]},
-            "default": ["length", "position", "oasm"],
-            "description": "Control bands fitted with the LLM band; the headline is the LLM's held-out R^2 gain over "
-            "them ([]: the LLM band alone, the headline is its R^2).",
-        },
-        "oasm_width": {
-            "type": "number",
-            "exclusiveMinimum": 0,
-            "default": 1.0,
-            "description": "Gaussian width of the OASM band in position units (sentences or TRs).",
-        },
-        "n_band_weights": {
-            "type": "integer",
-            "minimum": 1,
-            "default": 20,
-            "description": "Band-weight candidates of the banded-ridge random search (corners, equal weights, "
-            "Dirichlet draws).",
-        },
-        "block_trs": {
-            "type": "integer",
-            "minimum": 1,
-            "default": 20,
-            "description": "Time series: resampling block (bootstrap), in TRs; every circular shift (permutation) is "
-            "at least this many rows.",
-        },
-        "n_bootstrap": {
-            "type": "integer",
-            "minimum": 0,
-            "default": 1000,
-            "description": "Crossed bootstrap resamples (subjects and cv groups/blocks drawn independently) for the "
-            "CI (0 skips).",
-        },
-        "confidence_level": {
-            "type": "number",
-            "exclusiveMinimum": 0,
-            "exclusiveMaximum": 1,
-            "default": 0.95,
-            "description": "Level of the bootstrap CI.",
-        },
-        "n_permutations": {
-            "type": "integer",
-            "minimum": 0,
-            "default": 1000,
-            "description": "Block permutations for the p-value (0 skips).",
-        },
-        "random_state": {
-            "type": "integer",
-            "default": 0,
-            "description": "Seed of band-weight candidates, bootstrap and permutations.",
-        },
-        "device": {
-            "enum": ["auto", "cpu", "cuda"],
-            "default": "cpu",
-            "description": "Where the fits run. cpu: the backend option; cuda: himalaya's torch_cuda backend on the "
-            "GPU (float32 like the CPU, same choices and scores to round-off; the SLURM profile then "
-            "gives fit_encoding and fit_controls one GPU); auto: cuda when PyTorch sees a CUDA GPU, "
-            "else cpu.",
-        },
-        "backend": {
-            "enum": ["numpy", "torch"],
-            "default": "numpy",
-            "description": "himalaya backend of fits on the CPU (torch: the GPU code path, run on the CPU).",
-        },
-        "solver": {
-            "enum": ["eigh", "himalaya"],
-            "default": "eigh",
-            "description": "Dual solver of the banded-ridge search. eigh: one eigendecomposition per kernel, reused "
-            "for every penalty and target, and one refit per target; himalaya: himalaya's own random "
-            "search, which refits at every improving candidate (the slower reference: same choices "
-            "and predictions to float32 round-off).",
-        },
-        "neuroid_batch": {
-            "type": "integer",
-            "minimum": 1,
-            "default": 5000,
-            "description": "Neuroids solved at once (bounds memory).",
-        },
-    },
-}
-"""JSON-schema fragment of the ``protocols.robust`` options (with defaults)."""
+SECTION = "protocols.robust"
+"""The config section of this protocol's options (their defaults and descriptions)."""
+DATASET_FACTS = ("datasets.*.time_series", "datasets.*.permutation", "datasets.*.cv_groups")
+"""The dataset's keys that the workflow passes with the protocol's options."""
 
 
-def resolve_options(options: dict[str, Any] | None) -> dict[str, Any]:
-    """Fill defaults from ``OPTIONS_SCHEMA``; other keys (dataset flags) pass through."""
-    resolved = {key: spec["default"] for key, spec in OPTIONS_SCHEMA["properties"].items()}
-    resolved.update(options or {})
-    resolved["alphas"] = {**OPTIONS_SCHEMA["properties"]["alphas"]["default"], **(resolved["alphas"] or {})}
+def resolve_robust_options(options: dict[str, Any] | None) -> dict[str, Any]:
+    """Return the ``protocols.robust`` options and dataset facts over their defaults; refuse unknown keys.
+
+    ``permutation: auto`` becomes the dataset's scheme (circular shifts for time series,
+    group swaps otherwise).
+    """
+    resolved = resolve_options(SECTION, options, DATASET_FACTS)
     if resolved["alphas"]["min_exp"] > resolved["alphas"]["max_exp"]:
         raise ConfigError(f"protocols.robust.alphas: min_exp must not exceed max_exp, got {resolved['alphas']}")
     if resolved["permutation"] == "auto":
@@ -618,9 +480,9 @@ def fit_robust(
     neuroids : DataFrame
         One row per neuroid (``neuroid_id``, ``subject``, ...).
     options : dict
-        ``protocols.robust`` options and dataset flags; see ``OPTIONS_SCHEMA``.
+        ``protocols.robust`` options and dataset facts; see :func:`resolve_robust_options`.
     controls : DataFrame or None
-        The controls-only model from :func:`fit_controls` on the same data and options (it
+        The controls-only model from :func:`controls_only_fit` on the same data and options (it
         does not depend on the layer, so the workflow fits it once per dataset); None fits
         it here.
 
@@ -632,7 +494,7 @@ def fit_robust(
         ``alpha``. ``folds``: one row per (partition, fold). ``score``: the headline, mean
         over partitions of the mean over folds of ``test_score``; its CI and p-value.
     """
-    options = resolve_options(options)
+    options = resolve_robust_options(options)
     features = np.asarray(features, dtype=np.float64)
     responses = np.asarray(responses, dtype=np.float64)
     design = build_design(features, responses, stimuli, response_rows, neuroids, options)
@@ -812,7 +674,7 @@ def scored_partitions(
         yield partition, rows, keep, n_non_finite, n_constant
 
 
-def fit_controls(
+def controls_only_fit(
     stimuli: pd.DataFrame,
     responses: np.ndarray,
     response_rows: pd.DataFrame,
@@ -832,9 +694,11 @@ def fit_controls(
         ``prediction:<row id>`` (held-out prediction of each response row of the partition,
         by its ``stimulus_id``; NaN for rows of other partitions).
     """
-    options = resolve_options(options)
+    options = resolve_robust_options(options)
     if not options["controls"]:
-        raise ConfigError("fit_controls: protocols.robust.controls is empty, so there is no controls-only model to fit")
+        raise ConfigError(
+            "controls_only_fit: protocols.robust.controls is empty, so there is no controls-only model to fit"
+        )
     responses = np.asarray(responses, dtype=np.float64)
     design = build_design(np.zeros((len(stimuli), 0)), responses, stimuli, response_rows, neuroids, options)
     tables = []
@@ -857,7 +721,7 @@ def _stored_controls(
     controls: pd.DataFrame, partition: str, row_ids: np.ndarray, neuroids: pd.DataFrame, keep: np.ndarray
 ) -> dict[str, np.ndarray]:
     """A partition's controls-only model (as :func:`controls_partition` returns it) from a
-    :func:`fit_controls` table."""
+    :func:`controls_only_fit` table."""
     ids = neuroids["neuroid_id"].astype(str).to_numpy()[keep]
     table = controls[controls["partition"].astype(str) == str(partition)].set_index("neuroid_id")
     fold_columns = sorted(

@@ -37,7 +37,6 @@ from brainalign.encoding.ceiling import (
     holdout_scores,
     partition_ceilings,
     pool_subjects,
-    resolve_ceiling_options,
 )
 from brainalign.encoding.metrics import r2_columns
 
@@ -92,7 +91,7 @@ def compute_robust_ceiling(
         As :func:`brainalign.encoding.robust.fit_robust` takes them.
     options : dict
         ``protocols.robust`` options and dataset flags (``cv_groups``, ``time_series``) with
-        an optional ``ceiling`` section (see :data:`ceiling.CEILING_DEFAULTS`); the control
+        an optional ``ceiling`` section (``protocols.robust.ceiling`` in the config schema); the control
         bands, delays and statistics settings are not read.
 
     Returns
@@ -104,8 +103,8 @@ def compute_robust_ceiling(
         ``ceiling`` (mean over partitions of the median over neuroids), ``method``,
         ``measure`` (``R^2``), ``n_subjects``, per-partition ceilings and the settings.
     """
-    options = robust.resolve_options({**(options or {}), "controls": []})
-    settings = resolve_ceiling_options(options, "robust")
+    options = robust.resolve_robust_options({**(options or {}), "controls": []})
+    settings = options["ceiling"]
     responses = np.asarray(responses, dtype=np.float64)
     design = robust.build_design(np.zeros((len(stimuli), 0)), responses, stimuli, response_rows, neuroids, options)
     tables, per_partition = [], {}

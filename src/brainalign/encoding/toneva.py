@@ -38,30 +38,18 @@ from sklearn.model_selection import KFold
 
 from brainalign.encoding.result import EncodingResult
 from brainalign.errors import ConfigError, DataError
+from brainalign.options import resolve_options
 from brainalign.stats import median_absolute_deviation, pearson_columns
 
 logger = logging.getLogger(__name__)
 
-DEFAULTS: dict[str, Any] = {
-    "n_components": 10,
-    "delays": [1, 2, 3, 4],
-    "trim_start": 20,
-    "trim_end": 15,
-    "boundary_trs": 5,
-    "alphas": [10.0**k for k in range(-6, 10)],
-    "inner_folds": 10,
-    "n_folds": 4,
-    "fold_scheme": "contiguous",
-}
+SECTION = "protocols.aw2024.toneva"
+"""The config section of the pipeline's options (their defaults and descriptions)."""
 
 
 def resolve_toneva_options(options: dict | None) -> dict[str, Any]:
-    """Return the ``toneva`` options with defaults; refuse unknown keys."""
-    section = dict((options or {}).get("toneva") or {})
-    unknown = sorted(set(section) - set(DEFAULTS))
-    if unknown:
-        raise ConfigError(f"protocols.aw2024.toneva: unknown option(s) {unknown}; accepted: {sorted(DEFAULTS)}.")
-    resolved = {**DEFAULTS, **section}
+    """Return the ``toneva`` section of the aw2024 options over its defaults; refuse unknown keys."""
+    resolved = resolve_options(SECTION, (options or {}).get("toneva"))
     if resolved["fold_scheme"] not in ("contiguous", "run"):
         raise ConfigError("protocols.aw2024.toneva.fold_scheme must be 'contiguous' (as the original code) or 'run'.")
     return resolved
@@ -276,7 +264,7 @@ def fit_toneva(
     neuroids : DataFrame
         ``neuroid_id`` and ``subject`` per response column.
     options : dict
-        The aw2024 options; the ``toneva`` section (see :data:`DEFAULTS`) configures this.
+        The aw2024 options; the ``toneva`` section (:data:`SECTION`) configures this.
 
     Returns
     -------

@@ -15,12 +15,13 @@ import pandas as pd
 
 from brainalign.errors import DataError, ModelError
 from brainalign.io import sha256_file, write_surprisal
-from brainalign.models.activations import OPTION_DEFAULTS, READOUTS, complete_options
 from brainalign.models.extraction import write_activations
+from brainalign.models.extraction_options import READOUTS, complete_options
 from brainalign.models.fetch import HUB_TIMEOUT_S, locate_model
 from brainalign.models.loading import load_model
 from brainalign.models.revisions import REVISION_LOCK, lock_config_revisions, pinned_commit
 from brainalign.models.surprisal import surprisal_table
+from brainalign.options import schema_default
 
 
 def model_location(model: str, gguf_file: str | None) -> tuple[dict[str, Any], dict[str, Any]]:
@@ -114,10 +115,10 @@ def _model_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--readout",
         choices=READOUTS,
-        default=OPTION_DEFAULTS["readout"],
+        default=schema_default("$defs.readout"),
         help="aw2024: the paper's per-part contexts and readout; unit: each unit's last token in one stream",
     )
-    parser.add_argument("--batch-size", type=int, default=OPTION_DEFAULTS["batch_size"])
+    parser.add_argument("--batch-size", type=int, default=schema_default("extraction.batch_size"))
     parser.add_argument("--min-context-tokens", type=int, help="minimum context in sliding windows (default: half)")
     parser.add_argument(
         "--time-series",
@@ -127,7 +128,7 @@ def _model_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--word-window",
         type=int,
-        default=OPTION_DEFAULTS["word_window"],
+        default=schema_default("extraction.word_window"),
         help="words per window under --time-series --readout aw2024, the word included",
     )
     parser.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")

@@ -40,7 +40,7 @@ from torch import nn
 
 from brainalign.errors import ConfigError
 from brainalign.io import ActivationWriter, read_stimuli
-from brainalign.models.activations import READOUTS, complete_options, expected_metadata, reads_word_windows
+from brainalign.models.extraction_options import READOUTS, complete_options, expected_metadata, reads_word_windows
 from brainalign.models.forward import Sequence, read_block_states, state_shape
 from brainalign.models.loading import LoadedModel, load_model, read_manifest
 from brainalign.models.paper_readout import paper_state_sequences, word_window_sequences

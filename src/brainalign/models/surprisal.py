@@ -29,8 +29,8 @@ import pandas as pd
 
 from brainalign.errors import ModelError
 from brainalign.io import read_stimuli, write_surprisal
-from brainalign.models.activations import complete_options
 from brainalign.models.extraction import group_streams, min_context, output_metadata, outputs_by_readout
+from brainalign.models.extraction_options import complete_options
 from brainalign.models.forward import Sequence, read_surprisal_bits
 from brainalign.models.loading import LoadedModel, load_model, read_manifest
 from brainalign.models.paper_readout import paper_surprisal_sequences

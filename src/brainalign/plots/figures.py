@@ -752,11 +752,11 @@ def draw_figures(
     Parameters
     ----------
     brain, behavior : DataFrame
-        Score tables (as given to :func:`brainalign.analysis.run.analyze`).
+        Score tables (as given to :func:`brainalign.analysis.run.compute_study_statistics`).
     brain_layers : DataFrame or None
         Per-layer brain scores (model, dataset, protocol, layer, relative_depth, score).
     analysis_dir : path
-        Folder written by :func:`brainalign.analysis.run.analyze`.
+        Folder written by :func:`brainalign.analysis.run.compute_study_statistics`.
     models : mapping
         Model name -> config block.
     out_dir : path

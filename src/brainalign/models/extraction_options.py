@@ -13,34 +13,22 @@ from typing import Any
 
 from brainalign.errors import ConfigError
 from brainalign.io import stimuli_checksum
+from brainalign.options import resolve_options
 
 READOUTS = ("aw2024", "unit")
 """``aw2024``: the paper's features and surprisal (:mod:`brainalign.models.paper_readout`);
 ``unit``: each unit's last token in one stream per context group, block outputs."""
 
-OPTION_DEFAULTS: dict[str, Any] = {
-    "readout": "unit",
-    "batch_size": 8,
-    "min_context_tokens": None,
-    "device": "auto",
-    "device_map": None,
-    "dtype_on_disk": "float32",
-    "show_progress": False,
-    "word_window": 20,
-    "time_series": False,
-}
-"""Defaults of the config's ``extraction`` section (``min_context_tokens`` None: half the context).
-``readout`` is set by the workflow from each protocol's ``readout``, ``time_series`` from the
-dataset's (under aw2024 a time series's words are read from windows of ``word_window`` words)."""
+SECTION = "extraction"
+"""The config section of the extraction options (their defaults and descriptions)."""
+JOB_FACTS = ("$defs.readout", "datasets.*.time_series")
+"""Keys the workflow sets per job: the protocol's ``readout``, and the dataset's ``time_series``
+(under aw2024 a time series's words are read from windows of ``word_window`` words)."""
 
 
 def complete_options(options: dict[str, Any] | None) -> dict[str, Any]:
     """Return the extraction options with defaults filled in; unknown keys are refused."""
-    options = dict(options or {})
-    unknown = sorted(set(options) - set(OPTION_DEFAULTS))
-    if unknown:
-        raise ConfigError(f"extraction has unknown options {unknown}; known: {sorted(OPTION_DEFAULTS)}.")
-    completed = {**OPTION_DEFAULTS, **options}
+    completed = resolve_options(SECTION, options, JOB_FACTS)
     if completed["readout"] not in READOUTS:
         raise ConfigError(f"readout {completed['readout']!r} is unknown; use one of {list(READOUTS)}.")
     if completed["min_context_tokens"] is not None and int(completed["min_context_tokens"]) < 1:
