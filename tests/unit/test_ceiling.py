@@ -7,9 +7,26 @@ import pandas as pd
 import pytest
 from scipy.optimize import curve_fit
 
-from brainalign.encoding.aw2024 import kernel_prediction_operator, ols_prediction_operator
-from brainalign.encoding.ceiling import exponential_saturation, extrapolated_ceiling, fit_saturation, subject_subsets
+from brainalign.encoding import ceiling
+from brainalign.encoding.aw2024 import (
+    kernel_prediction_operator,
+    ols_prediction_operator,
+    partition_splits,
+    resolve_aw2024_options,
+)
+from brainalign.encoding.ceiling import (
+    bootstrap_means,
+    centre_gram,
+    centred_pseudoinverse,
+    exponential_saturation,
+    extrapolated_ceiling,
+    fit_saturation,
+    held_out_predictor,
+    holdout_scores,
+    subject_subsets,
+)
 from brainalign.errors import ConfigError
+from brainalign.stats import pearson_columns
 
 FAST = {"ceiling": {"n_subsamples": 3, "n_holdouts": 2, "n_bootstraps": 30}, "n_splits": 3}
 
@@ -60,6 +77,158 @@ def test_saturation_fit_ignores_nan_and_needs_two_points():
     x = np.array([2.0, 3.0, 4.0])
     v0, _ = fit_saturation(x, np.array([[np.nan, np.nan, 0.3], [0.1, np.nan, 0.2]]))
     assert np.isnan(v0[0]) and np.isfinite(v0[1])
+
+
+def golden_section_fit(x, y, n_grid=200, n_refine=40):
+    """The curve fit as first written: every row's loss on the log-tau grid, then golden-section
+    search between the best grid point's neighbours."""
+    valid = np.isfinite(y)
+    values = np.where(valid, y, 0.0)
+
+    def profile(log_tau):
+        basis = (1 - np.exp(-x[None, :] / np.exp(log_tau)[:, None])) * valid
+        with np.errstate(invalid="ignore", divide="ignore"):
+            v0 = np.nan_to_num(np.clip((basis * values).sum(1) / (basis**2).sum(1), 0, 1))
+        return v0, (((values - v0[:, None] * basis) * valid) ** 2).sum(1)
+
+    grid = np.linspace(np.log(1e-3), np.log(1e4), n_grid)
+    best = np.argmin(np.stack([profile(np.full(len(y), g))[1] for g in grid], axis=1), axis=1)
+    low, high = grid[np.maximum(best - 1, 0)], grid[np.minimum(best + 1, n_grid - 1)]
+    ratio = (np.sqrt(5) - 1) / 2
+    for _ in range(n_refine):
+        left, right = high - ratio * (high - low), low + ratio * (high - low)
+        go_left = profile(left)[1] <= profile(right)[1]
+        high, low = np.where(go_left, right, high), np.where(go_left, low, left)
+    log_tau = (low + high) / 2
+    return np.where(valid.sum(1) < 2, np.nan, profile(log_tau)[0]), np.exp(log_tau)
+
+
+def naive_ceilings(responses, subject_of, splits, settings):
+    """Brain-Score's extrapolation as a plain loop: every drawn (pool, subject) pair fit split by
+    split with its own OLS operator, bootstrap means by indexing, the golden-section fit."""
+    subjects = sorted(set(subject_of))
+    subset_rng, holdout_rng = np.random.RandomState(settings["seed"]), np.random.RandomState(settings["seed"])
+    collected = {size: {} for size in range(2, len(subjects) + 1)}
+    for size in collected:
+        for subset in subject_subsets(subjects, size, settings["n_subsamples"], subset_rng):
+            members = sorted(set(subset))
+            for subject in sorted(set(holdout_rng.choice(np.array(members, dtype=object), settings["n_holdouts"]))):
+                pool = responses[:, np.isin(subject_of, [s for s in members if s != subject])]
+                target = responses[:, subject_of == subject]
+                scores = []
+                for train, test in splits:
+                    operator = kernel_prediction_operator(pool @ pool.T, train, test)[0]
+                    mean = target[train].mean(axis=0)
+                    scores.append(pearson_columns(operator @ (target[train] - mean) + mean, target[test]))
+                collected[size].setdefault(subject, []).append(np.array(scores))
+    rng = np.random.RandomState(settings["seed"])
+    ceilings = {}
+    for subject in subjects:
+        curves = np.full((settings["n_bootstraps"], int((subject_of == subject).sum()), len(collected)), np.nan)
+        for column, size in enumerate(collected):
+            if subject in collected[size]:
+                values = np.concatenate(collected[size][subject])
+                draws = rng.randint(0, len(values), size=(settings["n_bootstraps"], len(values)))
+                curves[:, :, column] = values[draws].mean(axis=1)
+        v0 = golden_section_fit(np.array(list(collected), dtype=float), curves.reshape(-1, len(collected)))[0]
+        ceilings[subject] = np.nanmedian(v0.reshape(settings["n_bootstraps"], -1), axis=0)
+    return np.concatenate([ceilings[s] for s in subjects])
+
+
+def test_saturation_fit_matches_golden_section_search():
+    rng = np.random.default_rng(4)
+    x = np.arange(2, 9, dtype=float)
+    v0, tau = rng.uniform(0, 1.2, 3000), np.exp(rng.uniform(-3, 5, 3000))
+    y = exponential_saturation(x, v0[:, None], tau[:, None]) + rng.uniform(0, 0.1, (3000, 1)) * rng.standard_normal(
+        (3000, len(x))
+    )
+    y[rng.random(y.shape) < 0.05] = np.nan
+    y[:5] = [np.nan, np.nan, np.nan, np.nan, np.nan, np.nan, 0.2]  # fewer than 2 points
+    expected, expected_tau = golden_section_fit(x, y)
+    ours, ours_tau = fit_saturation(x, y)
+    np.testing.assert_array_equal(np.isnan(ours), np.isnan(expected))
+    # Where the loss is nearly flat in tau, golden-section search stops up to ~1e-7 away.
+    np.testing.assert_allclose(ours, expected, atol=1e-6, rtol=0)
+    assert np.nanmedian(np.abs(ours - expected)) < 1e-10
+
+    def loss(v0, tau):
+        return np.nansum((y[5:] - exponential_saturation(x, v0[5:, None], tau[5:, None])) ** 2, axis=1)
+
+    # Never a worse fit, up to rounding of the loss.
+    assert np.all(loss(ours, ours_tau) <= loss(expected, expected_tau) + 1e-12 * np.nansum(y[5:] ** 2, axis=1))
+
+
+def test_bootstrap_means_equal_indexed_means():
+    rng = np.random.default_rng(5)
+    values = rng.standard_normal((30, 7))
+    values[3, 2] = np.nan
+    draws = rng.integers(0, 30, size=(50, 30))
+    expected = values[draws].mean(axis=1)
+    ours = bootstrap_means(values, draws)
+    np.testing.assert_array_equal(np.isnan(ours), np.isnan(expected))
+    assert np.isnan(ours[:, 2]).any() and not np.isnan(ours[:, 2]).all()
+    np.testing.assert_allclose(ours, expected, atol=1e-12, rtol=0)
+
+
+def test_one_pseudoinverse_gives_every_splits_ols_predictions():
+    rng = np.random.default_rng(6)
+    features = rng.standard_normal((50, 120)) + 3.0
+    target = rng.standard_normal((50, 4)) + 1.0
+    splits = partition_splits(
+        pd.DataFrame({"stimulus_id": [f"s{i:02d}" for i in range(50)]}),
+        np.arange(50),
+        {"n_splits": 4, "train_size": 0.9, "random_state": 1},
+    )
+    gram = features @ features.T
+    predictions = held_out_predictor(centred_pseudoinverse(centre_gram(gram)), splits)(target)
+    for (train, test), ours in zip(splits, predictions):
+        expected = ols_prediction_operator(features[train], features[test])
+        mean = target[train].mean(axis=0)
+        np.testing.assert_allclose(ours, expected @ (target[train] - mean) + mean, atol=1e-10, rtol=0)
+
+
+def test_each_drawn_pool_and_subject_is_scored_once_in_draw_order():
+    settings = resolve_aw2024_options({})["ceiling"]
+    calls = []
+
+    def score(others, subject):
+        calls.append((tuple(others), subject))
+        return np.array([[len(calls)]])
+
+    collected = holdout_scores(list("abcde"), settings, score)
+    assert len(calls) == len(set(calls)) and len(calls) < sum(
+        len(v) for per in collected.values() for v in per.values()
+    )
+    subset_rng, holdout_rng = np.random.RandomState(0), np.random.RandomState(0)
+    for size in range(2, 6):
+        expected = {}
+        for subset in subject_subsets(list("abcde"), size, 10, subset_rng):
+            members = sorted(set(subset))
+            for subject in sorted(set(holdout_rng.choice(np.array(members, dtype=object), 5))):
+                expected.setdefault(subject, []).append(
+                    calls.index((tuple(m for m in members if m != subject), subject))
+                )
+        assert {s: [int(a[0, 0]) - 1 for a in v] for s, v in collected[size].items()} == expected
+
+
+def test_ceiling_equals_the_plain_loop(monkeypatch):
+    # 60 sentences; subject S3 has 20 voxels, the others 70: S3 alone has fewer features than
+    # sentences (the per-split route), every other pool more (the one-pseudo-inverse route).
+    responses, stimuli, rows, neuroids = simulate_subjects(n_stimuli=60, n_subjects=4, n_voxels=70, noise=0.8, seed=7)
+    kept = (neuroids["subject"] != "S3").to_numpy() | (np.arange(len(neuroids)) % 70 < 20)
+    responses, neuroids = responses[:, kept], neuroids[kept].reset_index(drop=True)
+    routes = []
+    for route in ("held_out_predictor", "split_operator_predictor"):
+        original = getattr(ceiling, route)
+        monkeypatch.setattr(
+            ceiling, route, lambda *a, route=route, original=original: routes.append(route) or original(*a)
+        )
+    table, _ = extrapolated_ceiling(responses, stimuli, rows, neuroids, FAST)
+    assert set(routes) == {"held_out_predictor", "split_operator_predictor"}
+    settings = resolve_aw2024_options(FAST)["ceiling"]
+    splits = partition_splits(stimuli, np.arange(60), {"n_splits": 3, "train_size": 0.9, "random_state": 1})
+    expected = naive_ceilings(responses, neuroids["subject"].to_numpy(), splits, settings)
+    np.testing.assert_allclose(table["ceiling"], expected, atol=1e-8, rtol=0)
 
 
 def test_subsets_are_distinct_and_capped():
