@@ -1,4 +1,4 @@
-"""The robust headline on adversarial data (the scenarios of tests/unit/test_robust_headline.py).
+"""The robust headline on adversarial data (the scenarios of tests/unit/encoding/test_robust_headline.py).
 
 Run from the repository root::
 

@@ -11,7 +11,7 @@ refits at every improving band-weight candidate: the implementation before) and
 under the same BLAS thread limit (``--threads``, default 1: the fit_encoding job's).
 With ``--controls`` both time one layer's fit as the workflow runs it, reusing the
 dataset's controls-only fit (each solver's own, timed apart). The results must agree to
-``TOLERANCE`` (the same as tests/unit/test_banded_solver.py and tests/gpu/test_gpu_robust.py);
+``TOLERANCE`` (the same as tests/unit/encoding/test_banded.py and tests/gpu/test_gpu_robust.py);
 the differences are printed.
 
 Baseline: scikit-learn cannot choose one penalty per target with explicit folds

@@ -2,7 +2,7 @@
 
 Usage: python tests/benchmarks/score_naturalstories.py [--model smollm2|gemma3] [--data ../shared/data/naturalstories]
 
-Surprisal comes from the sliding-window computation of tests/unit/test_futrell2018.py; the
+Surprisal comes from the sliding-window computation of tests/unit/datasets/test_futrell2018.py; the
 per-word surprisal is written to /tmp (never into the repository).
 """
 

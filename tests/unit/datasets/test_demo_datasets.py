@@ -11,7 +11,7 @@ import pytest
 from brainalign import io
 from brainalign.datasets import demo_fmri, demo_reading_times
 
-REPO = Path(__file__).resolve().parents[2]
+REPO = Path(__file__).resolve().parents[3]
 PASSAGES = REPO / "resources/demo/passages.tsv"
 STORY = REPO / "resources/demo/story.txt"
 

@@ -16,7 +16,7 @@ from brainalign.models.add_model import add_model
 from brainalign.models.fetch import fetch_model
 from brainalign.models.loading import load_model, read_manifest
 
-REPO = Path(__file__).resolve().parents[2]
+REPO = Path(__file__).resolve().parents[3]
 TINY = {
     "gpt2": {"n_embd": 16, "n_layer": 3, "n_head": 2},
     "llama": {

@@ -26,7 +26,7 @@ def stimuli(naturalstories):
     return f.load_stimuli({"naturalstories": str(naturalstories)})
 
 
-REPO = Path(__file__).resolve().parents[2]
+REPO = Path(__file__).resolve().parents[3]
 
 
 def means_block(folder, source, alignment):

@@ -13,7 +13,7 @@ from brainalign.analysis.brainscore_check import PINNED, TOLERANCE, check_brains
 from brainalign.config import suite_datasets, suite_models, validate_config
 from brainalign.errors import DataError
 
-REPO = Path(__file__).resolve().parents[2]
+REPO = Path(__file__).resolve().parents[3]
 PEREIRA_243 = 0.82228507
 
 

@@ -16,7 +16,7 @@ from brainalign.encoding.cv import grouped_splits
 from brainalign.encoding.robust import fit_backend, fit_robust, himalaya_backend
 from brainalign.errors import ConfigError
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "benchmarks"))
 from bench_robust import NEUROID_SCORE_DIFFERENCE, TOLERANCE, compare_fits  # noqa: E402  (one tolerance for the benchmark and the tests)
 
 FAST = {"n_bootstrap": 0, "n_permutations": 0, "n_band_weights": 8, "n_inner_folds": 3, "n_outer_folds": 3}

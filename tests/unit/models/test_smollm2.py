@@ -27,7 +27,7 @@ BLOCK = {
     "max_length": 40,
 }
 OPTIONS = {"min_context_tokens": 12, "batch_size": 4, "device": "cpu"}
-DEMO = Path(__file__).resolve().parents[2] / "resources" / "demo"
+DEMO = Path(__file__).resolve().parents[3] / "resources" / "demo"
 
 
 @pytest.fixture(scope="module")
