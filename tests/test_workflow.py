@@ -69,6 +69,8 @@ def test_rehearsal_suites_generate_their_data_and_plan_every_job(suite, tmp_path
     n_layers = sum(config["models"][name]["n_layers"] for name in models)
     assert {block["reader"] for block in datasets} == {"pereira2018", "blank2014", "wehbe2014", "futrell2018"}
     assert rules["generate_rehearsal_data"] == len(datasets) and rules["download_dataset"] == 0
+    # The real readers read the generated files: no response of theirs is simulated by the workflow.
+    assert rules["prepare_responses"] == len(datasets) and rules["simulate_responses"] == 0
     assert rules["extract_activations"] == len(models) * n_neural
     assert rules["compute_surprisal"] == len(models) * (len(datasets) - n_neural)
     assert rules["fit_encoding"] == 2 * n_neural * n_layers
