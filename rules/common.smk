@@ -4,6 +4,7 @@ from pathlib import Path
 
 from brainalign.analysis.brainscore_check import planned_checks
 from brainalign.config import (
+    SIMULATED_READERS,
     active_suite,
     suite_datasets,
     suite_models,
@@ -29,6 +30,14 @@ PAIRED_MODELS = [
     and config["models"][name].get("base") in MODELS
 ]
 DEMO = any(config["datasets"][d]["demo"] for d in DATASETS)
+# Every defined dataset's responses come from exactly one rule: simulate_responses for the demo
+# readers (from a model's outputs), prepare_responses for the readers of response files.
+SIMULATED_DATASETS = [
+    d
+    for d in config["datasets"]
+    if config["datasets"][d]["reader"] in SIMULATED_READERS
+]
+READ_DATASETS = [d for d in config["datasets"] if d not in SIMULATED_DATASETS]
 # One extraction job writes every readout the suite's protocols read, from one model load.
 ACTIVATION_READOUTS = sorted({config["protocols"][p]["readout"] for p in PROTOCOLS})
 # Reading times: the paper correlation reads aw2024's readout, the regression robust's.
@@ -58,7 +67,8 @@ for _warning in missing_user_files_warning(config, DATASETS):
 
 
 def _alternatives(names):
-    return "|".join(re.escape(name) for name in sorted(names))
+    """A regular expression matching exactly the given names (nothing at all when there are none)."""
+    return "|".join(re.escape(name) for name in sorted(names)) or "(?!)"
 
 
 wildcard_constraints:
@@ -93,15 +103,14 @@ def rehearsal_source_block(wildcards):
 
 
 def simulation_source(wildcards):
-    """A demo dataset's planted signal: the source model's activations or surprisal, under
-    the first readout (in name order) that the suite computes anyway."""
+    """A demo dataset's planted signal: the source model's activations (demo_fmri) or
+    surprisal (demo_reading_times), under the first readout (in name order) that the suite
+    computes anyway."""
     block = config["datasets"][wildcards.dataset]
-    source = block.get("simulation", {}).get("source_model")
+    source = block["simulation"]["source_model"]
     if block["reader"] == "demo_fmri":
         return f"results/activations/{wildcards.dataset}/{source}.{ACTIVATION_READOUTS[0]}.parquet"
-    if block["reader"] == "demo_reading_times":
-        return f"results/surprisal/{wildcards.dataset}/{source}.{SURPRISAL_READOUTS[0]}.parquet"
-    return []
+    return f"results/surprisal/{wildcards.dataset}/{source}.{SURPRISAL_READOUTS[0]}.parquet"
 
 
 # ----------------------------------------------------------------------------- models

@@ -62,17 +62,20 @@ rule prepare_stimuli:
         "../workflow/scripts/prepare_stimuli.py"
 
 
+# The responses of the readers of response files (real and rehearsal data); the demo readers'
+# responses are simulated after extraction (rules/simulation.smk).
 rule prepare_responses:
     input:
         files=dataset_files,
         stimuli="results/stimuli/{dataset}.parquet",
-        simulation_source=simulation_source,
     output:
         "results/responses/{dataset}.parquet",
     log:
         "logs/prepare_responses/{dataset}.log",
     benchmark:
         "benchmarks/prepare_responses/{dataset}.tsv"
+    wildcard_constraints:
+        dataset=_alternatives(READ_DATASETS),
     conda:
         "../envs/data.yaml"
     resources:

@@ -138,7 +138,7 @@ def test_adding_a_dataset_plans_only_its_jobs_and_the_aggregates(run):
     edit_config(run, add_dataset)
     expected = {
         job("prepare_stimuli", dataset="tiny-passages-b"),
-        job("prepare_responses", dataset="tiny-passages-b"),
+        job("simulate_responses", dataset="tiny-passages-b"),
         *(job("compute_ceiling", protocol=protocol, dataset="tiny-passages-b") for protocol in PROTOCOLS),
         job("fit_controls", dataset="tiny-passages-b"),
         *(job("extract_activations", dataset="tiny-passages-b", model=model) for model in LAYERS),

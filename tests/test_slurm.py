@@ -30,6 +30,7 @@ CLUSTER_RULES = (
     "prepare_responses",
     "extract_activations",
     "compute_surprisal",
+    "simulate_responses",
     "compute_ceiling",
     "fit_controls",
     "fit_encoding",

@@ -18,6 +18,7 @@ import yaml
 from workflow_runs import INTEGRATION, REPO, completed_tiny_run, copy_run, planned_jobs, snakemake
 
 from brainalign import io
+from brainalign.provenance import SIDECAR_SUFFIX
 
 pytestmark = pytest.mark.workflow
 
@@ -69,6 +70,8 @@ def test_rehearsal_suites_generate_their_data_and_plan_every_job(suite, tmp_path
     n_layers = sum(config["models"][name]["n_layers"] for name in models)
     assert {block["reader"] for block in datasets} == {"pereira2018", "blank2014", "wehbe2014", "futrell2018"}
     assert rules["generate_rehearsal_data"] == len(datasets) and rules["download_dataset"] == 0
+    # The real readers read the generated files: no response of theirs is simulated by the workflow.
+    assert rules["prepare_responses"] == len(datasets) and rules["simulate_responses"] == 0
     assert rules["extract_activations"] == len(models) * n_neural
     assert rules["compute_surprisal"] == len(models) * (len(datasets) - n_neural)
     assert rules["fit_encoding"] == 2 * n_neural * n_layers
@@ -122,6 +125,31 @@ def test_planted_model_ranks_first(tiny_run: Path):
     layers = io.read_tsv(tiny_run / "results/scores/brain_layers.tsv")
     planted = layers[(layers["model"] == "tiny-gpt2") & (layers["protocol"] == "aw2024")]
     assert int(planted.loc[planted["score"].idxmax(), "layer"]) == 2
+
+
+def declared_outputs(workdir: Path) -> set[str]:
+    """Every output file of the jobs of a run's default target, as Snakemake's ``--summary`` lists them."""
+    lines = snakemake(workdir, "--summary").stdout.splitlines()
+    header = lines.index(next(line for line in lines if line.startswith("output_file\t")))
+    return {line.split("\t", 1)[0] for line in lines[header + 1 :] if line.strip()}
+
+
+def test_every_result_file_is_a_declared_output_with_its_provenance(tiny_run: Path):
+    """Nothing under results/ is written behind Snakemake's back, and every result says how it was made."""
+    present = {path.relative_to(tiny_run).as_posix() for path in (tiny_run / "results").rglob("*") if path.is_file()}
+    sidecars = {path for path in present if path.endswith(SIDECAR_SUFFIX)}
+    results = present - sidecars
+    declared = {path for path in declared_outputs(tiny_run) if path.startswith("results/")}
+    assert declared and declared <= results, f"declared outputs missing after the run: {sorted(declared - results)}"
+    assert results <= declared, f"files under results/ that no job of the run declares: {sorted(results - declared)}"
+    unrecorded = sorted(path for path in results if path + SIDECAR_SUFFIX not in sidecars)
+    assert not unrecorded, f"results without a provenance sidecar ({SIDECAR_SUFFIX}): {unrecorded}"
+    orphans = sorted(path for path in sidecars if path.removesuffix(SIDECAR_SUFFIX) not in results)
+    assert not orphans, f"provenance sidecars of no result file: {orphans}"
+    # The responses of the demo readers are simulated by their own rule, after extraction.
+    for dataset in ("tiny-passages", "tiny-story"):
+        record = io.read_json(tiny_run / f"results/responses/{dataset}.parquet{SIDECAR_SUFFIX}")
+        assert record["rule"] == "simulate_responses", (dataset, record["rule"])
 
 
 def test_rerun_has_nothing_to_do(tiny_run: Path):

@@ -37,6 +37,11 @@ def _extend_with_defaults(validator_class: type) -> type:
 
 _DefaultFillingValidator = _extend_with_defaults(jsonschema.Draft202012Validator)
 
+SIMULATED_READERS = ("demo_fmri", "demo_reading_times")
+"""Readers whose responses are simulated from a source model's activations or surprisal
+(rule ``simulate_responses``, after extraction); every other reader's responses are read
+from its files (rule ``prepare_responses``)."""
+
 
 def _describe(error: jsonschema.ValidationError) -> str:
     path = ".".join(str(p) for p in error.absolute_path) or "<top level>"
@@ -98,7 +103,7 @@ def _cross_reference_problems(config: Mapping[str, Any]) -> list[str]:
     for name, block in config["datasets"].items():
         simulation = block.get("simulation") or {}
         source = simulation.get("source_model")
-        if block["reader"].startswith("demo_") and source not in config["models"]:
+        if block["reader"] in SIMULATED_READERS and source not in config["models"]:
             problems.append(f"datasets.{name}.simulation.source_model: {source!r} is not a defined model")
         rehearsal = block.get("rehearsal") or {}
         if rehearsal and rehearsal["layout"] != block["reader"]:

@@ -1,4 +1,4 @@
-"""Turn a dataset's files (or its simulation) into the response matrix."""
+"""Turn a dataset's files into the response matrix."""
 
 import _package_path  # noqa: F401
 
@@ -11,5 +11,4 @@ run_step(
     block=snakemake.params.block,
     stimuli_path=snakemake.input.stimuli,
     out_path=snakemake.output[0],
-    simulation_source=snakemake.input.simulation_source or None,
 )

@@ -1,7 +1,11 @@
 """Dataset readers: each module ``brainalign.datasets.<reader>`` turns a dataset's files into
 the stimuli and responses contracts of :mod:`brainalign.io` through two functions,
 ``prepare_stimuli(block, out_path)`` and ``prepare_responses(block, stimuli_path, out_path)``,
-where ``block`` is the dataset's config block (paths relative to the working directory)."""
+where ``block`` is the dataset's config block (paths relative to the working directory).
+The demo readers (:data:`brainalign.config.SIMULATED_READERS`) have no response files: in place
+of ``prepare_responses`` they have ``simulate_responses(block, stimuli_path, out_path,
+simulation_source)``, which simulates the responses from a source model's activations or
+surprisal."""
 
 from __future__ import annotations
 

@@ -116,7 +116,7 @@ def simulate_voxels(
     return voxels.astype(np.float32), neuroids
 
 
-def prepare_responses(
+def simulate_responses(
     block: dict[str, Any], stimuli_path: str | Path, out_path: str | Path, simulation_source: str | Path
 ) -> None:
     """Simulate the voxel responses from the source model's extracted activations."""

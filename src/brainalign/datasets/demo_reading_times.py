@@ -86,7 +86,7 @@ def simulate_readers(surprisal: np.ndarray, length: np.ndarray, simulation: dict
     return (expected[:, None] + offsets[None, :] + noise).astype(np.float32)
 
 
-def prepare_responses(
+def simulate_responses(
     block: dict[str, Any], stimuli_path: str | Path, out_path: str | Path, simulation_source: str | Path
 ) -> None:
     """Simulate per-reader reading times from the source model's surprisal."""

@@ -1,4 +1,8 @@
-"""Dataset stages on files: fetch or check the raw files, then write stimuli and responses."""
+"""Dataset stages on files: fetch or check the raw files, then write stimuli and responses.
+
+Responses are read from the dataset's files (:func:`prepare_responses`), or, for the demo
+readers, simulated from a source model's outputs once extraction has run (:func:`simulate_responses`).
+"""
 
 from __future__ import annotations
 
@@ -8,9 +12,10 @@ from pathlib import Path
 from typing import Any
 
 from brainalign import io
+from brainalign.config import SIMULATED_READERS
 from brainalign.datasets import reader_module
 from brainalign.datasets.download import fetch, missing_files_message
-from brainalign.errors import DataError
+from brainalign.errors import ConfigError, DataError
 
 logger = logging.getLogger(__name__)
 
@@ -44,15 +49,49 @@ def prepare_stimuli(block: Mapping[str, Any], out_path: str | Path) -> None:
     reader_module(block["reader"]).prepare_stimuli(dict(block), out_path)
 
 
-def prepare_responses(
-    block: Mapping[str, Any],
-    stimuli_path: str | Path,
-    out_path: str | Path,
-    simulation_source: str | Path | None = None,
+def prepare_responses(block: Mapping[str, Any], stimuli_path: str | Path, out_path: str | Path) -> None:
+    """Write the response matrix of a dataset whose reader reads its responses from its files.
+
+    Raises
+    ------
+    ConfigError
+        For a reader whose responses are simulated (:data:`brainalign.config.SIMULATED_READERS`):
+        :func:`simulate_responses` writes those, from the source model's outputs.
+    """
+    if block["reader"] in SIMULATED_READERS:
+        raise ConfigError(
+            f"reader {block['reader']!r} has no response files to read: its responses are simulated from "
+            "the source model's outputs by simulate_responses, not prepare_responses."
+        )
+    reader_module(block["reader"]).prepare_responses(dict(block), stimuli_path, out_path)
+
+
+def simulate_responses(
+    block: Mapping[str, Any], stimuli_path: str | Path, out_path: str | Path, simulation_source: str | Path
 ) -> None:
-    """Write the response matrix of a dataset; demo readers simulate it from ``simulation_source``."""
-    reader = reader_module(block["reader"])
-    if simulation_source:
-        reader.prepare_responses(dict(block), stimuli_path, out_path, simulation_source=simulation_source)
-    else:
-        reader.prepare_responses(dict(block), stimuli_path, out_path)
+    """Simulate the response matrix of a demo dataset from its source model's outputs.
+
+    Parameters
+    ----------
+    block : mapping
+        The dataset's config block; its reader is one of :data:`brainalign.config.SIMULATED_READERS`
+        and ``simulation`` holds the generative model's settings.
+    stimuli_path : path
+        The dataset's stimuli table (``prepare_stimuli``).
+    out_path : path
+        Where the responses go.
+    simulation_source : path
+        The source model's activation file (``demo_fmri``) or surprisal file
+        (``demo_reading_times``) on these stimuli.
+
+    Raises
+    ------
+    ConfigError
+        For a reader that reads its responses from files (:func:`prepare_responses` writes those).
+    """
+    if block["reader"] not in SIMULATED_READERS:
+        raise ConfigError(
+            f"reader {block['reader']!r} reads its responses from the dataset's files: prepare_responses "
+            f"writes them; simulate_responses serves the readers {', '.join(SIMULATED_READERS)} only."
+        )
+    reader_module(block["reader"]).simulate_responses(dict(block), stimuli_path, out_path, simulation_source)

@@ -9,7 +9,8 @@ import pandas as pd
 import pytest
 
 from brainalign import io
-from brainalign.datasets import demo_fmri, demo_reading_times
+from brainalign.datasets import demo_fmri, demo_reading_times, pipeline
+from brainalign.errors import ConfigError
 
 REPO = Path(__file__).resolve().parents[3]
 PASSAGES = REPO / "resources/demo/passages.tsv"
@@ -108,3 +109,82 @@ def test_simulated_readers_recover_the_planted_slopes():
 
 def test_word_length_ignores_punctuation():
     assert list(demo_reading_times.word_length(pd.Series(['"Hello,', "it's", "--"]))) == [5, 3, 0]
+
+
+def test_simulate_responses_plants_the_source_layer_of_the_activation_file(tmp_path):
+    """The stage reads the source layer by stimulus id (the file is stored shuffled) and
+    writes the generative model's voxels, recomputed here naively from the same arrays."""
+    stimuli_path = tmp_path / "stimuli.parquet"
+    demo_fmri.prepare_stimuli({"files": {"passages": str(PASSAGES)}}, stimuli_path)
+    stimuli = io.read_stimuli(stimuli_path)
+    rng = np.random.default_rng(4)
+    layers = {layer: rng.standard_normal((len(stimuli), 12)) for layer in (1, 2)}
+    stored = rng.permutation(len(stimuli))
+    activations_path = tmp_path / "activations.parquet"
+    facts = {"stimuli_sha256": io.stimuli_checksum(stimuli_path)}
+    with io.ActivationWriter(activations_path, list(stimuli["stimulus_id"].iloc[stored]), 12, facts) as writer:
+        for layer, matrix in layers.items():
+            writer.write_layer(layer, matrix[stored])
+    simulation = {
+        "source_layer": 2,
+        "seed": 11,
+        "n_components": 4,
+        "n_subjects": 2,
+        "n_voxels": 5,
+        "signal_fraction": 0.5,
+        "control_fraction": 0.2,
+    }
+    block = {"reader": "demo_fmri", "simulation": simulation}
+    out = tmp_path / "responses.parquet"
+    pipeline.simulate_responses(block, stimuli_path, out, activations_path)
+    ids, voxels, neuroids, _ = io.read_responses(out)
+    assert list(ids) == list(stimuli["stimulus_id"])
+    controls = stimuli[["n_words", "position"]].to_numpy(dtype=float)
+    expected = naive_voxels(layers[2].astype(np.float32).astype(float), controls, simulation)
+    np.testing.assert_allclose(voxels, expected, rtol=1e-4, atol=1e-4)
+    assert neuroids["subject"].tolist() == ["sim-01"] * 5 + ["sim-02"] * 5
+
+
+def test_simulate_responses_drives_reading_times_by_the_surprisal_file(tmp_path):
+    """Reading times = 300 ms + slopes x (surprisal, letters) + reader offset + noise, drawn
+    here naively in the documented order (offsets, then noise) from the same seed."""
+    stimuli_path = tmp_path / "stimuli.parquet"
+    demo_reading_times.prepare_stimuli({"files": {"story": str(STORY)}}, stimuli_path)
+    stimuli = io.read_stimuli(stimuli_path)
+    rng = np.random.default_rng(6)
+    surprisal = rng.gamma(2.0, 3.0, len(stimuli))
+    surprisal[0] = np.nan  # no context before the first word: filled with the mean
+    frame = pd.DataFrame({"stimulus_id": stimuli["stimulus_id"], "surprisal_bits": surprisal, "n_tokens": 1}).iloc[::-1]
+    surprisal_path = tmp_path / "surprisal.parquet"
+    io.write_surprisal(surprisal_path, frame, {"stimuli_sha256": io.stimuli_checksum(stimuli_path)})
+    simulation = {
+        "seed": 9,
+        "n_readers": 3,
+        "surprisal_ms_per_bit": 10.0,
+        "length_ms_per_char": 5.0,
+        "reader_sd_ms": 30.0,
+        "noise_sd_ms": 50.0,
+    }
+    out = tmp_path / "responses.parquet"
+    pipeline.simulate_responses(
+        {"reader": "demo_reading_times", "simulation": simulation}, stimuli_path, out, surprisal_path
+    )
+    ids, times, readers, _ = io.read_responses(out)
+    assert list(ids) == list(stimuli["stimulus_id"])
+    draws = np.random.default_rng(9)
+    offsets = draws.normal(0.0, 30.0, 3)
+    noise = draws.normal(0.0, 50.0, (len(stimuli), 3))
+    filled = np.where(np.isnan(surprisal), np.nanmean(surprisal), surprisal)
+    letters = np.array([sum(c.isascii() and c.isalnum() for c in word) for word in stimuli["text"]])
+    expected = 300.0 + 10.0 * filled[:, None] + 5.0 * letters[:, None] + offsets[None, :] + noise
+    np.testing.assert_allclose(times, expected, rtol=1e-5)
+    assert readers["subject"].tolist() == ["reader-01", "reader-02", "reader-03"]
+
+
+def test_each_response_stage_refuses_the_other_stages_readers(tmp_path):
+    paths = (tmp_path / "stimuli.parquet", tmp_path / "responses.parquet")
+    with pytest.raises(ConfigError, match="simulate_responses"):
+        pipeline.prepare_responses({"reader": "demo_fmri"}, *paths)
+    with pytest.raises(ConfigError, match="prepare_responses"):
+        pipeline.simulate_responses({"reader": "pereira2018"}, *paths, tmp_path / "activations.parquet")
+    assert not paths[1].exists()
