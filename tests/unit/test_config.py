@@ -3,17 +3,15 @@
 from __future__ import annotations
 
 import copy
-from pathlib import Path
 
 import pytest
 import yaml
+from conftest import REPO_ROOT as REPO
 
 from brainalign.config import load_config, suite_datasets, suite_models, validate_config
 from brainalign.encoding import aw2024, robust, toneva
 from brainalign.errors import ConfigError
 from brainalign.models.extraction_options import complete_options
-
-REPO = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture()

@@ -16,8 +16,8 @@ from pathlib import Path
 
 import pytest
 import yaml
+from conftest import REPO_ROOT as REPO
 
-REPO = Path(__file__).resolve().parents[2]
 SRC = REPO / "src"
 
 # Import name -> conda-forge package name, where they differ.

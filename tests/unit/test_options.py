@@ -2,16 +2,14 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import pytest
 import yaml
+from conftest import REPO_ROOT as REPO
 
 from brainalign.config import validate_config
 from brainalign.errors import ConfigError
 from brainalign.options import resolve_options, schema_default
 
-REPO = Path(__file__).resolve().parents[2]
 SCHEMA = yaml.safe_load((REPO / "src" / "brainalign" / "schemas" / "config.schema.yaml").read_text())
 
 

@@ -7,13 +7,13 @@ from pathlib import Path
 import pandas as pd
 import pytest
 import yaml
+from conftest import REPO_ROOT as REPO
 
 from brainalign import io
 from brainalign.analysis.brainscore_check import PINNED, TOLERANCE, check_brainscore, planned_checks
 from brainalign.config import suite_datasets, suite_models, validate_config
 from brainalign.errors import DataError
 
-REPO = Path(__file__).resolve().parents[3]
 PEREIRA_243 = 0.82228507
 
 

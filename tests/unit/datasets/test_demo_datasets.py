@@ -2,17 +2,15 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import numpy as np
 import pandas as pd
 import pytest
+from conftest import REPO_ROOT as REPO
 
 from brainalign import io
 from brainalign.datasets import demo_fmri, demo_reading_times, pipeline
 from brainalign.errors import ConfigError
 
-REPO = Path(__file__).resolve().parents[3]
 PASSAGES = REPO / "resources/demo/passages.tsv"
 STORY = REPO / "resources/demo/story.txt"
 

@@ -5,12 +5,12 @@ from __future__ import annotations
 import argparse
 import json
 import math
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
 import yaml
+from conftest import REPO_ROOT as REPO
 from scipy import stats
 
 from brainalign import io
@@ -24,9 +24,6 @@ from brainalign.errors import ConfigError, DataError
 @pytest.fixture(scope="module")
 def stimuli(naturalstories):
     return f.load_stimuli({"naturalstories": str(naturalstories)})
-
-
-REPO = Path(__file__).resolve().parents[3]
 
 
 def means_block(folder, source, alignment):

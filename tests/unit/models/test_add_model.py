@@ -9,6 +9,7 @@ from pathlib import Path
 import huggingface_hub
 import pytest
 import yaml
+from conftest import REPO_ROOT as REPO
 
 from brainalign.cli import main
 from brainalign.errors import ConfigError, ModelError
@@ -16,7 +17,6 @@ from brainalign.models.add_model import add_model
 from brainalign.models.fetch import fetch_model
 from brainalign.models.loading import load_model, read_manifest
 
-REPO = Path(__file__).resolve().parents[3]
 TINY = {
     "gpt2": {"n_embd": 16, "n_layer": 3, "n_head": 2},
     "llama": {

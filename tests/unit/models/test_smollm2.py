@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import importlib.util
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
+from conftest import REPO_ROOT
 from models_reference import naive_states, naive_surprisal
 
 from brainalign.io import read_activations, read_table, write_stimuli
@@ -27,7 +27,7 @@ BLOCK = {
     "max_length": 40,
 }
 OPTIONS = {"min_context_tokens": 12, "batch_size": 4, "device": "cpu"}
-DEMO = Path(__file__).resolve().parents[3] / "resources" / "demo"
+DEMO = REPO_ROOT / "resources" / "demo"
 
 
 @pytest.fixture(scope="module")
