@@ -251,7 +251,7 @@ def holdout_scores(
     collected : {pool size: {subject: [array (n_splits, n_subject_neuroids), ...]}}
     """
     draws = holdout_draws(subjects, settings)
-    pairs = sorted({(others, subject) for _, others, subject in draws}, key=lambda pair: str(pair))
+    pairs = sorted({(others, subject) for _, others, subject in draws}, key=str)
     scores = {(others, subject): score_pool(list(others), subject) for others, subject in pairs}
     collected: dict[int, dict[Any, list[np.ndarray]]] = {size: {} for size in range(2, len(subjects) + 1)}
     for size, others, subject in draws:
