@@ -18,6 +18,8 @@ memory-mapped weights in seconds instead of dequantising in each job.
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import importlib
 import importlib.util
 import os
@@ -78,6 +80,37 @@ def fetch_model(
     write_json(manifest_path, {"name": name, "source": source, **location})
 
 
+@contextlib.contextmanager
+def gguf_parsed_once():
+    """Within the block, each GGUF file is parsed once, on a plain array view of its memory map.
+
+    transformers parses a GGUF anew for the config, the weights and the tokenizer, and gguf's
+    reader slices a ``numpy.memmap`` for every field element: a 262k-token vocabulary costs
+    about 9 s a parse, most of it in the memmap subclass's per-slice hooks. The parsed reader
+    is read only, so one instance serves every load of the block.
+    """
+    import gguf
+    import numpy as np
+
+    original = gguf.GGUFReader
+
+    class PlainArrayReader(original):
+        @property
+        def data(self):
+            return self._array
+
+        @data.setter
+        def data(self, mapped):
+            # Still memory-mapped (the ndarray's base is the map), without the subclass hooks.
+            self._array = mapped.view(np.ndarray)
+
+    gguf.GGUFReader = functools.cache(PlainArrayReader)
+    try:
+        yield
+    finally:
+        gguf.GGUFReader = original
+
+
 def snapshot_from_gguf(name: str, location: dict[str, Any], snapshot: Path) -> dict[str, Any]:
     """Dequantise a located GGUF into a safetensors snapshot folder; return the snapshot's location.
 
@@ -91,23 +124,24 @@ def snapshot_from_gguf(name: str, location: dict[str, Any], snapshot: Path) -> d
     source = Path(location["folder"]) / location["gguf_file"]
     partial = snapshot.with_name(snapshot.name + ".partial")
     shutil.rmtree(partial, ignore_errors=True)
-    try:
-        config = AutoConfig.from_pretrained(location["folder"], **gguf)
-        model_class = AutoModelForSeq2SeqLM if getattr(config, "is_encoder_decoder", False) else AutoModelForCausalLM
-        dense = GgufConfig(dequantize=True)  # never the packed GGUF blocks a matmul kernel would keep
-        model = model_class.from_pretrained(location["folder"], dtype=torch.float32, quantization_config=dense, **gguf)
-        # The weights are plain float32 tensors now: save them as an ordinary model.
-        model.hf_quantizer = None
-        if hasattr(model.config, "quantization_config"):
-            del model.config.quantization_config
-        model.save_pretrained(partial, safe_serialization=True)
-        AutoTokenizer.from_pretrained(location["folder"], **gguf).save_pretrained(partial)
-    except (OSError, ValueError) as error:
-        shutil.rmtree(partial, ignore_errors=True)
-        raise ModelError(
-            f"model {name}: cannot convert the GGUF file {source} ({type(error).__name__}: {error}). "
-            f"Check that transformers supports its architecture, or fix models.{name}.source."
-        ) from error
+    with gguf_parsed_once():
+        try:
+            config = AutoConfig.from_pretrained(location["folder"], **gguf)
+            model_class = AutoModelForSeq2SeqLM if getattr(config, "is_encoder_decoder", False) else AutoModelForCausalLM
+            dense = GgufConfig(dequantize=True)  # never the packed GGUF blocks a matmul kernel would keep
+            model = model_class.from_pretrained(location["folder"], dtype=torch.float32, quantization_config=dense, **gguf)
+            # The weights are plain float32 tensors now: save them as an ordinary model.
+            model.hf_quantizer = None
+            if hasattr(model.config, "quantization_config"):
+                del model.config.quantization_config
+            model.save_pretrained(partial, safe_serialization=True)
+            AutoTokenizer.from_pretrained(location["folder"], **gguf).save_pretrained(partial)
+        except (OSError, ValueError) as error:
+            shutil.rmtree(partial, ignore_errors=True)
+            raise ModelError(
+                f"model {name}: cannot convert the GGUF file {source} ({type(error).__name__}: {error}). "
+                f"Check that transformers supports its architecture, or fix models.{name}.source."
+            ) from error
     shutil.rmtree(snapshot, ignore_errors=True)
     os.replace(partial, snapshot)
     files = sorted(str(p.relative_to(snapshot)) for p in snapshot.rglob("*") if p.is_file())

