@@ -30,6 +30,10 @@ PAIRED_MODELS = [
     and config["models"][name].get("base") in MODELS
 ]
 DEMO = any(config["datasets"][d]["demo"] for d in DATASETS)
+# Jobs that many others wait on (model stages, ceilings, the controls-only fit, generated
+# data) run first: a two-thread job left until the one-thread layer fits run out starts only
+# when both cores are free at once, and leaves a core idle behind it at the end of the run.
+UNLOCKS_MANY = 10
 # Every defined dataset's responses come from exactly one rule: simulate_responses for the demo
 # readers (from a model's outputs), prepare_responses for the readers of response files.
 SIMULATED_DATASETS = [

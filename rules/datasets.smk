@@ -27,6 +27,7 @@ rule generate_rehearsal_data:
         "logs/generate_rehearsal_data/{dataset}.log",
     benchmark:
         "benchmarks/generate_rehearsal_data/{dataset}.tsv"
+    priority: UNLOCKS_MANY
     conda:
         "../envs/rehearsal.yaml"
     threads: 2

@@ -13,6 +13,7 @@ rule compute_ceiling:
         "logs/compute_ceiling/{protocol}/{dataset}.log",
     benchmark:
         "benchmarks/compute_ceiling/{protocol}/{dataset}.tsv"
+    priority: UNLOCKS_MANY
     conda:
         "../envs/encoding.yaml"
     threads: 2
@@ -37,6 +38,7 @@ rule fit_controls:
         "logs/fit_controls/{dataset}.log",
     benchmark:
         "benchmarks/fit_controls/{dataset}.tsv"
+    priority: UNLOCKS_MANY
     conda:
         "../envs/encoding.yaml"
     threads: 1

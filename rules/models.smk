@@ -29,6 +29,7 @@ rule extract_activations:
         "logs/extract_activations/{dataset}/{model}.log",
     benchmark:
         "benchmarks/extract_activations/{dataset}/{model}.tsv"
+    priority: UNLOCKS_MANY
     conda:
         "../envs/extraction.yaml"
     threads: 2
@@ -57,6 +58,7 @@ rule compute_surprisal:
         "logs/compute_surprisal/{dataset}/{model}.log",
     benchmark:
         "benchmarks/compute_surprisal/{dataset}/{model}.tsv"
+    priority: UNLOCKS_MANY
     conda:
         "../envs/extraction.yaml"
     threads: 2

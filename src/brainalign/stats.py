@@ -350,13 +350,26 @@ def group_swap_permutation(units: np.ndarray, rng: np.random.Generator) -> np.nd
     Rows of a unit must be contiguous. Exact when units of a size are exchangeable, and
     keeps any structure shared by all units (e.g. a position template).
     """
+    return group_swap_permutations(units, 1, rng)[0]
+
+
+def group_swap_permutations(units: np.ndarray, n_permutations: int, rng: np.random.Generator) -> np.ndarray:
+    """``n_permutations`` draws of :func:`group_swap_permutation`, shape (n_permutations, n_rows).
+
+    The same orders as that many calls with the same generator, for the unit structure's
+    cost once.
+    """
     _, starts, unit_of_row, sizes = np.unique(units, return_index=True, return_inverse=True, return_counts=True)
+    units_by_size = [np.flatnonzero(sizes == size) for size in np.unique(sizes)]
+    rows = np.arange(len(units))
+    orders = np.empty((n_permutations, len(units)), dtype=np.intp)
     target = np.arange(len(sizes))
-    for size in np.unique(sizes):
-        same_size = np.flatnonzero(sizes == size)
-        target[same_size] = rng.permutation(same_size)
-    # Row k of unit u (at starts[u] + k) takes row starts[target[u]] + k.
-    return np.arange(len(units)) + (starts[target] - starts)[unit_of_row]
+    for draw in range(n_permutations):
+        for same_size in units_by_size:
+            target[same_size] = rng.permutation(same_size)
+        # Row k of unit u (at starts[u] + k) takes row starts[target[u]] + k.
+        orders[draw] = rows + (starts[target] - starts)[unit_of_row]
+    return orders
 
 
 def can_swap_groups(units: np.ndarray) -> bool:
@@ -370,15 +383,23 @@ def circular_shift_permutation(streams: np.ndarray, min_shift: int, rng: np.rand
     either direction (at most half the stream), each stream by its own shift.
 
     Keeps each series' autocorrelation; works for streams of any length."""
-    order = np.arange(len(streams))
-    for stream in pd.unique(streams):
-        rows = np.flatnonzero(streams == stream)
-        if len(rows) < 2:
-            continue
-        least = int(np.clip(min_shift, 1, len(rows) // 2))
-        shift = rng.integers(least, len(rows) - least + 1)
-        order[rows] = rows[(np.arange(len(rows)) + shift) % len(rows)]
-    return order
+    return circular_shift_permutations(streams, 1, min_shift, rng)[0]
+
+
+def circular_shift_permutations(
+    streams: np.ndarray, n_permutations: int, min_shift: int, rng: np.random.Generator
+) -> np.ndarray:
+    """``n_permutations`` draws of :func:`circular_shift_permutation`, shape (n_permutations,
+    n_rows): the same orders as that many calls with the same generator."""
+    stream_rows = [np.flatnonzero(streams == stream) for stream in pd.unique(streams)]
+    stream_rows = [rows for rows in stream_rows if len(rows) >= 2]
+    orders = np.tile(np.arange(len(streams)), (n_permutations, 1))
+    for draw in range(n_permutations):
+        for rows in stream_rows:
+            least = int(np.clip(min_shift, 1, len(rows) // 2))
+            shift = rng.integers(least, len(rows) - least + 1)
+            orders[draw, rows] = rows[(np.arange(len(rows)) + shift) % len(rows)]
+    return orders
 
 
 def monte_carlo_p_value(observed: float, null: np.ndarray) -> float:

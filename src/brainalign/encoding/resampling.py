@@ -53,8 +53,8 @@ from brainalign.encoding.metrics import r2_columns
 from brainalign.stats import (
     PERMUTATION_SCHEMES,
     can_swap_groups,
-    circular_shift_permutation,
-    group_swap_permutation,
+    circular_shift_permutations,
+    group_swap_permutations,
     monte_carlo_p_value,
     multinomial_counts,
     percentile_interval,
@@ -64,6 +64,8 @@ from brainalign.stats import (
 SUMS = ("n", "y", "yy", "model_sse", "baseline_sse")
 BATCH = 50
 """Bootstrap resamples computed at once (bounds memory to BATCH x 5 x n_neuroids floats)."""
+PERMUTATION_BYTES = 2**25
+"""Moved predictions of permutations scored at once, in bytes (at least one permutation)."""
 
 logger = logging.getLogger(__name__)
 
@@ -262,11 +264,19 @@ class _IncrementNull:
         )
         self.defined = self.total > 1e-12 * np.maximum((observed**2).sum(axis=0), 1e-300)
 
-    def score(self, order: np.ndarray) -> float:
-        model_sse = ((self.residual - self.increment[order]) ** 2).sum(axis=0)
-        with np.errstate(invalid="ignore", divide="ignore"):
-            gain = np.where(self.defined, (self.baseline_sse - model_sse) / self.total, np.nan)
-        return float(median_over_neuroids(gain))
+    def scores(self, orders: np.ndarray) -> np.ndarray:
+        """The headline under each row order, shape (n_orders,); orders are taken
+        ``PERMUTATION_BYTES`` of moved predictions at a time."""
+        n_rows, n_neuroids = self.increment.shape
+        batch = max(1, PERMUTATION_BYTES // (8 * n_rows * n_neuroids))
+        headlines = np.empty(len(orders))
+        for start in range(0, len(orders), batch):
+            moved = self.increment[orders[start : start + batch]]
+            model_sse = ((self.residual - moved) ** 2).sum(axis=1)
+            with np.errstate(invalid="ignore", divide="ignore"):
+                gain = np.where(self.defined, (self.baseline_sse - model_sse) / self.total, np.nan)
+            headlines[start : start + batch] = median_over_neuroids(gain)
+        return headlines
 
 
 def fold_permutation_scores(
@@ -309,13 +319,11 @@ def fold_permutation_scores(
             fold_null = _IncrementNull(held_out)
             streams = np.zeros(len(held_out.observed), dtype=int) if held_out.streams is None else held_out.streams
             n_fixed += scheme == "group_swap" and not can_swap_groups(held_out.units)
-            fold_scores[f, 0] = fold_null.score(np.arange(len(streams)))
-            for i in range(1, 1 + n_permutations):
-                if scheme == "circular_shift":
-                    order = circular_shift_permutation(streams, min_shift, rng)
-                else:
-                    order = group_swap_permutation(held_out.units, rng)
-                fold_scores[f, i] = fold_null.score(order)
+            if scheme == "circular_shift":
+                orders = circular_shift_permutations(streams, n_permutations, min_shift, rng)
+            else:
+                orders = group_swap_permutations(held_out.units, n_permutations, rng)
+            fold_scores[f] = fold_null.scores(np.vstack([np.arange(len(streams)), orders]))
         scores.append(fold_scores)
     if n_fixed:
         logger.warning(

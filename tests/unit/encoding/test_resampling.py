@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import numpy as np
+import pandas as pd
 import pytest
 from scipy import stats
 
+from brainalign.encoding import resampling
 from brainalign.encoding.metrics import r2_columns
 from brainalign.encoding.resampling import (
     HeldOut,
@@ -160,6 +162,58 @@ def test_circular_shifts_move_each_stream_within_itself_by_at_least_the_minimum(
             assert 10 <= shift <= n - 10
             np.testing.assert_array_equal(order[start : start + n], start + (np.arange(n) + shift) % n)
         assert order[-1] == len(streams) - 1  # a one-row stream cannot move
+
+
+def naive_permutation_scores(held_out, n_permutations, scheme, min_shift, rng):
+    """One fold's headline under the identity and each permutation, one order at a time
+    (a transcription of the scheme's definitions, independent of the batched code)."""
+    units, streams = held_out.units, held_out.streams
+    tested = held_out.predictions - held_out.baseline
+    residual = held_out.observed - (held_out.predictions - tested)
+    total = ((held_out.observed - held_out.observed.mean(0)) ** 2).sum(0)
+    baseline_sse = ((held_out.observed - held_out.baseline) ** 2).sum(0)
+
+    def headline(order):
+        return np.nanmedian((baseline_sse - ((residual - tested[order]) ** 2).sum(0)) / total)
+
+    scores = [headline(np.arange(len(units)))]
+    for _ in range(n_permutations):
+        order = np.arange(len(units))
+        if scheme == "group_swap":
+            _, starts, unit_of_row, sizes = np.unique(
+                units, return_index=True, return_inverse=True, return_counts=True
+            )
+            target = np.arange(len(sizes))
+            for size in np.unique(sizes):
+                same_size = np.flatnonzero(sizes == size)
+                target[same_size] = rng.permutation(same_size)
+            order = order + (starts[target] - starts)[unit_of_row]
+        else:
+            for stream in pd.unique(streams):
+                rows = np.flatnonzero(streams == stream)
+                if len(rows) >= 2:
+                    least = int(np.clip(min_shift, 1, len(rows) // 2))
+                    shift = rng.integers(least, len(rows) - least + 1)
+                    order[rows] = rows[(np.arange(len(rows)) + shift) % len(rows)]
+        scores.append(headline(order))
+    return np.array(scores)
+
+
+@pytest.mark.parametrize("scheme", ["group_swap", "circular_shift"])
+def test_batched_permutation_scores_equal_one_order_at_a_time(scheme, monkeypatch):
+    rng = np.random.default_rng(7)
+    units = np.repeat(np.arange(9), [4, 4, 3, 4, 3, 5, 4, 3, 4])
+    streams = np.repeat(["a", "b", "c"], [15, 12, 7])
+    observed = rng.standard_normal((len(units), 40))
+    baseline = 0.3 * observed + rng.standard_normal(observed.shape)
+    predictions = baseline + 0.2 * observed + rng.standard_normal(observed.shape)
+    folds = [HeldOut(predictions, observed, units, streams=streams, baseline=baseline)]
+    # Several batches of orders, the last one partial.
+    monkeypatch.setattr(resampling, "PERMUTATION_BYTES", 8 * observed.size * 7)
+    batched = fold_permutation_scores([folds], 50, scheme, min_shift=3, random_state=5)[0][0]
+    naive = naive_permutation_scores(folds[0], 50, scheme, 3, np.random.default_rng(5))
+    np.testing.assert_array_equal(batched, naive)
+    assert len(np.unique(batched)) > 10  # the orders do move the predictions
 
 
 def test_group_permutation_p_values_are_uniform_under_the_null_and_row_shuffles_are_not():
