@@ -130,6 +130,17 @@ def model_runtime_block(wildcards):
     return runtime_keys(wildcards.model)
 
 
+# Dataset keys that only the ceilings read: the data rules do not get them, so choosing a
+# dataset's subject pools reruns its ceilings, not its data and every job after it.
+CEILING_ONLY_KEYS = ("ceiling_pools",)
+
+
+def dataset_block(wildcards):
+    """A dataset's config block as its data rules read it (without the ceiling-only keys)."""
+    block = config["datasets"][wildcards.dataset]
+    return {key: value for key, value in block.items() if key not in CEILING_ONLY_KEYS}
+
+
 def extraction_options(wildcards):
     """The extraction settings plus the one dataset fact they read: whether it is a time
     series (readout aw2024 then reads word windows). The window is kept for time series
@@ -235,19 +246,24 @@ def ceiling_downloads(wildcards):
 
 
 def ceiling_options(wildcards):
-    """The settings of a protocol's ceiling plus the dataset facts. aw2024: the paper's
+    """The settings of a protocol's ceiling plus the dataset facts (with its subject-pool
+    scheme, which only the ceilings read). aw2024: the paper's
     metric (the ceiling fits responses, not activations, so the fit precision does not
     apply); robust: its folds and ridge, without the control bands, delays and statistics.
     """
+    pools = {"ceiling_pools": config["datasets"][wildcards.dataset]["ceiling_pools"]}
     if wildcards.protocol == "aw2024":
         published = published_ceiling_files(wildcards)
         if published:
             return {"published": published}
-        return _protocol_settings(
-            "aw2024",
-            wildcards.dataset,
-            drop=("layer_rule", "fit_precision", "published_ceilings"),
-        )
+        return {
+            **_protocol_settings(
+                "aw2024",
+                wildcards.dataset,
+                drop=("layer_rule", "fit_precision", "published_ceilings"),
+            ),
+            **pools,
+        }
     # One band (the pool): no band-weight search, so neither its candidates nor their seed.
     not_read = (
         "controls",
@@ -258,9 +274,12 @@ def ceiling_options(wildcards):
         "block_trs",
     )
     statistics = ("n_bootstrap", "confidence_level", "n_permutations")
-    return _protocol_settings(
-        "robust", wildcards.dataset, drop=(*not_read, *statistics)
-    )
+    return {
+        **_protocol_settings(
+            "robust", wildcards.dataset, drop=(*not_read, *statistics)
+        ),
+        **pools,
+    }
 
 
 def layer_choice(wildcards):

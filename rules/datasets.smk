@@ -11,7 +11,7 @@ rule download_dataset:
         "../envs/data.yaml"
     params:
         name="{dataset}",
-        block=lookup(dpath="datasets/{dataset}", within=config),
+        block=dataset_block,
     script:
         "../workflow/scripts/download_dataset.py"
 
@@ -36,7 +36,7 @@ rule generate_rehearsal_data:
         runtime=runtime_min(60),
     params:
         name="{dataset}",
-        block=lookup(dpath="datasets/{dataset}", within=config),
+        block=dataset_block,
         source_block=rehearsal_source_block,
         extraction=extraction_options,
     script:
@@ -58,7 +58,7 @@ rule prepare_stimuli:
         mem_mb=memory_mb(4000),
         runtime=runtime_min(30),
     params:
-        block=lookup(dpath="datasets/{dataset}", within=config),
+        block=dataset_block,
     script:
         "../workflow/scripts/prepare_stimuli.py"
 
@@ -83,6 +83,6 @@ rule prepare_responses:
         mem_mb=memory_mb(8000),
         runtime=runtime_min(60),
     params:
-        block=lookup(dpath="datasets/{dataset}", within=config),
+        block=dataset_block,
     script:
         "../workflow/scripts/prepare_responses.py"

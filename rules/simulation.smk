@@ -20,6 +20,6 @@ rule simulate_responses:
         mem_mb=memory_mb(8000),
         runtime=runtime_min(60),
     params:
-        block=lookup(dpath="datasets/{dataset}", within=config),
+        block=dataset_block,
     script:
         "../workflow/scripts/simulate_responses.py"

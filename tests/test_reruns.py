@@ -163,6 +163,13 @@ def test_changing_a_protocols_ceiling_reruns_only_that_ceiling_and_its_scores(ru
     assert planned_jobs(run) == {ceiling} | scores | pair_jobs(NEURAL, protocols=(protocol,)) | AGGREGATES
 
 
+def test_changing_a_datasets_subject_pools_reruns_its_ceilings_and_scores_but_no_fit(run):
+    edit_config(run, lambda config: config["datasets"][NEURAL].update(ceiling_pools="all"))
+    scores = {job("score_model", protocol=p, dataset=NEURAL, model=model) for p in PROTOCOLS for model in LAYERS}
+    ceilings = {job("compute_ceiling", protocol=p, dataset=NEURAL) for p in PROTOCOLS}
+    assert planned_jobs(run) == ceilings | scores | pair_jobs(NEURAL) | AGGREGATES
+
+
 def test_changing_a_pair_test_setting_reruns_only_the_pair_tests(run):
     edit_config(run, lambda config: config.setdefault("pair_tests", {}).update(group_by="neuroid"))
     assert planned_jobs(run) == pair_jobs(NEURAL) | AGGREGATES

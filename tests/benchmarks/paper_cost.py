@@ -19,7 +19,7 @@ any width of the suite. Prints a markdown table (CPU-hours) and the measurements
 
 Usage::
 
-    python tests/benchmarks/paper_cost.py [--counts 1500 4500] [--wehbe-neuroids 25000]
+    python tests/benchmarks/paper_cost.py [--counts 1000 3000] [--wehbe-neuroids 25000]
 """
 
 from __future__ import annotations
@@ -65,7 +65,8 @@ def blank_like(rng, n_features, n_neuroids):
     features = rng.standard_normal((len(story), n_features)).astype(np.float32)
     responses = features[:, :20] @ rng.standard_normal((20, n_neuroids)).astype(np.float32) * 0.05
     responses += rng.standard_normal(responses.shape).astype(np.float32)
-    return features, responses, stimuli, stimuli[["stimulus_id"]], {"time_series": False, "permutation": "circular_shift"}
+    flags = {"time_series": False, "permutation": "circular_shift"}
+    return features, responses, stimuli, stimuli[["stimulus_id"]], flags
 
 
 def robust_seconds(make, n_neuroids: int) -> float:
@@ -101,20 +102,24 @@ def aw2024_seconds(n_stimuli: int, n_neuroids: int) -> float:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--counts", type=int, nargs=2, default=[1500, 4500], help="neuroid counts timed")
+    parser.add_argument("--counts", type=int, nargs=2, default=[1000, 3000], help="neuroid counts timed")
     parser.add_argument("--wehbe-neuroids", type=int, default=25_000, help="voxels of the Wehbe2014 layer")
     args = parser.parse_args()
     config = yaml.safe_load((REPO / "config.yaml").read_text())
     n_layers = sum(config["models"][model]["n_layers"] for model in config["suites"]["paper"]["models"])
+    measurements = {
+        "aw2024 ceiling, Pereira2018 experiment": lambda: {"seconds": time_ceiling(384, 9, 12_155, 100)["seconds"]},
+        "aw2024 fit, Pereira2018 layer": lambda: {"seconds": aw2024_seconds(627, PEREIRA_NEUROIDS)},
+        "aw2024 fit, Blank2014 layer": lambda: {"seconds": aw2024_seconds(1317, 60)},
+        "robust fit, Blank2014 layer": lambda: {"seconds": robust_seconds(blank_like, 60)},
+        "robust fit, Pereira2018 layer": lambda: extrapolated(pereira_like, args.counts, PEREIRA_NEUROIDS),
+        "robust fit, Wehbe2014 layer": lambda: extrapolated(wehbe_like, args.counts, args.wehbe_neuroids),
+    }
+    units = {}
     with threadpool_limits(limits=1):
-        units = {
-            "robust fit, Pereira2018 layer": extrapolated(pereira_like, args.counts, PEREIRA_NEUROIDS),
-            "robust fit, Wehbe2014 layer": extrapolated(wehbe_like, args.counts, args.wehbe_neuroids),
-            "robust fit, Blank2014 layer": {"seconds": robust_seconds(blank_like, 60)},
-            "aw2024 fit, Pereira2018 layer": {"seconds": aw2024_seconds(627, PEREIRA_NEUROIDS)},
-            "aw2024 fit, Blank2014 layer": {"seconds": aw2024_seconds(1317, 60)},
-            "aw2024 ceiling, Pereira2018 experiment": {"seconds": time_ceiling(384, 9, 12_155, 100)["seconds"]},
-        }
+        for name, measure in measurements.items():
+            units[name] = measure()
+            print(json.dumps({name: units[name]}, default=float), flush=True)  # long runs report as they go
     jobs = {name: n_layers for name in units}
     jobs["aw2024 ceiling, Pereira2018 experiment"] = 2
     print("| unit | seconds (1 core) | jobs in the paper suite | CPU-hours |")

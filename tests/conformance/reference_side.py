@@ -15,6 +15,10 @@ It imports nothing of brainalign. Sub-commands (arguments are paths):
   one text (the Futrell2018 benchmark's call); OUT (npy).
 - ``metric FEATURES RESPONSES IDS_JSON OUT``: ``linear_pearsonr`` on assemblies in the given
   stored order; OUT (npy) the per-split, per-neuroid r.
+- ``blank_ceiling RESPONSES IDS_JSON SUBJECTS_JSON OUT``: the Blank2014 benchmark's
+  ``ExtrapolationCeiling`` with ``linear_pearsonr`` on an assembly in the given stored order
+  (``subject_id`` per neuroid); OUT (npz) ``neuroid_id`` and ``ceiling`` per neuroid, and the
+  dataset ``center``.
 
 Models are loaded as the paper's registrations load them: causal models by
 ``HuggingfaceSubject`` itself from ``model_id``, T5 passed as ``model=`` built with
@@ -148,5 +152,23 @@ def metric(features_path: str, responses_path: str, ids_json: str, out: str) -> 
     np.save(out, np.asarray(raw.values, dtype=np.float64))
 
 
+def blank_ceiling(responses_path: str, ids_json: str, subjects_json: str, out: str) -> None:
+    from brainio.assemblies import NeuroidAssembly
+
+    from brainscore_language import load_metric
+    from brainscore_language.benchmarks.blank2014.ceiling import ExtrapolationCeiling
+
+    values = np.load(responses_path)
+    ids, subjects = json.loads(Path(ids_json).read_text()), json.loads(Path(subjects_json).read_text())
+    assembly = NeuroidAssembly(values, dims=["presentation", "neuroid"], coords={
+        "stimulus_id": ("presentation", ids), "stimulus_num": ("presentation", np.arange(len(ids))),
+        "neuroid_id": ("neuroid", [f"n{j:05d}" for j in range(values.shape[1])]),
+        "subject_id": ("neuroid", subjects)})
+    ceiling = ExtrapolationCeiling()(assembly, load_metric("linear_pearsonr"))
+    neuroid_ceilings = ceiling.attrs["raw"]
+    np.savez(out, neuroid_id=np.asarray(neuroid_ceilings["neuroid_id"].values, dtype=str),
+             ceiling=np.asarray(neuroid_ceilings.values, dtype=np.float64).ravel(), center=float(ceiling))
+
+
 if __name__ == "__main__":
-    {"build": build, "features": features, "surprisal": surprisal, "metric": metric}[sys.argv[1]](*sys.argv[2:])
+    {"build": build, "features": features, "surprisal": surprisal, "metric": metric, "blank_ceiling": blank_ceiling}[sys.argv[1]](*sys.argv[2:])

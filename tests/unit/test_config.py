@@ -140,10 +140,15 @@ def test_the_librarys_protocol_defaults_are_the_validated_configs(raw_config):
     """Outside the workflow (CLI, notebooks) the library fills what config validation fills."""
     protocols = validate_config(copy.deepcopy(raw_config))["protocols"]
     library = {"aw2024": aw2024.resolve_aw2024_options({}), "robust": robust.resolve_robust_options({})}
-    dataset_facts = {"time_series": False, "permutation": "group_swap", "cv_groups": "cv_group"}
+    dataset_facts = {
+        "time_series": False,
+        "permutation": "group_swap",
+        "cv_groups": "cv_group",
+        "ceiling_pools": "sampled",
+    }
     for name, resolved in library.items():
         assert {k: v for k, v in resolved.items() if k not in dataset_facts} == protocols[name]
-    assert library["aw2024"]["time_series"] is False
+    assert library["aw2024"]["time_series"] is False and library["aw2024"]["ceiling_pools"] == "sampled"
     assert {k: library["robust"][k] for k in dataset_facts} == dataset_facts  # permutation auto: group swaps
     assert toneva.resolve_toneva_options({}) == protocols["aw2024"]["toneva"]
     assert protocols["aw2024"]["toneva"]["alphas"] == [10.0**k for k in range(-6, 10)]

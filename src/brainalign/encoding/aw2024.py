@@ -45,7 +45,7 @@ from brainalign.stats import median_absolute_deviation, pearson_columns
 
 SECTION = "protocols.aw2024"
 """The config section of this protocol's options (their defaults and descriptions)."""
-DATASET_FACTS = ("datasets.*.time_series",)
+DATASET_FACTS = ("datasets.*.time_series", "datasets.*.ceiling_pools")
 """The dataset's keys that the workflow passes with the protocol's options."""
 NOT_FIT_SETTINGS = ("toneva", "ceiling", "readout", "published_ceilings")
 """Options of other jobs (the time-series pipeline, the ceiling, the activation file's readout)."""

@@ -1,14 +1,17 @@
 """Noise ceilings under the paper's protocol: Brain-Score's subject-pool extrapolation.
 
-Brain-Score (``ExtrapolationCeiling`` in brainscore-language's Pereira2018
-``ceiling_packaging.py``): for each pool size n = 2..N, draw 10 subject subsets (ordered
-draws without replacement from ``RandomState(0)``, kept while distinct); in each, draw 5
-held-out subjects with replacement (a second ``RandomState(0)`` shared by all subsets);
-predict each held-out subject's neuroids from the other subjects' neuroids with the same
-``linear_pearsonr`` metric (OLS, 10 shuffle splits) and keep r per (split, neuroid). Per
-neuroid, 100 bootstrap resamples of those r values per n give mean curves, each fit by
-``v0 * (1 - exp(-n / tau))`` with ``0 <= v0 <= 1``; the neuroid's ceiling is the median v0
-and the dataset's is the median over neuroids (per partition; partitions averaged).
+Brain-Score (``ExtrapolationCeiling``) predicts each held-out subject's neuroids from a pool
+of other subjects with the same ``linear_pearsonr`` metric (OLS, 10 shuffle splits) and keeps
+r per (split, neuroid), for pools of every size n = 2..N. The pools follow the dataset's
+``ceiling_pools`` (:func:`holdout_draws`): ``sampled`` as in Pereira2018's
+``ceiling_packaging.py`` (per size, 10 subject subsets, ordered draws without replacement from
+``RandomState(0)`` kept while distinct; in each, 5 held-out subjects drawn with replacement
+from a second ``RandomState(0)`` shared by all subsets), ``all`` as in Blank2014's
+``ceiling.py`` (every subset of each size, every member held out). Per neuroid, 100 bootstrap
+resamples of the r values per n (a new ``RandomState(0)`` per neuroid, pool sizes inside
+bootstraps) give mean curves, each fit by ``v0 * (1 - exp(-n / tau))`` with ``0 <= v0 <= 1``;
+the neuroid's ceiling is the median v0 and the dataset's is the median over neuroids (per
+partition; partitions averaged).
 
 Differences, for speed (the draws, splits and values are the same up to float rounding):
 every pool's features enter only through their Gram matrix, the sum of per-subject Gram
@@ -17,16 +20,22 @@ each split's training and test rows make up all rows and the pool's centred Gram
 well conditioned (so that every split's OLS keeps all its directions), one pseudo-inverse
 per pool gives every split's held-out predictions (:func:`held_out_predictor`), otherwise
 each split's operator comes from its own eigendecomposition. The bootstrap means are count
-matrices times the r values, the draws shared by the neuroids of one subject. The curve is
-fit by profiling v0 out, searching tau on a grid and solving for the zero of the profiled
-loss's derivative near the grid's best point, instead of ``curve_fit`` from (1, 1).
-Wehbe2014 (time series) uses the same procedure on the kept TRs with the Toneva outer folds
-(contiguous blocks, boundary TRs dropped) instead of shuffle splits.
+matrices times the r values, the draws shared by the neuroids of one subject.
+
+One difference in results: the curve is fit by profiling v0 out, searching tau on a grid and
+solving for the zero of the profiled loss's derivative near the grid's best point, which
+finds the least-squares optimum. Brain-Score's ``curve_fit`` from (1, 1) sometimes stops at a
+worse local optimum with a tiny tau (a flat curve at a lower v0); a neuroid with such a
+bootstrap gets another median v0 (tests/conformance: on a Blank2014-shaped assembly 2 of 20
+neuroids differ, by up to 0.01, the dataset ceiling by 1e-7), elsewhere the values agree to
+curve_fit's tolerance. Wehbe2014 (time series) uses the same procedure on the kept TRs with
+the Toneva outer folds (contiguous blocks, boundary TRs dropped) instead of shuffle splits.
 """
 
 from __future__ import annotations
 
 import functools
+import itertools
 import warnings
 from collections.abc import Callable, Mapping
 from typing import Any
@@ -44,6 +53,10 @@ from brainalign.encoding.aw2024 import (
 from brainalign.encoding.toneva import outer_splits, resolve_toneva_options
 from brainalign.errors import ConfigError, DataError
 from brainalign.stats import pearson_columns
+
+CEILING_POOLS = ("sampled", "all")
+"""Subject-pool schemes of the extrapolation (:func:`holdout_draws`): Brain-Score's Pereira2018
+ceiling samples pools, its Blank2014 ceiling takes every subset."""
 
 LOG_TAU_RANGE = (np.log(1e-3), np.log(1e4))
 """The range of ``log(tau)`` the curve fit searches."""
@@ -207,18 +220,30 @@ def subject_subsets(subjects: list, size: int, n_subsamples: int, rng: np.random
     return ordered
 
 
-def holdout_draws(subjects: list, settings: dict[str, Any]) -> list[tuple[int, tuple, Any]]:
-    """Brain-Score's draws: per pool size, :func:`subject_subsets` (from one ``RandomState(seed)``),
-    then ``n_holdouts`` held-out members drawn with replacement per pool (from a second one).
+def holdout_draws(subjects: list, settings: dict[str, Any], pools: str = "sampled") -> list[tuple[int, tuple, Any]]:
+    """Brain-Score's (pool, held-out subject) draws for every pool size from 2 to all subjects.
+
+    ``pools="sampled"`` (Pereira2018's ``ceiling_packaging.py``): per pool size,
+    :func:`subject_subsets` (from one ``RandomState(seed)``), then ``n_holdouts`` held-out
+    members drawn with replacement per pool (from a second one). ``pools="all"``
+    (Blank2014's ``ceiling.py``): every subset of each size (``itertools.combinations`` of the
+    sorted subjects), every member held out in turn.
 
     Returns
     -------
     draws : list of (pool size, the other members in sorted order, held-out subject)
         In draw order; a subject drawn twice from one pool is listed once.
     """
+    if pools not in CEILING_POOLS:
+        raise ConfigError(f"datasets.<name>.ceiling_pools is {pools!r}; use one of {list(CEILING_POOLS)}.")
+    draws = []
+    if pools == "all":
+        for size in range(2, len(subjects) + 1):
+            for pool in itertools.combinations(subjects, size):
+                draws += [(size, tuple(s for s in pool if s != subject), subject) for subject in pool]
+        return draws
     subset_rng = np.random.RandomState(settings["seed"])
     holdout_rng = np.random.RandomState(settings["seed"])
-    draws = []
     for size in range(2, len(subjects) + 1):
         for subset in subject_subsets(subjects, size, settings["n_subsamples"], subset_rng):
             members = sorted(set(subset), key=str)
@@ -229,7 +254,7 @@ def holdout_draws(subjects: list, settings: dict[str, Any]) -> list[tuple[int, t
 
 
 def holdout_scores(
-    subjects: list, settings: dict[str, Any], score_pool: Callable[[list, Any], np.ndarray]
+    subjects: list, settings: dict[str, Any], score_pool: Callable[[list, Any], np.ndarray], pools: str = "sampled"
 ) -> dict[int, dict[Any, list[np.ndarray]]]:
     """Score per (split, neuroid) of each held-out subject predicted from the rest of its pool, per pool size.
 
@@ -245,12 +270,14 @@ def holdout_scores(
     score_pool : callable
         ``score_pool(others, subject)``: the held-out score of ``subject``'s neuroids predicted
         from the subjects ``others``, an array of shape (n_splits, n_subject_neuroids).
+    pools : {"sampled", "all"}
+        :func:`holdout_draws`' scheme.
 
     Returns
     -------
     collected : {pool size: {subject: [array (n_splits, n_subject_neuroids), ...]}}
     """
-    draws = holdout_draws(subjects, settings)
+    draws = holdout_draws(subjects, settings, pools)
     pairs = sorted({(others, subject) for _, others, subject in draws}, key=str)
     scores = {(others, subject): score_pool(list(others), subject) for others, subject in pairs}
     collected: dict[int, dict[Any, list[np.ndarray]]] = {size: {} for size in range(2, len(subjects) + 1)}
@@ -412,21 +439,33 @@ def bootstrap_means(values: np.ndarray, draws: np.ndarray) -> np.ndarray:
 def extrapolate(
     collected: dict[int, dict[Any, list[np.ndarray]]], subjects: list, settings: dict[str, Any]
 ) -> dict[Any, np.ndarray]:
-    """Per subject: the median over bootstraps of the fitted asymptote v0 per neuroid."""
-    sizes = np.array(sorted(collected), dtype=np.float64)
-    rng = np.random.RandomState(settings["seed"])
+    """Per subject: the median over bootstraps of the fitted asymptote v0 per neuroid.
+
+    The resamples are Brain-Score's (``extrapolate_neuroid``): for every neuroid a new
+    ``RandomState(seed)``, and per bootstrap, per pool size in increasing order, as many
+    draws with replacement from that size's scores (pools x splits, in collection order) as
+    there are scores. A subject's neuroids have the same number of scores, hence the same
+    draws, so each subject's are drawn once.
+    """
+    sizes = sorted(collected)
     ceilings = {}
     for subject in subjects:
-        n_neuroids = next(v for per in collected.values() for s, v in per.items() if s == subject)[0].shape[1]
+        values = {
+            size: np.concatenate(collected[size][subject], axis=0)  # (pools x splits, neuroids)
+            for size in sizes
+            if collected[size].get(subject)
+        }
+        rng = np.random.RandomState(settings["seed"])
+        draws = {size: np.empty((settings["n_bootstraps"], len(v)), dtype=np.intp) for size, v in values.items()}
+        for bootstrap in range(settings["n_bootstraps"]):
+            for size, v in values.items():
+                draws[size][bootstrap] = rng.randint(0, len(v), size=len(v))
+        n_neuroids = next(iter(values.values())).shape[1]
         curves = np.full((settings["n_bootstraps"], n_neuroids, len(sizes)), np.nan)
-        for column, size in enumerate(sorted(collected)):
-            scores = collected[size].get(subject)
-            if not scores:
-                continue
-            values = np.concatenate(scores, axis=0)  # (subsets x splits, neuroids)
-            draws = rng.randint(0, len(values), size=(settings["n_bootstraps"], len(values)))
-            curves[:, :, column] = bootstrap_means(values, draws)
-        v0, _ = fit_saturation(sizes, curves.reshape(-1, len(sizes)))
+        for column, size in enumerate(sizes):
+            if size in values:
+                curves[:, :, column] = bootstrap_means(values[size], draws[size])
+        v0, _ = fit_saturation(np.array(sizes, dtype=np.float64), curves.reshape(-1, len(sizes)))
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", RuntimeWarning)
             ceilings[subject] = np.nanmedian(v0.reshape(settings["n_bootstraps"], n_neuroids), axis=0)
@@ -495,7 +534,8 @@ def extrapolated_ceiling(
         block = block[:, complete]
         subject_of = neuroids["subject"].to_numpy()[complete]
         subjects = pool_subjects(subject_of, name)
-        collected = holdout_scores(subjects, settings, pool_correlation_scorer(block, subject_of, splits))
+        scorer = pool_correlation_scorer(block, subject_of, splits)
+        collected = holdout_scores(subjects, settings, scorer, protocol["ceiling_pools"])
         ceilings = extrapolate(collected, subjects, settings)
         table, per_partition[str(name)] = partition_ceilings(neuroids[complete], name, ceilings)
         tables.append(table)

@@ -69,7 +69,12 @@ logger = logging.getLogger(__name__)
 
 SECTION = "protocols.robust"
 """The config section of this protocol's options (their defaults and descriptions)."""
-DATASET_FACTS = ("datasets.*.time_series", "datasets.*.permutation", "datasets.*.cv_groups")
+DATASET_FACTS = (
+    "datasets.*.time_series",
+    "datasets.*.permutation",
+    "datasets.*.cv_groups",
+    "datasets.*.ceiling_pools",
+)
 """The dataset's keys that the workflow passes with the protocol's options."""
 
 

@@ -90,7 +90,8 @@ def compute_robust_ceiling(
     responses, stimuli, response_rows, neuroids
         As :func:`brainalign.encoding.robust.fit_robust` takes them.
     options : dict
-        ``protocols.robust`` options and dataset flags (``cv_groups``, ``time_series``) with
+        ``protocols.robust`` options and dataset flags (``cv_groups``, ``time_series``,
+        ``ceiling_pools``) with
         an optional ``ceiling`` section (``protocols.robust.ceiling`` in the config schema); the control
         bands, delays and statistics settings are not read.
 
@@ -114,7 +115,8 @@ def compute_robust_ceiling(
             subject_of = neuroids["subject"].to_numpy()[keep]
             subjects = pool_subjects(subject_of, partition)
             folds = robust.fold_splits(design["cv_groups"][rows], options)
-            collected = holdout_scores(subjects, settings, pool_r2_scorer(block, subject_of, folds, options))
+            scorer = pool_r2_scorer(block, subject_of, folds, options)
+            collected = holdout_scores(subjects, settings, scorer, options["ceiling_pools"])
             ceilings = extrapolate(collected, subjects, settings)
             table, per_partition[str(partition)] = partition_ceilings(neuroids[keep], partition, ceilings)
             tables.append(table)

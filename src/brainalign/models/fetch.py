@@ -127,9 +127,13 @@ def snapshot_from_gguf(name: str, location: dict[str, Any], snapshot: Path) -> d
     with gguf_parsed_once():
         try:
             config = AutoConfig.from_pretrained(location["folder"], **gguf)
-            model_class = AutoModelForSeq2SeqLM if getattr(config, "is_encoder_decoder", False) else AutoModelForCausalLM
+            model_class = (
+                AutoModelForSeq2SeqLM if getattr(config, "is_encoder_decoder", False) else AutoModelForCausalLM
+            )
             dense = GgufConfig(dequantize=True)  # never the packed GGUF blocks a matmul kernel would keep
-            model = model_class.from_pretrained(location["folder"], dtype=torch.float32, quantization_config=dense, **gguf)
+            model = model_class.from_pretrained(
+                location["folder"], dtype=torch.float32, quantization_config=dense, **gguf
+            )
             # The weights are plain float32 tensors now: save them as an ordinary model.
             model.hf_quantizer = None
             if hasattr(model.config, "quantization_config"):

@@ -180,9 +180,7 @@ def naive_permutation_scores(held_out, n_permutations, scheme, min_shift, rng):
     for _ in range(n_permutations):
         order = np.arange(len(units))
         if scheme == "group_swap":
-            _, starts, unit_of_row, sizes = np.unique(
-                units, return_index=True, return_inverse=True, return_counts=True
-            )
+            _, starts, unit_of_row, sizes = np.unique(units, return_index=True, return_inverse=True, return_counts=True)
             target = np.arange(len(sizes))
             for size in np.unique(sizes):
                 same_size = np.flatnonzero(sizes == size)
