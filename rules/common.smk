@@ -251,34 +251,32 @@ def ceiling_options(wildcards):
     metric (the ceiling fits responses, not activations, so the fit precision does not
     apply); robust: its folds and ridge, without the control bands, delays and statistics.
     """
-    pools = {"ceiling_pools": config["datasets"][wildcards.dataset]["ceiling_pools"]}
     if wildcards.protocol == "aw2024":
         published = published_ceiling_files(wildcards)
         if published:
             return {"published": published}
-        return {
-            **_protocol_settings(
-                "aw2024",
-                wildcards.dataset,
-                drop=("layer_rule", "fit_precision", "published_ceilings"),
-            ),
-            **pools,
-        }
-    # One band (the pool): no band-weight search, so neither its candidates nor their seed.
-    not_read = (
-        "controls",
-        "oasm_width",
-        "delays",
-        "n_band_weights",
-        "random_state",
-        "block_trs",
-    )
-    statistics = ("n_bootstrap", "confidence_level", "n_permutations")
-    return {
-        **_protocol_settings(
+        settings = _protocol_settings(
+            "aw2024",
+            wildcards.dataset,
+            drop=("layer_rule", "fit_precision", "published_ceilings"),
+        )
+    else:
+        # One band (the pool): no band-weight search, so neither its candidates nor their seed.
+        not_read = (
+            "controls",
+            "oasm_width",
+            "delays",
+            "n_band_weights",
+            "random_state",
+            "block_trs",
+        )
+        statistics = ("n_bootstrap", "confidence_level", "n_permutations")
+        settings = _protocol_settings(
             "robust", wildcards.dataset, drop=(*not_read, *statistics)
-        ),
-        **pools,
+        )
+    return {
+        **settings,
+        "ceiling_pools": config["datasets"][wildcards.dataset]["ceiling_pools"],
     }
 
 

@@ -344,20 +344,12 @@ def paired_sign_flip_test(
     return float(differences.mean()), sign_flip_test(differences, n_permutations, random_state), len(labels)
 
 
-def group_swap_permutation(units: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-    """Row order that swaps whole units of equal size, matching rows by order within unit.
+def group_swap_permutations(units: np.ndarray, n_permutations: int, rng: np.random.Generator) -> np.ndarray:
+    """Row orders that swap whole units of equal size, matching rows by order within unit,
+    shape (n_permutations, n_rows).
 
     Rows of a unit must be contiguous. Exact when units of a size are exchangeable, and
     keeps any structure shared by all units (e.g. a position template).
-    """
-    return group_swap_permutations(units, 1, rng)[0]
-
-
-def group_swap_permutations(units: np.ndarray, n_permutations: int, rng: np.random.Generator) -> np.ndarray:
-    """``n_permutations`` draws of :func:`group_swap_permutation`, shape (n_permutations, n_rows).
-
-    The same orders as that many calls with the same generator, for the unit structure's
-    cost once.
     """
     _, starts, unit_of_row, sizes = np.unique(units, return_index=True, return_inverse=True, return_counts=True)
     units_by_size = [np.flatnonzero(sizes == size) for size in np.unique(sizes)]
@@ -378,25 +370,19 @@ def can_swap_groups(units: np.ndarray) -> bool:
     return len(np.unique(sizes)) < len(sizes)
 
 
-def circular_shift_permutation(streams: np.ndarray, min_shift: int, rng: np.random.Generator) -> np.ndarray:
-    """Row order that shifts each stream's rows circularly, by at least ``min_shift`` rows in
-    either direction (at most half the stream), each stream by its own shift.
-
-    Keeps each series' autocorrelation; works for streams of any length."""
-    return circular_shift_permutations(streams, 1, min_shift, rng)[0]
-
-
 def circular_shift_permutations(
     streams: np.ndarray, n_permutations: int, min_shift: int, rng: np.random.Generator
 ) -> np.ndarray:
-    """``n_permutations`` draws of :func:`circular_shift_permutation`, shape (n_permutations,
-    n_rows): the same orders as that many calls with the same generator."""
+    """Row orders that shift each stream's rows circularly, by at least ``min_shift`` rows in
+    either direction (at most half the stream), each stream by its own shift, shape
+    (n_permutations, n_rows).
+
+    Keeps each series' autocorrelation; works for streams of any length."""
     stream_rows = [np.flatnonzero(streams == stream) for stream in pd.unique(streams)]
-    stream_rows = [rows for rows in stream_rows if len(rows) >= 2]
+    movable = [(rows, int(np.clip(min_shift, 1, len(rows) // 2))) for rows in stream_rows if len(rows) >= 2]
     orders = np.tile(np.arange(len(streams)), (n_permutations, 1))
     for draw in range(n_permutations):
-        for rows in stream_rows:
-            least = int(np.clip(min_shift, 1, len(rows) // 2))
+        for rows, least in movable:
             shift = rng.integers(least, len(rows) - least + 1)
             orders[draw, rows] = rows[(np.arange(len(rows)) + shift) % len(rows)]
     return orders

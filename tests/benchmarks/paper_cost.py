@@ -75,7 +75,7 @@ def robust_seconds(make, n_neuroids: int) -> float:
     neuroids = pd.DataFrame(
         {"neuroid_id": np.arange(n_neuroids).astype(str), "subject": np.arange(n_neuroids) % 5, "roi": "x"}
     )
-    options = {"permutation": "group_swap", **flags}
+    options = dict(flags)  # the dataset's permutation scheme (config.yaml), else the default per layout
     controls = controls_only_fit(stimuli, responses, rows, neuroids, options)
     start = time.perf_counter()
     fit_robust(features, responses, stimuli, rows, neuroids, options, controls)
@@ -104,6 +104,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--counts", type=int, nargs=2, default=[1000, 3000], help="neuroid counts timed")
     parser.add_argument("--wehbe-neuroids", type=int, default=25_000, help="voxels of the Wehbe2014 layer")
+    parser.add_argument("--only", nargs="+", metavar="WORD", help="time only the units whose name has one of these")
     args = parser.parse_args()
     config = yaml.safe_load((REPO / "config.yaml").read_text())
     n_layers = sum(config["models"][model]["n_layers"] for model in config["suites"]["paper"]["models"])
@@ -115,6 +116,8 @@ def main() -> None:
         "robust fit, Pereira2018 layer": lambda: extrapolated(pereira_like, args.counts, PEREIRA_NEUROIDS),
         "robust fit, Wehbe2014 layer": lambda: extrapolated(wehbe_like, args.counts, args.wehbe_neuroids),
     }
+    if args.only:
+        measurements = {name: m for name, m in measurements.items() if any(word in name for word in args.only)}
     units = {}
     with threadpool_limits(limits=1):
         for name, measure in measurements.items():

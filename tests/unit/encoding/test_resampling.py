@@ -22,7 +22,7 @@ from brainalign.encoding.resampling import (
     score_p_value,
     unit_sums,
 )
-from brainalign.stats import circular_shift_permutation, group_swap_permutation, percentile_interval
+from brainalign.stats import circular_shift_permutations, group_swap_permutations, percentile_interval
 
 
 def permutation_p_value(partitions, n_permutations, scheme="group_swap", min_shift=20, random_state=0):
@@ -143,7 +143,7 @@ def test_bootstrap_ci_brackets_the_score_and_tracks_the_signal():
 def test_group_swaps_keep_groups_whole():
     rng = np.random.default_rng(3)
     units = np.array([0, 0, 0, 1, 1, 2, 2, 2, 3, 3])
-    order = group_swap_permutation(units, rng)
+    order = group_swap_permutations(units, 1, rng)[0]
     assert sorted(order) == list(range(len(units)))
     for u in np.unique(units):
         moved = units[order[units == u]]
@@ -154,7 +154,7 @@ def test_circular_shifts_move_each_stream_within_itself_by_at_least_the_minimum(
     rng = np.random.default_rng(3)
     streams = np.repeat(["a", "b", "c"], [50, 31, 1])
     for _ in range(20):
-        order = circular_shift_permutation(streams, 10, rng)
+        order = circular_shift_permutations(streams, 1, 10, rng)[0]
         assert sorted(order) == list(range(len(streams)))
         np.testing.assert_array_equal(streams[order], streams)
         for start, n in ((0, 50), (50, 31)):
