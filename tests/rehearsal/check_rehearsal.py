@@ -19,7 +19,8 @@ only if:
 
 Usage: ``python tests/rehearsal/check_rehearsal.py --suite rehearsal-ci [--workdir .]
 [--snakemake .venv/bin/snakemake -- <the run's config arguments>]``; it prints one line per
-check and a table of the null variants' scores and p-values.
+check, a table of the null variants' scores and p-values, and the spread of their per-layer
+p-values.
 """
 
 from __future__ import annotations
@@ -33,6 +34,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import yaml
+from scipy import stats
+
+from brainalign.io import read_metadata
 
 NULL_TOLERANCE = 0.01
 """Largest |robust headline| accepted on a null variant: R^2 gains of planted layers are > 0.1."""
@@ -138,6 +142,29 @@ def check_null(checks: Checks, brain: pd.DataFrame, dataset: str, tolerance: flo
     return robust[["dataset", "model", "score", "p_value"]]
 
 
+def null_layer_p_values(results: Path, dataset: str) -> pd.DataFrame:
+    """Every robust layer fit's p-value on a null variant (for the report, not a check: the layers
+    of one dataset share its responses, so their p-values are not independent draws; the seed
+    test in tests/unit/test_rehearsal_null_pvalues.py checks uniformity)."""
+    rows = []
+    for path in sorted((results / "encoding" / "robust" / dataset).glob("*/layer-*.parquet")):
+        facts = read_metadata(path)
+        rows.append(
+            {"model": path.parent.name, "layer": facts["layer"], "score": facts["score"], "p_value": facts["p_value"]}
+        )
+    return pd.DataFrame(rows)
+
+
+def summarize_null_p_values(dataset: str, table: pd.DataFrame) -> str:
+    """One line: how the per-layer p-values of a null variant are spread."""
+    p = table["p_value"].to_numpy(dtype=float)
+    return (
+        f"{dataset}: {len(p)} layer fits, p-values min {p.min():.3f} median {np.median(p):.3f} "
+        f"max {p.max():.3f}, {int((p < 0.05).sum())} below 0.05, KS against uniform p = "
+        f"{stats.kstest(p, 'uniform').pvalue:.3f}; |unique R^2 gain| at most {table['score'].abs().max():.2e}"
+    )
+
+
 def check_behavior(checks: Checks, behavior: pd.DataFrame, dataset: str, source: str, base: str | None) -> None:
     """The source model's surprisal fits the planted reading times best, and better than its base's."""
     for protocol, table in behavior[behavior["dataset"] == dataset].groupby("protocol"):
@@ -200,11 +227,12 @@ def main() -> None:
 
     checks = Checks()
     check_coverage(checks, brain, layers, behavior, neural, behavioral, suite["models"], protocols)
-    nulls = []
+    nulls, null_layers = [], []
     for name, block in blocks.items():
         rehearsal = block["rehearsal"]
         if rehearsal["variant"] == "null":
             nulls.append(check_null(checks, brain, name, args.null_tolerance))
+            null_layers.append(summarize_null_p_values(name, null_layer_p_values(args.workdir / "results", name)))
             continue
         source = rehearsal["source_model"]
         if block["measure"] == "behavior":
@@ -217,6 +245,8 @@ def main() -> None:
     if nulls:
         print("\nnull variants (robust headline and permutation p-value):")
         print(pd.concat(nulls).to_string(index=False, float_format=lambda v: f"{v:.4f}"))
+        print("\nnull variants, every robust layer fit:")
+        print("\n".join(null_layers))
     if checks.failures:
         print(f"\n{len(checks.failures)} check(s) failed", file=sys.stderr)
         sys.exit(1)

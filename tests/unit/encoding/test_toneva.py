@@ -8,7 +8,8 @@ import pytest
 from scipy.stats import zscore
 from sklearn.decomposition import PCA
 
-from brainalign.encoding.toneva import contiguous_folds, delay_features, fit_toneva, kept_tr_mask
+from brainalign.encoding import toneva
+from brainalign.encoding.toneva import contiguous_folds, delay_features, fit_toneva, kept_tr_mask, principal_axes
 
 SETTINGS = {
     "n_components": 3,
@@ -158,3 +159,45 @@ def test_unknown_option_is_refused():
     words, responses, stimuli, rows, neuroids, *_ = simulate()
     with pytest.raises(ConfigError, match="toneva"):
         fit_toneva(words, responses, stimuli, rows, neuroids, {"time_series": True, "toneva": {"delay": [1]}})
+
+
+def embedding_like(n_samples, n_features, seed):
+    """Rows with a decaying spectrum and a few dominant directions, as language-model layers have."""
+    rng = np.random.default_rng(seed)
+    scale = 1.0 / np.arange(1, n_features + 1) ** 0.7
+    scale[:3] *= 20
+    return (
+        rng.standard_normal((n_samples, 16)) @ rng.standard_normal((16, n_features)) * 0.1
+        + rng.standard_normal((n_samples, n_features)) * scale
+    )
+
+
+@pytest.mark.parametrize(("n_samples", "n_features"), [(300, 400), (400, 300), (50, 12)])
+def test_principal_axes_equal_the_full_svd_pca(n_samples, n_features):
+    """Wider, taller and small (dense path) inputs: scikit-learn's full-SVD PCA, signs included."""
+    samples = embedding_like(n_samples, n_features, seed=n_features)
+    reference = PCA(n_components=10, svd_solver="full").fit(samples)
+    mean, axes = principal_axes(samples, 10)
+    np.testing.assert_allclose(mean, reference.mean_, rtol=0, atol=1e-12)
+    np.testing.assert_allclose(axes, reference.components_, rtol=0, atol=1e-9)
+    np.testing.assert_allclose((samples - mean) @ axes.T, reference.transform(samples), rtol=0, atol=1e-9)
+
+
+def test_principal_axes_fall_back_to_a_dense_decomposition(monkeypatch):
+    samples = embedding_like(300, 400, seed=4)
+    expected = principal_axes(samples, 10)
+
+    def no_convergence(*args, **kwargs):
+        raise toneva.ArpackNoConvergence("no convergence", None, None)
+
+    monkeypatch.setattr(toneva, "eigsh", no_convergence)
+    mean, axes = principal_axes(samples, 10)
+    np.testing.assert_allclose(axes, expected[1], rtol=0, atol=1e-9)
+
+
+def test_axes_beyond_the_rank_are_zero():
+    rank_three = embedding_like(40, 3, seed=5) @ np.random.default_rng(6).standard_normal((3, 60))
+    mean, axes = principal_axes(rank_three, 5)
+    reference = PCA(n_components=3, svd_solver="full").fit(rank_three)
+    np.testing.assert_allclose(axes[:3], reference.components_, rtol=0, atol=1e-9)
+    assert np.all(axes[3:] == 0)
