@@ -10,8 +10,7 @@ Each unit is timed on random data of the real shapes with one BLAS thread (the f
   linear in neuroids; the eigendecompositions do not depend on them); Blank2014 (1,317
   fragments, 60 fROIs) at its full size.
 - ``fit_encoding`` under ``aw2024``: one Pereira- and one Blank-sized layer, all neuroids, and
-  one Wehbe2014 layer by the Toneva pipeline (1,200 TRs, timed at two voxel counts and
-  extrapolated to ``--wehbe-neuroids`` as the robust fits are).
+  one Wehbe2014 layer by the Toneva pipeline (1,200 TRs, ``--wehbe-neuroids`` voxels).
 - ``compute_ceiling`` under ``aw2024``: one Pereira experiment (384 sentences, 12,155
   neuroids; two per dataset).
 
@@ -85,10 +84,9 @@ def robust_seconds(make, n_neuroids: int) -> float:
     return time.perf_counter() - start
 
 
-def extrapolated(make, counts: list[int], target: int, seconds_of=robust_seconds) -> dict:
-    """Layer seconds (``seconds_of``, robust by default) at ``counts`` neuroids and on the line
-    through them at ``target``."""
-    seconds = [seconds_of(make, n) for n in counts]
+def extrapolated(make, counts: list[int], target: int) -> dict:
+    """Robust layer seconds at ``counts`` neuroids and on the line through them at ``target``."""
+    seconds = [robust_seconds(make, n) for n in counts]
     slope = (seconds[1] - seconds[0]) / (counts[1] - counts[0])
     return {
         "measured": dict(zip(counts, (round(s, 1) for s in seconds), strict=True)),
@@ -125,9 +123,7 @@ def main() -> None:
         "aw2024 ceiling, Pereira2018 experiment": lambda: {"seconds": time_ceiling(384, 9, 12_155, 100)["seconds"]},
         "aw2024 fit, Pereira2018 layer": lambda: {"seconds": aw2024_seconds(627, PEREIRA_NEUROIDS)},
         "aw2024 fit, Blank2014 layer": lambda: {"seconds": aw2024_seconds(1317, 60)},
-        "aw2024 fit, Wehbe2014 layer": lambda: extrapolated(
-            wehbe_like, args.counts, args.wehbe_neuroids, toneva_seconds
-        ),
+        "aw2024 fit, Wehbe2014 layer": lambda: {"seconds": toneva_seconds(wehbe_like, args.wehbe_neuroids)},
         "robust fit, Blank2014 layer": lambda: {"seconds": robust_seconds(blank_like, 60)},
         "robust fit, Pereira2018 layer": lambda: extrapolated(pereira_like, args.counts, PEREIRA_NEUROIDS),
         "robust fit, Wehbe2014 layer": lambda: extrapolated(wehbe_like, args.counts, args.wehbe_neuroids),
