@@ -36,6 +36,8 @@ from __future__ import annotations
 
 import functools
 import itertools
+import logging
+import time
 import warnings
 from collections.abc import Callable, Mapping
 from typing import Any
@@ -69,6 +71,8 @@ drops none but the centring direction, so both routes solve the same least-squar
 
 GRID_CHUNK_ELEMENTS = 2**21
 """Rows x grid points scored at once by the curve fit's grid search (16 MiB per array)."""
+
+logger = logging.getLogger(__name__)
 
 
 def exponential_saturation(n: np.ndarray, v0: np.ndarray, tau: np.ndarray) -> np.ndarray:
@@ -279,7 +283,16 @@ def holdout_scores(
     """
     draws = holdout_draws(subjects, settings, pools)
     pairs = sorted({(others, subject) for _, others, subject in draws}, key=str)
-    scores = {(others, subject): score_pool(list(others), subject) for others, subject in pairs}
+    scores, start = {}, time.perf_counter()
+    for index, (others, subject) in enumerate(pairs, start=1):
+        scores[(others, subject)] = score_pool(list(others), subject)
+        if index % max(len(pairs) // 10, 1) == 0 or index == len(pairs):  # long jobs show progress
+            logger.info(
+                "ceiling: %d of %d (pool, held-out subject) pairs scored in %.0f s",
+                index,
+                len(pairs),
+                time.perf_counter() - start,
+            )
     collected: dict[int, dict[Any, list[np.ndarray]]] = {size: {} for size in range(2, len(subjects) + 1)}
     for size, others, subject in draws:
         collected[size].setdefault(subject, []).append(scores[(others, subject)])

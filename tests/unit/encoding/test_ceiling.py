@@ -217,6 +217,14 @@ def test_each_drawn_pool_and_subject_is_scored_once_in_draw_order():
         assert {s: [int(a[0, 0]) - 1 for a in v] for s, v in collected[size].items()} == expected
 
 
+def test_scoring_the_pools_reports_its_progress(caplog):
+    settings = resolve_aw2024_options({})["ceiling"]
+    with caplog.at_level("INFO", logger="brainalign.encoding.ceiling"):
+        holdout_scores(list("abcde"), settings, lambda others, subject: np.zeros((1, 1)), pools="all")
+    progress = [r.getMessage() for r in caplog.records if "pairs scored" in r.getMessage()]
+    assert 10 <= len(progress) <= 11 and progress[-1].startswith("ceiling: 75 of 75 ")
+
+
 def test_every_subset_pool_holds_out_each_member():
     draws = holdout_draws(list("abcd"), resolve_aw2024_options({})["ceiling"], pools="all")
     expected = [
