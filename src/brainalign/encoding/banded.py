@@ -283,12 +283,16 @@ def solve_banded_dual(
         kernel = (gamma[:, None, None] * kernels).sum(0)
         scores = backend.zeros_like(gammas, shape=(len(folds), len(alphas), n_targets))
         for fold, (train, validation) in enumerate(folds):
-            resolvent = _validation_resolvent(kernel, train, validation, alphas)
+            scaled, vectors = _validation_basis(kernel, train, validation, alphas)
+            # The resolvent costs n_alphas x n_val x n_train^2 once; predicting through the
+            # eigenbasis costs n_train^2 per target instead: the resolvent pays off only
+            # when targets outnumber n_alphas x n_val.
+            resolvent = backend.matmul(scaled, vectors.T) if n_targets > len(alphas) * len(validation) else None
+            excluded = backend.isnan(scaled[:, 0, 0])
             for start in range(0, n_targets, batch):
                 targets = slice(start, start + batch)
-                scores[fold, :, targets] = _r2_over_penalties(
-                    resolvent, responses[train, targets], responses[validation, targets]
-                )
+                predictions = _penalty_predictions(scaled, vectors, resolvent, responses[train, targets])
+                scores[fold, :, targets] = _r2_over_penalties(predictions, responses[validation, targets], excluded)
         _update_search(search, candidate, backend.mean_float64(scores, axis=0) + slope, alphas)
     band_predictions = _refit(kernels, test_kernels, responses, gammas, search, neuroid_batch)
     chosen_gammas = backend.stack(
@@ -305,8 +309,11 @@ def _eigh(kernel):
     return np.linalg.eigh(kernel) if backend.name == "numpy" else backend.eigh(kernel)
 
 
-def _validation_resolvent(kernel, train, validation, alphas):
-    """``K_val,train (K_train,train + alpha I)^-1`` for every penalty, shape (n_alphas, n_val, n_train).
+def _validation_basis(kernel, train, validation, alphas):
+    """``K_val,train (K_train,train + alpha I)^-1`` for every penalty, factored through the
+    eigenvectors ``V`` of the training kernel: returns ``scaled`` of shape (n_alphas, n_val,
+    n_train), ``K_val,train V`` divided by ``alpha + eigenvalue``, and ``V``; the operator is
+    ``scaled @ V.T``.
 
     Penalties below twice the magnitude of a negative eigenvalue (float32 round-off of a
     nearly singular kernel) get NaN rows, which :func:`_r2_over_penalties` scores -1e5 so
@@ -318,22 +325,28 @@ def _validation_resolvent(kernel, train, validation, alphas):
     if eigenvalues[0] < 0:
         weights[alphas < -2 * eigenvalues[0]] = np.nan
     projected = backend.matmul(kernel[validation[:, None], train], vectors)
-    return backend.matmul(projected[None] * weights[:, None, :], vectors.T)
+    return projected[None] * weights[:, None, :], vectors
 
 
-def _r2_over_penalties(resolvent, responses_train, responses_validation):
-    """Validation R^2 of every penalty, shape (n_alphas, n_targets) (himalaya's ``r2_score``;
-    a target constant on the validation rows scores 0, a NaN penalty -1e5)."""
+def _penalty_predictions(scaled, vectors, resolvent, responses_train):
+    """Validation predictions of every penalty, shape (n_alphas, n_val, n_targets): through the
+    formed ``resolvent`` (``scaled @ V.T``) where given, else through the eigenbasis."""
     backend = get_backend()
-    n_alphas, n_validation, n_train = resolvent.shape
-    errors = backend.matmul(resolvent.reshape(n_alphas * n_validation, n_train), responses_train)
-    errors = errors.reshape(n_alphas, n_validation, -1) - responses_validation[None]
+    if resolvent is not None:
+        return backend.matmul(resolvent, responses_train)
+    return backend.matmul(scaled, backend.matmul(vectors.T, responses_train))
+
+
+def _r2_over_penalties(predictions, responses_validation, excluded):
+    """Validation R^2 of every penalty, shape (n_alphas, n_targets) (himalaya's ``r2_score``;
+    a target constant on the validation rows scores 0, an ``excluded`` penalty -1e5)."""
+    errors = predictions - responses_validation[None]
     sse = (errors * errors).sum(1)
     variance = ((responses_validation - responses_validation.mean(0)) ** 2).sum(0)
     with np.errstate(divide="ignore", invalid="ignore"):  # constant targets are set to 0 below
         r2 = 1.0 - sse / variance
     r2[:, variance == 0] = 0
-    r2[backend.isnan(resolvent[:, 0, 0])] = -1e5
+    r2[excluded] = -1e5
     return r2
 
 

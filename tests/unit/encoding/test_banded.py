@@ -80,12 +80,25 @@ def test_eigh_solver_batches_of_targets_change_nothing():
     np.testing.assert_allclose(batched.predictions, whole.predictions, atol=1e-4 * np.abs(whole.predictions).max())
 
 
+def test_few_and_many_targets_make_the_same_choices_through_either_route():
+    """Under n_alphas x n_val targets the scores go through the eigenbasis, above it through the
+    formed resolvent: the same targets, tiled past the switch, keep their choices and predictions."""
+    bands, responses, groups = banded_problem(np.random.default_rng(3))
+    few = fit_both(bands, responses, groups)[1]
+    many = fit_both(bands, np.tile(responses, 8), groups)[1]  # 320 targets > 9 penalties x 24 rows
+    np.testing.assert_array_equal(many.alphas[:40], few.alphas)
+    np.testing.assert_array_equal(many.band_weights[:, :40], few.band_weights)
+    # The refit (the same code for both) differs by float32 round-off between 40 and 320 columns.
+    np.testing.assert_allclose(many.predictions[:, :40], few.predictions, atol=1e-3 * np.abs(few.predictions).max())
+    np.testing.assert_allclose(many.inner_scores[:40], few.inner_scores, atol=1e-5)
+
+
 def test_penalties_below_a_negative_eigenvalue_are_excluded_as_himalaya_excludes_them():
     """A kernel with a negative eigenvalue (float32 round-off of a singular kernel, here made
     larger): penalties under twice its magnitude get NaN resolvents, scored -1e5."""
     from himalaya.kernel_ridge._random_search import _decompose_kernel_ridge
 
-    from brainalign.encoding.banded import _r2_over_penalties, _validation_resolvent
+    from brainalign.encoding.banded import _penalty_predictions, _r2_over_penalties, _validation_basis
 
     rng = np.random.default_rng(2)
     vectors = np.linalg.qr(rng.standard_normal((24, 24)))[0]
@@ -94,7 +107,8 @@ def test_penalties_below_a_negative_eigenvalue_are_excluded_as_himalaya_excludes
     train, validation = np.arange(24), np.arange(24, 30)
     alphas = np.logspace(-5, 1, 7)
     with himalaya_backend("numpy"):  # other tests may leave another backend set
-        ours = _validation_resolvent(kernel, train, validation, alphas)
+        scaled, vectors = _validation_basis(kernel, train, validation, alphas)
+        ours = scaled @ vectors.T
         reference, _ = next(
             _decompose_kernel_ridge(
                 kernel[np.ix_(train, train)],
@@ -105,7 +119,8 @@ def test_penalties_below_a_negative_eigenvalue_are_excluded_as_himalaya_excludes
             )
         )
         responses = rng.standard_normal((30, 4))
-        scores = _r2_over_penalties(ours, responses[train], responses[validation])
+        predictions = _penalty_predictions(scaled, vectors, None, responses[train])
+        scores = _r2_over_penalties(predictions, responses[validation], np.isnan(scaled[:, 0, 0]))
     excluded = np.isnan(reference[:, 0, 0])
     assert excluded.any() and not excluded.all()
     np.testing.assert_array_equal(np.isnan(ours[:, 0, 0]), excluded)
