@@ -332,9 +332,12 @@ def _penalty_predictions(scaled, vectors, resolvent, responses_train):
     """Validation predictions of every penalty, shape (n_alphas, n_val, n_targets): through the
     formed ``resolvent`` (``scaled @ V.T``) where given, else through the eigenbasis."""
     backend = get_backend()
-    if resolvent is not None:
-        return backend.matmul(resolvent, responses_train)
-    return backend.matmul(scaled, backend.matmul(vectors.T, responses_train))
+    if resolvent is None:
+        operator, right = scaled, backend.matmul(vectors.T, responses_train)
+    else:
+        operator, right = resolvent, responses_train
+    n_alphas, n_validation, n_train = operator.shape  # one matrix product over all penalties
+    return backend.matmul(operator.reshape(n_alphas * n_validation, n_train), right).reshape(n_alphas, n_validation, -1)
 
 
 def _r2_over_penalties(predictions, responses_validation, excluded):
