@@ -144,7 +144,7 @@ def _leading_eigenpairs(gram: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarra
         try:
             values, vectors = eigsh(gram, k=k, which="LA", tol=0, v0=np.ones(size))
         except ArpackNoConvergence:
-            values = None  # the dense decomposition below is exact, only slower
+            pass  # the dense decomposition below is exact, only slower
     if values is None:
         values, vectors = eigh(gram, subset_by_index=[size - k, size - 1])
     order = np.argsort(values)[::-1]
