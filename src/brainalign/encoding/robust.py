@@ -39,7 +39,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import warnings
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 import numpy as np
@@ -305,14 +305,40 @@ def fit_fold(
     test: np.ndarray,
     inner: list,
     options: dict[str, Any],
+    row_indexed: Sequence[bool] = (),
 ) -> BandedFit:
-    """Banded ridge of one outer fold; predictions on the responses' scale (training mean added)."""
+    """Banded ridge of one outer fold; predictions on the responses' scale (training mean added).
+
+    A band flagged in ``row_indexed`` has one column per row (OASM, see
+    :func:`partition_controls`); the fold keeps only its training rows' columns. The others
+    would link held-out rows to training rows through rows in neither set (the trimmed gap
+    of a contiguous split), and standardising such a nearly empty column blows its held-out
+    values up by orders of magnitude.
+    """
     settings = _banded_settings(options)
-    fit = fit_predict_banded(
-        [band[train] for band in bands], [band[test] for band in bands], responses[train], inner_cv=inner, **settings
-    )
+    indexed = list(row_indexed) + [False] * (len(bands) - len(row_indexed))
+    pairs = list(zip(bands, indexed, strict=True))
+    train_bands = [band[np.ix_(train, train)] if flag else band[train] for band, flag in pairs]
+    test_bands = [band[np.ix_(test, train)] if flag else band[test] for band, flag in pairs]
+    fit = fit_predict_banded(train_bands, test_bands, responses[train], inner_cv=inner, **settings)
     fit.predictions = fit.predictions + responses[train].mean(axis=0)
     return fit
+
+
+ROW_INDEXED_CONTROLS = ("oasm",)
+"""Control bands with one column per row (a row's similarity to every other row)."""
+
+
+def partition_controls(design: dict[str, Any], rows: np.ndarray) -> tuple[list[np.ndarray], list[bool]]:
+    """One partition's control bands, and which of them are row-indexed: those keep the
+    partition's columns only (indexed like its rows), so that a fold can keep its training
+    rows' columns (:func:`fit_fold`)."""
+    bands, row_indexed = [], []
+    for name, band in design["controls"].items():
+        indexed = name in ROW_INDEXED_CONTROLS
+        bands.append(band[np.ix_(rows, rows)] if indexed else band[rows])
+        row_indexed.append(indexed)
+    return bands, row_indexed
 
 
 def controls_partition(
@@ -327,11 +353,11 @@ def controls_partition(
         fold that tests it; ``inner_scores`` (n_folds x n_neuroids): the inner-CV R^2 at the
         chosen penalties, on each fold's training rows.
     """
-    controls = [band[rows] for band in design["controls"].values()]
+    controls, row_indexed = partition_controls(design, rows)
     predictions = np.full(responses.shape, np.nan)
     inner_scores = []
     for train, test, inner in fold_splits(design["cv_groups"][rows], options):
-        fit = fit_fold(controls, responses, train, test, inner, options)
+        fit = fit_fold(controls, responses, train, test, inner, options, row_indexed)
         predictions[test] = fit.predictions
         inner_scores.append(fit.inner_scores)
     return {"predictions": predictions, "inner_scores": np.vstack(inner_scores)}
@@ -365,7 +391,7 @@ def fit_partition(
     when not given (and not at all without control bands).
     """
     llm = design["llm"][rows]
-    controls = [band[rows] for band in design["controls"].values()]
+    controls, row_indexed = partition_controls(design, rows)
     units, streams = design["units"][rows], design["streams"][rows]
     folds = fold_splits(design["cv_groups"][rows], options)
     if controls and controls_fit is None:
@@ -375,7 +401,7 @@ def fit_partition(
     alpha_grid_edges = alpha_grid(options["alphas"])[[0, -1]]
     fold_rows, measures, fold_alphas, held_out = [], {name: [] for name in FOLD_MEASURES}, [], []
     for fold, (train, test, inner) in enumerate(folds):
-        joint = fit_fold([llm, *controls], responses, train, test, inner, options)
+        joint = fit_fold([llm, *controls], responses, train, test, inner, options, (False, *row_indexed))
         baseline = controls_fit["predictions"][test] if controls else None
         llm_only = (
             fit_fold([llm], responses, train, test, inner, options).predictions if controls else joint.predictions
