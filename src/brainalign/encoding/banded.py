@@ -70,8 +70,7 @@ def standardize_bands(
     """Centre, scale and normalise each band with statistics of the training rows only.
 
     Training columns that are constant, or nearly so (a spread below float32 resolution
-    relative to the band's largest, e.g. the far tails of an OASM column whose own row
-    was trimmed), are centred but not scaled: they carry no information the model could
+    relative to the band's largest), are centred but not scaled: they carry no information the model could
     use, and scaling them would blow their held-out values up past float32. Returns
     float32 arrays.
     """

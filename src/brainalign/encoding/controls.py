@@ -28,6 +28,8 @@ import numpy as np
 from brainalign.errors import ConfigError
 
 CONTROL_NAMES = ("length", "position", "oasm")
+ROW_INDEXED_CONTROLS = ("oasm",)
+"""Bands with one column per row: a fold keeps its training rows' columns only."""
 
 
 def word_counts(texts: np.ndarray) -> np.ndarray:

@@ -48,7 +48,7 @@ from himalaya.backend import get_backend, set_backend
 from scipy import sparse
 
 from brainalign.encoding.banded import BandedFit, fit_predict_banded
-from brainalign.encoding.controls import control_bands, index_within_group, word_counts
+from brainalign.encoding.controls import ROW_INDEXED_CONTROLS, control_bands, index_within_group, word_counts
 from brainalign.encoding.cv import protocol_splits
 from brainalign.encoding.metrics import r2_columns
 from brainalign.encoding.resampling import (
@@ -305,28 +305,23 @@ def fit_fold(
     test: np.ndarray,
     inner: list,
     options: dict[str, Any],
-    row_indexed: Sequence[bool] = (),
+    row_indexed: Sequence[bool] | None = None,
 ) -> BandedFit:
     """Banded ridge of one outer fold; predictions on the responses' scale (training mean added).
 
-    A band flagged in ``row_indexed`` has one column per row (OASM, see
-    :func:`partition_controls`); the fold keeps only its training rows' columns. The others
-    would link held-out rows to training rows through rows in neither set (the trimmed gap
+    A band flagged in ``row_indexed`` (one flag per band; none by default) has one column per
+    row (OASM, see :func:`partition_controls`); the fold keeps only its training rows'
+    columns. Its other columns would link held-out rows to training rows through rows in neither set (the trimmed gap
     of a contiguous split), and standardising such a nearly empty column blows its held-out
     values up by orders of magnitude.
     """
     settings = _banded_settings(options)
-    indexed = list(row_indexed) + [False] * (len(bands) - len(row_indexed))
-    pairs = list(zip(bands, indexed, strict=True))
+    pairs = list(zip(bands, row_indexed or [False] * len(bands), strict=True))
     train_bands = [band[np.ix_(train, train)] if flag else band[train] for band, flag in pairs]
     test_bands = [band[np.ix_(test, train)] if flag else band[test] for band, flag in pairs]
     fit = fit_predict_banded(train_bands, test_bands, responses[train], inner_cv=inner, **settings)
     fit.predictions = fit.predictions + responses[train].mean(axis=0)
     return fit
-
-
-ROW_INDEXED_CONTROLS = ("oasm",)
-"""Control bands with one column per row (a row's similarity to every other row)."""
 
 
 def partition_controls(design: dict[str, Any], rows: np.ndarray) -> tuple[list[np.ndarray], list[bool]]:

@@ -327,7 +327,7 @@ def test_a_controls_fit_of_other_responses_is_refused():
 
 
 def test_nearly_constant_training_columns_are_not_blown_up():
-    """An OASM column whose own row was trimmed keeps only far Gaussian tails in training."""
+    """A column with only far Gaussian tails in training (a spread far below float32 resolution)."""
     rng = np.random.default_rng(9)
     train = np.column_stack([rng.standard_normal(50), np.full(50, 1e-200) * rng.random(50), np.zeros(50)])
     test = np.column_stack([rng.standard_normal(10), np.full(10, 0.6), np.ones(10)])
