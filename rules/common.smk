@@ -10,8 +10,12 @@ from brainalign.config import (
     suite_models,
     validate_config,
 )
-from brainalign.plots.figures import figure_names
-from brainalign.workflow import MODEL_RUNTIME_KEYS, missing_user_files_warning
+from brainalign.plots.names import figure_names
+from brainalign.workflow import (
+    MODEL_RUNTIME_KEYS,
+    gpu_device_visible,
+    missing_user_files_warning,
+)
 
 validate_config(config)
 
@@ -31,8 +35,9 @@ PAIRED_MODELS = [
 ]
 DEMO = any(config["datasets"][d]["demo"] for d in DATASETS)
 # Jobs that many others wait on (model stages, ceilings, the controls-only fit, generated
-# data) run first: a two-thread job left until the one-thread layer fits run out starts only
-# when both cores are free at once, and leaves a core idle behind it at the end of the run.
+# data) run first. Those that can start while layer fits run take one thread: a two-thread
+# job waits for two cores free at once, which a stream of one-thread fits never leaves, and
+# then runs alone at the end with every fit waiting on it.
 UNLOCKS_MANY = 10
 # Every defined dataset's responses come from exactly one rule: simulate_responses for the demo
 # readers (from a model's outputs), prepare_responses for the readers of response files.
@@ -408,6 +413,15 @@ def memory_mb(base_mb):
     return by_attempt
 
 
+def model_gpus(wildcards):
+    """GPUs a model job holds: one, unless extraction.device is cpu, or auto on a machine
+    that shows no GPU. profiles/default lets one GPU job run at a time; on a CPU the model
+    jobs then run side by side instead of one after another. (profiles/slurm asks for one
+    GPU per model job whatever the submitting machine has.)"""
+    device = config["extraction"]["device"]
+    return int(device == "cuda" or (device == "auto" and gpu_device_visible()))
+
+
 def fit_gpus(wildcards):
     """GPUs a robust fit asks the cluster for: one when protocols.robust.device is cuda."""
     robust = wildcards.get("protocol", "robust") == "robust"
@@ -425,6 +439,6 @@ def runtime_min(base_min):
 
 def ceiling_runtime(wildcards, attempt):
     """Minutes of a ceiling job, growing with each retry: the robust ceiling fits a ridge
-    with inner CV per subject pool and fold (about 45 s per pool on Pereira2018's 384
-    sentences on 2 CPU cores; some 400 pools per partition)."""
+    with inner CV per subject pool and fold (full-size rehearsal: 255 CPU seconds for
+    Pereira2018, about 1,700-2,900 for Wehbe2014 at 1,920 voxels; more voxels cost more)."""
     return (720 if wildcards.protocol == "robust" else 120) * attempt

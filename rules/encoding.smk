@@ -16,7 +16,7 @@ rule compute_ceiling:
     priority: UNLOCKS_MANY
     conda:
         "../envs/encoding.yaml"
-    threads: 2
+    threads: 1
     resources:
         mem_mb=memory_mb(16000),
         runtime=ceiling_runtime,

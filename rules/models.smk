@@ -32,9 +32,9 @@ rule extract_activations:
     priority: UNLOCKS_MANY
     conda:
         "../envs/extraction.yaml"
-    threads: 2
+    threads: 1
     resources:
-        gpu=1,
+        gpu=model_gpus,
         mem_mb=memory_mb(16000),
         runtime=runtime_min(120),
     params:
@@ -61,9 +61,9 @@ rule compute_surprisal:
     priority: UNLOCKS_MANY
     conda:
         "../envs/extraction.yaml"
-    threads: 2
+    threads: 1
     resources:
-        gpu=1,
+        gpu=model_gpus,
         mem_mb=memory_mb(16000),
         runtime=runtime_min(60),
     params:

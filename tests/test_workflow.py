@@ -7,6 +7,7 @@ stays clean and ``--configfile`` merging never mixes it with the main config.
 
 from __future__ import annotations
 
+import re
 import shutil
 import subprocess
 import sys
@@ -45,6 +46,16 @@ def test_paper_suite_plans_every_job():
     n_pairs = sum(config["models"][name].get("base") in paper_models for name in paper_models)
     assert n_pairs == 17  # the paper's 17 instruction-tuned/base pairs
     assert rules["compare_with_base"] == 2 * n_neural * n_pairs
+
+
+@pytest.mark.parametrize(("device", "gpus"), [("cpu", 0), ("cuda", 1)])
+def test_model_jobs_hold_the_local_gpu_slot_only_when_they_run_on_a_gpu(device, gpus):
+    # profiles/default admits one gpu-holding job at a time; on a CPU, model jobs run side by side.
+    dry_run = snakemake(REPO, "-n", "--forceall", "--config", f"extraction={{device: {device}}}").stdout
+    blocks = re.split(r"\n(?=(?:local)?rule \w+:)", dry_run)
+    for rule in ("extract_activations", "compute_surprisal"):
+        requests = [re.search(r"resources: .*\bgpu=(\d+)", b).group(1) for b in blocks if b.startswith(f"rule {rule}:")]
+        assert requests and set(requests) == {str(gpus)}, (rule, requests)
 
 
 def test_brainscore_check_suite_plans_the_check_on_published_ceilings():

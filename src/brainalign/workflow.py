@@ -8,7 +8,9 @@ records each output's provenance (:mod:`brainalign.provenance`).
 
 from __future__ import annotations
 
+import glob
 import logging
+import os
 import sys
 from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
@@ -54,6 +56,19 @@ def missing_user_files_warning(config: Mapping[str, Any], datasets: Iterable[str
                 "at download_dataset until the files exist."
             )
     return warnings
+
+
+def gpu_device_visible(dev: str | Path = "/dev") -> bool:
+    """Whether this machine shows a GPU to CUDA programs, read without importing PyTorch.
+
+    True when an NVIDIA (``nvidia0``, ``nvidia1``, ...) or AMD ROCm (``kfd``) device node
+    exists under ``dev`` and ``CUDA_VISIBLE_DEVICES`` does not hide every device. The
+    workflow plans with it (how many model jobs may run at once on this machine); jobs still
+    pick their device with PyTorch itself.
+    """
+    if os.environ.get("CUDA_VISIBLE_DEVICES", "unset").strip() in ("", "-1"):
+        return False
+    return bool(glob.glob(os.path.join(dev, "nvidia[0-9]*"))) or os.path.exists(os.path.join(dev, "kfd"))
 
 
 def configure_logging(log_path: str | Path | None) -> None:

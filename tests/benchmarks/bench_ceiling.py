@@ -9,7 +9,7 @@ all subjects plus its own noise.
 Before/after: the ceiling of the whole ``src/`` tree as it stood at ``--baseline`` (exported
 with ``git archive``) and of this checkout, each timed in a worker process of this script that
 imports that tree, on the same data (passed as an npz), settings, random draws and splits,
-under the same BLAS thread limit (``--threads``; the compute_ceiling job has 2). The
+under the same BLAS thread limit (``--threads``; the compute_ceiling job has 1). The
 per-neuroid and dataset ceilings must agree to ``TOLERANCE``; with ``--compare-scores`` the
 held-out r values of every (pool, subject, split, neuroid) are compared too (this runs the
 baseline's pool regressions a second time). Peak memory is the tracemalloc peak (numpy
@@ -17,7 +17,7 @@ buffers).
 
 Usage::
 
-    python tests/benchmarks/bench_ceiling.py [--n-subsamples 10] [--n-bootstraps 100] [--threads 2] [--compare-scores]
+    python tests/benchmarks/bench_ceiling.py [--n-subsamples 10] [--n-bootstraps 100] [--threads 1] [--compare-scores]
 """
 
 from __future__ import annotations
@@ -135,7 +135,7 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--n-subsamples", type=int, default=10)
     parser.add_argument("--n-bootstraps", type=int, default=100)
-    parser.add_argument("--threads", type=int, default=2, help="BLAS threads (the compute_ceiling job has 2)")
+    parser.add_argument("--threads", type=int, default=1, help="BLAS threads (the compute_ceiling job has 1)")
     parser.add_argument("--baseline", default=BASELINE, help="commit of the implementation timed as 'before'")
     parser.add_argument("--compare-scores", action="store_true", help="also compare every held-out r")
     parser.add_argument("--worker", nargs=4, metavar=("SOURCE", "DATA", "OUT", "OPTIONS"), help=argparse.SUPPRESS)

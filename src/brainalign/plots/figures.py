@@ -675,24 +675,6 @@ def _analysis_table(analysis_dir: Path, name: str) -> pd.DataFrame:
     return read_tsv(Path(analysis_dir) / name)
 
 
-def figure_names(brain_protocols: Sequence[str], behavior_protocols: Sequence[str]) -> list[str]:
-    """Names of the figures :func:`study_figures` draws for the given protocols (no extension).
-
-    The workflow declares these as outputs before any score exists.
-    """
-    names = []
-    for alignment, protocols in (("brain", brain_protocols), ("behavior", behavior_protocols)):
-        for protocol in sorted(protocols):
-            key = f"{alignment}_{protocol}"
-            names += [f"main_{key}", f"instruction_scatter_{key}", f"percent_change_{key}", f"properties_{key}"]
-        if protocols:
-            names.append(f"protocols_{alignment}")
-    names += [f"layer_profiles_{protocol}" for protocol in sorted(brain_protocols)]
-    if "robust" in brain_protocols:
-        names.append("decomposition_brain_robust")
-    return names
-
-
 def study_figures(
     brain: pd.DataFrame,
     brain_layers: pd.DataFrame | None,

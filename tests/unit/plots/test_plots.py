@@ -17,6 +17,7 @@ from brainalign.analysis.run import compute_study_statistics
 from brainalign.analysis.tables import with_dataset_average
 from brainalign.io import read_tsv
 from brainalign.plots import figures
+from brainalign.plots.names import figure_names
 
 N_BASES = 3
 
@@ -204,8 +205,8 @@ def test_robust_decomposition_bars_carry_each_models_measures(tmp_path):
 
 
 def test_robust_decomposition_is_named_for_robust_suites_and_says_what_it_lacks():
-    assert "decomposition_brain_robust" in figures.figure_names(["aw2024", "robust"], [])
-    assert "decomposition_brain_robust" not in figures.figure_names(["aw2024"], [])
+    assert "decomposition_brain_robust" in figure_names(["aw2024", "robust"], [])
+    assert "decomposition_brain_robust" not in figure_names(["aw2024"], [])
     fig = figures.plot_robust_decomposition(pd.DataFrame({"model": ["m"], "dataset": ["D"], "score": [0.1]}))
     assert "no robust scores with ['layer', 'score_joint'" in fig.axes[0].texts[0].get_text()
 
@@ -450,5 +451,5 @@ def test_property_panel_says_why_it_has_no_r():
 def test_figure_names_list_every_drawn_figure(study):
     models, brain, behavior, layers, analysis_dir = study
     built = figures.study_figures(brain, layers, behavior, analysis_dir, models)
-    assert set(built) == set(figures.figure_names(["aw2024", "robust"], ["aw2024"]))
+    assert set(built) == set(figure_names(["aw2024", "robust"], ["aw2024"]))
     assert "main_brain_robust" in built
