@@ -440,5 +440,5 @@ def runtime_min(base_min):
 def ceiling_runtime(wildcards, attempt):
     """Minutes of a ceiling job, growing with each retry: the robust ceiling fits a ridge
     with inner CV per subject pool and fold (full-size rehearsal: 255 CPU seconds for
-    Pereira2018, about 1,700-2,900 for Wehbe2014 at 1,920 voxels; more voxels cost more)."""
+    Pereira2018, about 1,700-2,900 for Wehbe2014 at 1,920 voxels; more cost more)."""
     return (720 if wildcards.protocol == "robust" else 120) * attempt

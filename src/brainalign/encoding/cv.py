@@ -4,7 +4,7 @@ Two kinds of dependence leak information across a random split of encoding data:
 sentences of one passage share topic and position structure, and neighbouring fMRI
 volumes share slow drifts and the haemodynamic response. :func:`grouped_splits`
 holds out whole groups (passages, topics, stories); :class:`ContiguousSplit` holds
-out contiguous blocks of a time series (whole runs where there are enough of them)
+out contiguous blocks of a time series (whole runs wherever there are two or more)
 and drops the training samples within ``trim`` samples of a test block in the same
 run. Both are deterministic functions of the sample metadata, so every layer of a
 dataset sees identical folds.
@@ -88,9 +88,14 @@ class ContiguousSplit(BaseCrossValidator):
     """K-fold over contiguous blocks of a time series, with trimmed edges.
 
     With at least ``n_splits`` runs, each test fold is a contiguous set of whole runs;
-    otherwise the concatenated series is cut into ``n_splits`` equal contiguous blocks.
-    Training samples within ``trim`` samples of the test block in the same run are
-    dropped, so that autocorrelated neighbours never straddle the split.
+    with fewer runs (but two or more), each run is one fold, as :func:`grouped_splits`
+    caps the folds at the number of groups; a single run is cut into ``n_splits`` equal
+    contiguous blocks. Cutting runs when there are several would leave the permutation
+    null miscalibrated: on noise-only data shaped like Wehbe2014 (4 runs, 5 folds) its
+    p-values piled up at both ends, with whole runs they are uniform
+    (``tests/unit/test_rehearsal_null_pvalues.py``). Training samples within ``trim``
+    samples of the test block in the same run are dropped, so that autocorrelated
+    neighbours never straddle the split.
 
     Parameters
     ----------
@@ -105,18 +110,22 @@ class ContiguousSplit(BaseCrossValidator):
         self.trim = trim
 
     def get_n_splits(self, X=None, y=None, groups=None) -> int:
-        return self.n_splits
+        """The number of folds: ``n_splits``, or the number of runs in ``groups`` where that
+        is smaller and at least two."""
+        if groups is None:
+            return self.n_splits
+        return len(self._blocks(np.asarray(groups)))
 
     def _blocks(self, runs: np.ndarray) -> list[np.ndarray]:
         """Indices of each contiguous test block."""
         n_samples = len(runs)
         change = np.flatnonzero(runs[1:] != runs[:-1]) + 1
         run_starts = np.concatenate([[0], change])
-        if len(run_starts) >= self.n_splits:
-            run_bounds = np.concatenate([run_starts, [n_samples]])
-            sets = np.array_split(np.arange(len(run_starts)), self.n_splits)
-            return [np.arange(run_bounds[s[0]], run_bounds[s[-1] + 1]) for s in sets]
-        return np.array_split(np.arange(n_samples), self.n_splits)
+        if len(run_starts) == 1:
+            return np.array_split(np.arange(n_samples), self.n_splits)
+        run_bounds = np.concatenate([run_starts, [n_samples]])
+        sets = np.array_split(np.arange(len(run_starts)), min(self.n_splits, len(run_starts)))
+        return [np.arange(run_bounds[s[0]], run_bounds[s[-1] + 1]) for s in sets]
 
     def split(self, X, y=None, groups=None) -> Iterator[Split]:
         """Yield (train, test) indices; ``groups`` are run labels in temporal order."""

@@ -4,7 +4,7 @@ For every partition (e.g. Pereira2018's two experiments) and every outer fold:
 
 1. Folds hold out whole cv groups at the unit of leakage (sentence data: the stimuli
    column ``cv_groups`` names, by default the reader's ``cv_group``: topics for
-   Pereira2018, stories for Blank2014) or contiguous blocks of runs with ``trim_trs`` TRs
+   Pereira2018, stories for Blank2014) or contiguous whole runs with ``trim_trs`` TRs
    dropped from training on each side (time series); see :mod:`cv`.
 2. The joint model is banded ridge (:mod:`banded`) with the LLM layer as one band and
    each control band (:mod:`controls`) as another; the penalty per neuroid and the band

@@ -33,19 +33,20 @@ def naive_trim(train, test, runs, trim):
     return np.array(keep, dtype=int)
 
 
-@pytest.mark.parametrize("n_runs", [2, 4, 6])
-def test_contiguous_split_trims_exactly_the_neighbours_of_test_blocks(n_runs):
+@pytest.mark.parametrize(("n_runs", "n_folds"), [(1, 4), (2, 2), (3, 3), (4, 4), (6, 4)])
+def test_contiguous_split_trims_exactly_the_neighbours_of_test_blocks(n_runs, n_folds):
     runs = np.repeat(np.arange(n_runs), 30)
-    splits = list(ContiguousSplit(n_splits=4, trim=3).split(np.zeros(len(runs)), groups=runs))
-    assert len(splits) == 4
+    splitter = ContiguousSplit(n_splits=4, trim=3)
+    splits = list(splitter.split(np.zeros(len(runs)), groups=runs))
+    assert len(splits) == splitter.get_n_splits(groups=runs) == n_folds
     for train, test in splits:
         assert np.all(np.diff(test) == 1), "test blocks are contiguous"
         full_train = np.setdiff1d(np.arange(len(runs)), test)
         np.testing.assert_array_equal(train, naive_trim(full_train, test, runs, 3))
-        if n_runs >= 4:
-            assert not set(runs[train]) & set(runs[test]), "with enough runs, test folds are whole runs"
+        if n_runs >= 2:
+            assert not set(runs[train]) & set(runs[test]), "with two or more runs, test folds are whole runs"
         else:
-            assert len(train) < len(full_train), "blocks inside a run lose their trimmed neighbours"
+            assert len(train) < len(full_train), "blocks inside the single run lose their trimmed neighbours"
 
 
 def test_trimming_never_crosses_run_boundaries():

@@ -350,17 +350,17 @@ def test_the_oasm_band_never_links_rows_of_different_cv_groups():
 
 
 def test_oasm_of_a_split_run_keeps_held_out_predictions_on_the_responses_scale():
-    """Fewer runs than outer folds: the test blocks cut runs, and the trimmed gap's OASM
-    columns reach both sides (the full-size Wehbe2014 rehearsal scored R^2 of -1e6 before)."""
+    """A single run: the test blocks cut it, and the trimmed gap's OASM columns reach both
+    sides (the full-size Wehbe2014 rehearsal, whose runs were then cut, scored R^2 of -1e6)."""
     rng = np.random.default_rng(12)
-    words, _, stimuli, rows = time_series_data(rng, n_runs=2, trs_per_run=120)
+    words, _, stimuli, rows = time_series_data(rng, n_runs=1, trs_per_run=240)
     noise = rng.standard_normal((len(rows), 6))
     options = {**FAST, "time_series": True, "n_outer_folds": 5, "controls": ["length", "position", "oasm"]}
     design = time_series_design(words, stimuli, rows, resolve_robust_options(options))
     bands, row_indexed = partition_controls(design, np.arange(len(rows)))
     assert row_indexed == [False, False, True] and bands[2].shape == (len(rows), len(rows))
     result = fit_robust(words, noise, stimuli, rows, neuroid_table(6), options)
-    assert not (result.folds["n_test"] == 120).all()  # blocks, not whole runs
+    assert (result.folds["n_test"] == 48).all()  # five blocks of the one run
     for measure in ("score_joint", "score_controls"):
         assert result.neuroids[measure].min() > -1.0, measure
     assert abs(result.score) < 0.1
