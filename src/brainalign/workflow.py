@@ -8,7 +8,6 @@ records each output's provenance (:mod:`brainalign.provenance`).
 
 from __future__ import annotations
 
-import glob
 import logging
 import os
 import sys
@@ -68,7 +67,7 @@ def gpu_device_visible(dev: str | Path = "/dev") -> bool:
     """
     if os.environ.get("CUDA_VISIBLE_DEVICES", "unset").strip() in ("", "-1"):
         return False
-    return bool(glob.glob(os.path.join(dev, "nvidia[0-9]*"))) or os.path.exists(os.path.join(dev, "kfd"))
+    return any(Path(dev).glob("nvidia[0-9]*")) or (Path(dev) / "kfd").exists()
 
 
 def configure_logging(log_path: str | Path | None) -> None:

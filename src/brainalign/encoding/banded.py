@@ -70,9 +70,9 @@ def standardize_bands(
     """Centre, scale and normalise each band with statistics of the training rows only.
 
     Training columns that are constant, or nearly so (a spread below float32 resolution
-    relative to the band's largest), are centred but not scaled: they carry no information the model could
-    use, and scaling them would blow their held-out values up past float32. Returns
-    float32 arrays.
+    relative to the band's largest), are centred but not scaled: they carry no information
+    the model could use, and scaling them would blow their held-out values up past float32.
+    Returns float32 arrays.
     """
     scaled_train, scaled_test = [], []
     for train, test in zip(train_bands, test_bands, strict=True):

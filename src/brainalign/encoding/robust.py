@@ -311,9 +311,9 @@ def fit_fold(
 
     A band flagged in ``row_indexed`` (one flag per band; none by default) has one column per
     row (OASM, see :func:`partition_controls`); the fold keeps only its training rows'
-    columns. Its other columns would link held-out rows to training rows through rows in neither set (the trimmed gap
-    of a contiguous split), and standardising such a nearly empty column blows its held-out
-    values up by orders of magnitude.
+    columns. Its other columns would link held-out rows to training rows through rows in
+    neither set (the trimmed gap of a contiguous split), and standardising such a nearly
+    empty column blows its held-out values up by orders of magnitude.
     """
     settings = _banded_settings(options)
     pairs = list(zip(bands, row_indexed or [False] * len(bands), strict=True))
