@@ -288,10 +288,11 @@ def solve_banded_dual(
             # when targets outnumber n_alphas x n_val.
             resolvent = backend.matmul(scaled, vectors.T) if n_targets > len(alphas) * len(validation) else None
             excluded = backend.isnan(scaled[:, 0, 0])
+            train_responses, validation_responses = responses[train], responses[validation]
             for start in range(0, n_targets, batch):
                 targets = slice(start, start + batch)
-                predictions = _penalty_predictions(scaled, vectors, resolvent, responses[train, targets])
-                scores[fold, :, targets] = _r2_over_penalties(predictions, responses[validation, targets], excluded)
+                predictions = _penalty_predictions(scaled, vectors, resolvent, train_responses[:, targets])
+                scores[fold, :, targets] = _r2_over_penalties(predictions, validation_responses[:, targets], excluded)
         _update_search(search, candidate, backend.mean_float64(scores, axis=0) + slope, alphas)
     band_predictions = _refit(kernels, test_kernels, responses, gammas, search, neuroid_batch)
     chosen_gammas = backend.stack(

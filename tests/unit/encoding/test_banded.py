@@ -128,6 +128,25 @@ def test_penalties_below_a_negative_eigenvalue_are_excluded_as_himalaya_excludes
     assert np.all(scores[excluded] == -1e5) and np.all(scores[~excluded] > -1e5)
 
 
+def test_penalty_r2_is_scikit_learns_r2_per_penalty_and_target():
+    """The validation R^2 of every penalty (computed in place over the predictions) against
+    scikit-learn's ``r2_score`` per target; a constant target scores 0, an excluded penalty -1e5."""
+    from sklearn.metrics import r2_score
+
+    from brainalign.encoding.banded import _r2_over_penalties
+
+    rng = np.random.default_rng(3)
+    predictions = rng.standard_normal((4, 12, 5)).astype(np.float32)
+    observed = rng.standard_normal((12, 5)).astype(np.float32)
+    observed[:, 4] = 2.0
+    excluded = np.array([False, False, True, False])
+    scores = _r2_over_penalties(predictions.copy(), observed, excluded)
+    for penalty in np.flatnonzero(~excluded):
+        expected = r2_score(observed[:, :4], predictions[penalty][:, :4], multioutput="raw_values")
+        np.testing.assert_allclose(scores[penalty, :4], expected, rtol=1e-5)
+    assert np.all(scores[~excluded, 4] == 0) and np.all(scores[excluded] == -1e5)
+
+
 def planted_sentences(rng: np.random.Generator, n_passages: int = 24, per_passage: int = 4, n_neuroids: int = 30):
     n = n_passages * per_passage
     passages = np.repeat([f"p{g:02d}" for g in range(n_passages)], per_passage)
