@@ -288,11 +288,10 @@ def solve_banded_dual(
             # when targets outnumber n_alphas x n_val.
             resolvent = backend.matmul(scaled, vectors.T) if n_targets > len(alphas) * len(validation) else None
             excluded = backend.isnan(scaled[:, 0, 0])
-            train_responses, validation_responses = responses[train], responses[validation]
             for start in range(0, n_targets, batch):
                 targets = slice(start, start + batch)
-                predictions = _penalty_predictions(scaled, vectors, resolvent, train_responses[:, targets])
-                scores[fold, :, targets] = _r2_over_penalties(predictions, validation_responses[:, targets], excluded)
+                predictions = _penalty_predictions(scaled, vectors, resolvent, responses[train, targets])
+                scores[fold, :, targets] = _r2_over_penalties(predictions, responses[validation, targets], excluded)
         _update_search(search, candidate, backend.mean_float64(scores, axis=0) + slope, alphas)
     band_predictions = _refit(kernels, test_kernels, responses, gammas, search, neuroid_batch)
     chosen_gammas = backend.stack(
@@ -342,9 +341,15 @@ def _penalty_predictions(scaled, vectors, resolvent, responses_train):
 
 def _r2_over_penalties(predictions, responses_validation, excluded):
     """Validation R^2 of every penalty, shape (n_alphas, n_targets) (himalaya's ``r2_score``;
-    a target constant on the validation rows scores 0, an ``excluded`` penalty -1e5)."""
-    errors = predictions - responses_validation[None]
-    sse = (errors * errors).sum(1)
+    a target constant on the validation rows scores 0, an ``excluded`` penalty -1e5).
+
+    ``predictions`` is overwritten with the squared errors: in place, the largest array of the
+    search is not copied twice per fold and batch.
+    """
+    errors = predictions
+    errors -= responses_validation[None]
+    errors *= errors
+    sse = errors.sum(1)
     variance = ((responses_validation - responses_validation.mean(0)) ** 2).sum(0)
     with np.errstate(divide="ignore", invalid="ignore"):  # constant targets are set to 0 below
         r2 = 1.0 - sse / variance
